@@ -1,0 +1,121 @@
+"""The demo's accounts-payable tools and the simulated bank they pay through.
+
+The bank is a real table: a payment is one row keyed by the step's idempotency key, so a
+retried `pay_vendor` (after a crash between paying and reporting) returns the first
+receipt instead of paying twice. `settle_seconds` simulates a slow bank call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from datetime import UTC, datetime
+
+from pydantic import BaseModel, Field
+from sqlalchemy import Engine, Float, String, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from activities.tools import tool, tool_context
+from tether.db import Base
+
+
+class PaymentRow(Base):
+    __tablename__ = "demo_bank_payments"
+
+    idempotency_key: Mapped[str] = mapped_column(String(512), primary_key=True)
+    receipt_id: Mapped[str] = mapped_column(String(64))
+    vendor: Mapped[str] = mapped_column(String(255))
+    amount: Mapped[float] = mapped_column(Float)
+    invoice_id: Mapped[str] = mapped_column(String(255))
+    paid_at: Mapped[str] = mapped_column(String(40))
+
+
+class Payment(BaseModel):
+    vendor: str
+    amount: float = Field(gt=0)
+    invoice_id: str
+    currency: str = "USD"
+
+
+class Receipt(BaseModel):
+    receipt_id: str
+    vendor: str
+    amount: float
+    invoice_id: str
+
+
+class BankChange(BaseModel):
+    vendor: str
+    new_account: str
+
+
+class BankChangeResult(BaseModel):
+    vendor: str
+    changed: bool
+
+
+class Bank:
+    """A simulated bank: payments are rows, idempotent by key."""
+
+    def __init__(self, engine: Engine, settle_seconds: float = 0.0) -> None:
+        self.engine = engine
+        self.settle_seconds = settle_seconds
+        Base.metadata.create_all(engine)
+
+    def pay(self, key: str, payment: Payment) -> Receipt:
+        """Pay once per key; a repeated key returns the first payment's receipt."""
+        for _ in range(2):
+            try:
+                with Session(self.engine) as session, session.begin():
+                    row = session.get(PaymentRow, key)
+                    if row is None:
+                        row = PaymentRow(
+                            idempotency_key=key,
+                            receipt_id="rcpt-" + hashlib.sha256(key.encode()).hexdigest()[:12],
+                            vendor=payment.vendor,
+                            amount=payment.amount,
+                            invoice_id=payment.invoice_id,
+                            paid_at=datetime.now(UTC).isoformat(),
+                        )
+                        session.add(row)
+                    return Receipt(
+                        receipt_id=row.receipt_id,
+                        vendor=row.vendor,
+                        amount=row.amount,
+                        invoice_id=row.invoice_id,
+                    )
+            except IntegrityError:  # a concurrent retry paid first: read its receipt
+                continue
+        raise RuntimeError(f"payment {key!r} neither inserted nor found")
+
+    def payments(self, invoice_id: str | None = None) -> int:
+        stmt = select(func.count()).select_from(PaymentRow)
+        if invoice_id is not None:
+            stmt = stmt.where(PaymentRow.invoice_id == invoice_id)
+        with Session(self.engine) as session:
+            return int(session.execute(stmt).scalar_one())
+
+
+class PaymentTools:
+    """Tools of the accounts-payable agent."""
+
+    def __init__(self, bank: Bank) -> None:
+        self.bank = bank
+
+    @tool(action="payments.pay", resource="vendor/{vendor}", side_effect=True)
+    async def pay_vendor(self, args: Payment) -> Receipt:
+        key = tool_context().idempotency_key
+        receipt = await asyncio.to_thread(self.bank.pay, key, args)
+        if self.bank.settle_seconds:
+            await asyncio.sleep(self.bank.settle_seconds)
+        return receipt
+
+    @tool(action="vendors.update_bank_details", resource="vendor/{vendor}", side_effect=True)
+    async def update_bank_details(self, args: BankChange) -> BankChangeResult:
+        return BankChangeResult(vendor=args.vendor, changed=True)
+
+    @tool(action="bench.touch", resource="vendor/{vendor}")
+    async def touch(self, args: BankChange) -> BankChangeResult:
+        """A no-op tool, the subject of the workflow benchmark."""
+        return BankChangeResult(vendor=args.vendor, changed=False)

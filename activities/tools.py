@@ -1,0 +1,176 @@
+"""Tools: ordinary async functions an agent may call, each run as a Temporal activity.
+
+    class PaymentTools:
+        @tool(action="payments.pay", resource="vendor/{vendor}", side_effect=True)
+        async def pay_vendor(self, args: Payment) -> Receipt: ...
+
+`ToolActivities` turns bound tools into activities named `tool.<name>` (stable wire
+names). Each run records its outcome in the ledger in the same activity, idempotently by
+step, so governance costs no extra round trip. A side-effecting tool reads
+`tool_context().idempotency_key` — derived from workflow id, run id and step — and
+must pass it to the system it changes, so a retry never repeats the effect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, TypeVar, cast, get_type_hints
+
+from pydantic import BaseModel
+from temporalio import activity
+
+from activities.payloads import StepRef, ToolCall
+from verification.ledger import Ledger, LedgerEvent, digest
+
+F = TypeVar("F", bound=Callable[..., Awaitable[BaseModel]])
+
+TOOL_ATTR = "__tether_tool__"
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    name: str
+    action: str
+    resource: str
+    """A `str.format` template over the tool's arguments, e.g. 'vendor/{vendor}'."""
+    args_type: type[BaseModel]
+    result_type: type[BaseModel]
+    side_effect: bool
+    timeout: timedelta
+
+    @property
+    def activity_name(self) -> str:
+        return f"tool.{self.name}"
+
+
+REGISTRY: dict[str, ToolSpec] = {}
+"""Every tool declared so far, by name: the agent loop offers tools from here."""
+
+
+def tool(
+    *,
+    action: str,
+    resource: str,
+    name: str | None = None,
+    side_effect: bool = False,
+    timeout: timedelta = timedelta(seconds=30),
+) -> Callable[[F], F]:
+    """Declare an async function or method (taking one pydantic model) as a tool."""
+
+    def wrap(fn: F) -> F:
+        hints = get_type_hints(fn)
+        params = [p for p in inspect.signature(fn).parameters if p != "self"]
+        if len(params) != 1:
+            raise TypeError(f"tool {fn.__name__!r} must take exactly one pydantic argument")
+        spec = ToolSpec(
+            name=name or fn.__name__,
+            action=action,
+            resource=resource,
+            args_type=hints[params[0]],
+            result_type=hints["return"],
+            side_effect=side_effect,
+            timeout=timeout,
+        )
+        setattr(fn, TOOL_ATTR, spec)
+        REGISTRY[spec.name] = spec
+        return fn
+
+    return wrap
+
+
+def spec_of(fn: Callable[..., Awaitable[BaseModel]]) -> ToolSpec:
+    spec = getattr(fn, TOOL_ATTR, None)
+    if not isinstance(spec, ToolSpec):
+        raise TypeError(f"{fn!r} is not a tool; decorate it with @tool(action=..., resource=...)")
+    return spec
+
+
+@dataclass(frozen=True)
+class ToolContext:
+    ref: StepRef
+    idempotency_key: str
+
+
+_context: contextvars.ContextVar[ToolContext] = contextvars.ContextVar("tether_tool_context")
+
+
+def tool_context() -> ToolContext:
+    """The running tool's step and idempotency key."""
+    return _context.get()
+
+
+class ToolActivities:
+    """Activities for the bound tools of the given objects (or plain tool functions)."""
+
+    def __init__(self, ledger: Ledger, providers: list[object]) -> None:
+        self.ledger = ledger
+        self.bound: dict[str, tuple[ToolSpec, Callable[[BaseModel], Awaitable[BaseModel]]]] = {}
+        for provider in providers:
+            candidates = (
+                [provider]
+                if callable(provider) and hasattr(provider, TOOL_ATTR)
+                else [getattr(provider, n) for n in dir(provider) if not n.startswith("_")]
+            )
+            for member in candidates:
+                spec = getattr(member, TOOL_ATTR, None)
+                if isinstance(spec, ToolSpec):
+                    self.bound[spec.name] = (spec, cast(Any, member))
+
+    def activities(self) -> list[Callable[..., Any]]:
+        return [self._make(spec, fn) for spec, fn in self.bound.values()]
+
+    def _make(
+        self, spec: ToolSpec, fn: Callable[[BaseModel], Awaitable[BaseModel]]
+    ) -> Callable[[ToolCall], Awaitable[BaseModel]]:
+        async def run(call: ToolCall) -> BaseModel:
+            args = spec.args_type.model_validate(call.args)
+            token = _context.set(ToolContext(call.ref, call.ref.key("effect")))
+            try:
+                result = await fn(args)
+            except Exception as exc:
+                if call.record:
+                    attempt = activity.info().attempt
+                    await asyncio.to_thread(
+                        self._record, call, f"tool.failed.{attempt}", "failed", {"error": repr(exc)}
+                    )
+                raise
+            finally:
+                _context.reset(token)
+            if call.record:
+                await asyncio.to_thread(
+                    self._record,
+                    call,
+                    "tool.executed",
+                    "succeeded",
+                    {"result_digest": digest(result.model_dump(mode="json"))},
+                )
+            return result
+
+        run.__name__ = f"tool_{spec.name}"
+        return activity.defn(name=spec.activity_name)(run)
+
+    def _record(self, call: ToolCall, kind: str, outcome: str, payload: dict[str, Any]) -> None:
+        d = call.decision
+        self.ledger.append(
+            LedgerEvent(
+                idempotency_key=call.ref.key(kind),
+                kind=kind.split(".")[0] + "." + kind.split(".")[1],
+                workflow_id=call.ref.workflow_id,
+                run_id=call.ref.run_id,
+                step=call.ref.step,
+                agent=call.ref.agent,
+                action=call.action,
+                resource=call.resource,
+                tier=d.tier.value if d else "",
+                rule=d.rule if d else "",
+                policy_version=d.policy_version if d else "",
+                actor=call.ref.agent,
+                outcome=outcome,
+                payload={"tool": call.tool, "args_digest": digest(call.args), **payload},
+            )
+        )

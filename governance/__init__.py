@@ -1,0 +1,34 @@
+"""Control plane: casbin policy decides a tier for every action; approvals are checked here.
+
+A plain library: no Temporal import, unit-testable in microseconds.
+"""
+
+from governance.approvals import (
+    ApprovalDecision,
+    ApprovalOutcome,
+    ApprovalStatus,
+    PendingApproval,
+    check_approval,
+)
+from governance.errors import ApprovalError, GovernanceError, PolicyError, TetherError
+from governance.policy import PolicyEngine, PolicyRule, parse_policy
+from governance.types import NO_MATCH_RULE, Decision, DecisionRequest, Tier
+
+__all__ = [
+    "NO_MATCH_RULE",
+    "ApprovalDecision",
+    "ApprovalError",
+    "ApprovalOutcome",
+    "ApprovalStatus",
+    "Decision",
+    "DecisionRequest",
+    "GovernanceError",
+    "PendingApproval",
+    "PolicyEngine",
+    "PolicyError",
+    "PolicyRule",
+    "Tier",
+    "TetherError",
+    "check_approval",
+    "parse_policy",
+]

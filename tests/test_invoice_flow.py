@@ -1,0 +1,151 @@
+"""The spine end to end on the real dev server: ask, decide, notify, approve, deny, record."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.worker import Worker
+
+from governance.approvals import ApprovalDecision, ApprovalOutcome, ApprovalStatus
+from tests.conftest import new_id
+from tether.client import start_task
+from tether.config import Settings
+from worker import Runtime
+from workflows import AgentStatus, InvoiceInput, InvoiceResult
+
+
+async def _start(
+    client: Client, settings: Settings, invoice: str, started_by: str = "user:bob"
+) -> WorkflowHandle[Any, InvoiceResult]:
+    return await start_task(
+        client,
+        "PayInvoice",
+        InvoiceInput(invoice_id=invoice, text=f"Invoice {invoice} from a vendor"),
+        workflow_id=new_id(invoice),
+        task_queue=settings.task_queue,
+        started_by=started_by,
+        result_type=InvoiceResult,
+    )
+
+
+async def _pending(handle: WorkflowHandle[Any, InvoiceResult]) -> AgentStatus:
+    for _ in range(200):
+        status: AgentStatus = await handle.query("status", result_type=AgentStatus)
+        if status.pending is not None:
+            return status
+        await asyncio.sleep(0.05)
+    raise AssertionError("the workflow never asked for approval")
+
+
+async def test_small_invoice_is_paid_automatically(
+    client: Client, settings: Settings, runtime: Runtime, worker: Worker
+) -> None:
+    handle = await _start(client, settings, "INV-1001")
+    result = await handle.result()
+    assert result.status == "paid" and result.receipt_id
+    assert runtime.bank.payments("INV-1001") == 1
+    kinds = [(e.kind, e.tier, e.outcome) for e in runtime.ledger.events(handle.id)]
+    assert kinds == [
+        ("model.call", "", "succeeded"),
+        ("decision", "auto", "allowed"),
+        ("tool.executed", "auto", "succeeded"),
+    ]
+    decision = runtime.ledger.events(handle.id)[1]
+    assert decision.rule == "ap-pay-small"
+    assert decision.policy_version == runtime.policy.version
+    assert runtime.ledger.verify().ok
+
+
+async def test_medium_invoice_runs_and_notifies(
+    client: Client, settings: Settings, runtime: Runtime, worker: Worker
+) -> None:
+    handle = await _start(client, settings, "INV-1002")
+    result = await handle.result()
+    assert result.status == "paid"
+    kinds = [e.kind for e in runtime.ledger.events(handle.id)]
+    assert kinds == ["model.call", "decision", "tool.executed", "notify"]
+
+
+async def test_bank_change_is_denied_and_nothing_is_paid(
+    client: Client, settings: Settings, runtime: Runtime, worker: Worker
+) -> None:
+    handle = await _start(client, settings, "INV-1004")
+    result = await handle.result()
+    assert result.status == "denied"
+    assert "ap-no-bank-changes" in result.message
+    assert runtime.bank.payments("INV-1004") == 0
+    events = runtime.ledger.events(handle.id)
+    assert [(e.kind, e.tier, e.rule) for e in events][-1] == (
+        "decision",
+        "deny",
+        "ap-no-bank-changes",
+    )
+
+
+async def test_large_invoice_waits_for_approval_and_refuses_self_approval(
+    client: Client, settings: Settings, runtime: Runtime, worker: Worker
+) -> None:
+    handle = await _start(client, settings, "INV-1003", started_by="user:bob")
+    status = await _pending(handle)
+    assert status.pending is not None
+    request_id = status.pending.request_id
+    assert runtime.approvals.get(request_id).status is ApprovalStatus.PENDING
+
+    # bob holds the approver role but started the workflow: refused by the validator.
+    with pytest.raises(WorkflowUpdateFailedError) as refused:
+        await handle.execute_update(
+            "decide", ApprovalDecision(request_id=request_id, approver="user:bob", approve=True)
+        )
+    assert "cannot approve" in str(refused.value.cause)
+    # mallory lacks the role.
+    with pytest.raises(WorkflowUpdateFailedError) as unauthorised:
+        await handle.execute_update(
+            "decide", ApprovalDecision(request_id=request_id, approver="user:mallory", approve=True)
+        )
+    assert "does not hold 'role:ap-approver'" in str(unauthorised.value.cause)
+    assert runtime.bank.payments("INV-1003") == 0
+
+    outcome = await handle.execute_update(
+        "decide",
+        ApprovalDecision(request_id=request_id, approver="user:alice", approve=True, comment="ok"),
+        result_type=ApprovalOutcome,
+    )
+    assert outcome.status is ApprovalStatus.APPROVED
+    result = await handle.result()
+    assert result.status == "paid"
+    assert runtime.bank.payments("INV-1003") == 1
+    assert runtime.approvals.get(request_id).status is ApprovalStatus.APPROVED
+    kinds = [(e.kind, e.actor) for e in runtime.ledger.events(handle.id)]
+    assert ("approval.requested", "user:bob") in kinds
+    assert ("approval.decided", "user:alice") in kinds
+    assert runtime.ledger.verify().ok
+
+
+async def test_signal_with_bad_payload_is_refused_and_recorded(
+    client: Client, settings: Settings, runtime: Runtime, worker: Worker
+) -> None:
+    handle = await _start(client, settings, "INV-1003", started_by="user:carol")
+    status = await _pending(handle)
+    assert status.pending is not None
+    request_id = status.pending.request_id
+    await handle.signal(
+        "approve", ApprovalDecision(request_id=request_id, approver="agent:ap-clerk", approve=True)
+    )
+    for _ in range(100):
+        if any(e.kind == "approval.refused" for e in runtime.ledger.events(handle.id)):
+            break
+        await asyncio.sleep(0.05)
+    refused = [e for e in runtime.ledger.events(handle.id) if e.kind == "approval.refused"]
+    assert refused and refused[0].actor == "agent:ap-clerk"
+    assert runtime.bank.payments("INV-1003") == 0
+    # A valid signal from a holder of the role rejects the request.
+    await handle.signal(
+        "approve",
+        ApprovalDecision(request_id=request_id, approver="user:alice", approve=False, comment="dup"),
+    )
+    result = await handle.result()
+    assert result.status == "rejected" and "dup" in result.message
+    assert runtime.bank.payments("INV-1003") == 0

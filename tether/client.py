@@ -1,0 +1,54 @@
+"""Connecting to Temporal and starting governed tasks, shared by worker, CLI and tests."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+from temporalio.client import Client, WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError
+
+from governance.errors import TetherError
+from tether.config import Settings
+
+T = TypeVar("T")
+
+
+class ConnectError(TetherError):
+    """Temporal is not reachable; the message names the address."""
+
+
+async def connect(settings: Settings) -> Client:
+    try:
+        return await Client.connect(
+            settings.temporal_address,
+            namespace=settings.namespace,
+            data_converter=pydantic_data_converter,
+        )
+    except (RPCError, RuntimeError, OSError) as exc:
+        raise ConnectError(
+            f"cannot reach Temporal at {settings.temporal_address!r} ({exc}); start it with "
+            "'tether dev' or set TETHER_TEMPORAL_ADDRESS"
+        ) from None
+
+
+async def start_task(
+    client: Client,
+    workflow: str,
+    arg: BaseModel,
+    *,
+    workflow_id: str,
+    task_queue: str,
+    started_by: str,
+    result_type: type[T],
+) -> WorkflowHandle[Any, T]:
+    """Start a governed workflow, recording the human who started it."""
+    return await client.start_workflow(
+        workflow,
+        arg,
+        id=workflow_id,
+        task_queue=task_queue,
+        memo={"started_by": started_by},
+        result_type=result_type,
+    )

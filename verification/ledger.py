@@ -1,0 +1,226 @@
+"""The ledger: an append-only, hash-linked table of everything that happened.
+
+Contract:
+- `append` is idempotent by `LedgerEvent.idempotency_key`: appending the same key again
+  returns the event already stored and adds nothing, so a retried activity never
+  duplicates a record.
+- Appends are serialised by a lock on the single `ledger_head` row (SQLite: the database
+  write lock taken by BEGIN IMMEDIATE), so many workers may append at once and the chain
+  stays linear: event `seq` n links to event n-1 by `prev_hash`.
+- `hash` = SHA-256 over the canonical JSON of every field but `hash` itself, seq included,
+  so an edited, removed or reordered row breaks verification at that row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+from pydantic import BaseModel, Field, JsonValue
+from sqlalchemy import Engine, Integer, String, Text, select, update
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from tether.db import Base, make_engine
+
+GENESIS = "0" * 64
+
+
+class LedgerEvent(BaseModel):
+    """What a caller appends."""
+
+    idempotency_key: str
+    kind: str
+    workflow_id: str = ""
+    run_id: str = ""
+    step: int | None = None
+    agent: str = ""
+    action: str = ""
+    resource: str = ""
+    tier: str = ""
+    rule: str = ""
+    policy_version: str = ""
+    actor: str = ""
+    outcome: str = ""
+    payload: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+class RecordedEvent(LedgerEvent):
+    """An event as stored, with its place in the chain."""
+
+    seq: int
+    recorded_at: str
+    prev_hash: str
+    hash: str
+
+
+class EventRow(Base):
+    __tablename__ = "ledger_events"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    idempotency_key: Mapped[str] = mapped_column(String(512), unique=True)
+    kind: Mapped[str] = mapped_column(String(64), index=True)
+    workflow_id: Mapped[str] = mapped_column(String(255), index=True)
+    run_id: Mapped[str] = mapped_column(String(64))
+    step: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    agent: Mapped[str] = mapped_column(String(255))
+    action: Mapped[str] = mapped_column(String(255))
+    resource: Mapped[str] = mapped_column(String(1024))
+    tier: Mapped[str] = mapped_column(String(16))
+    rule: Mapped[str] = mapped_column(String(255))
+    policy_version: Mapped[str] = mapped_column(String(64))
+    actor: Mapped[str] = mapped_column(String(255))
+    outcome: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[str] = mapped_column(Text)
+    recorded_at: Mapped[str] = mapped_column(String(40))
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class HeadRow(Base):
+    __tablename__ = "ledger_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(Integer)
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+def canonical_json(value: JsonValue) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def digest(value: JsonValue) -> str:
+    """SHA-256 of the canonical JSON of `value`, as `sha256:<hex>`."""
+    return "sha256:" + hashlib.sha256(canonical_json(value).encode()).hexdigest()
+
+
+def event_hash(fields: dict[str, JsonValue]) -> str:
+    body = {k: v for k, v in fields.items() if k != "hash"}
+    return hashlib.sha256(canonical_json(body).encode()).hexdigest()
+
+
+def _row_fields(row: EventRow) -> dict[str, JsonValue]:
+    return {
+        "seq": row.seq,
+        "idempotency_key": row.idempotency_key,
+        "kind": row.kind,
+        "workflow_id": row.workflow_id,
+        "run_id": row.run_id,
+        "step": row.step,
+        "agent": row.agent,
+        "action": row.action,
+        "resource": row.resource,
+        "tier": row.tier,
+        "rule": row.rule,
+        "policy_version": row.policy_version,
+        "actor": row.actor,
+        "outcome": row.outcome,
+        "payload": row.payload,
+        "recorded_at": row.recorded_at,
+        "prev_hash": row.prev_hash,
+    }
+
+
+def _to_event(row: EventRow) -> RecordedEvent:
+    fields = _row_fields(row)
+    fields["payload"] = json.loads(row.payload)
+    fields["hash"] = row.hash
+    return RecordedEvent.model_validate(fields)
+
+
+class VerifyReport(BaseModel):
+    """The result of walking the chain."""
+
+    ok: bool
+    events: int
+    head_hash: str
+    first_bad_seq: int | None = None
+    problem: str = ""
+
+
+class Ledger:
+    """Append and read hash-linked events."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        Base.metadata.create_all(engine)
+        with Session(engine) as session, session.begin():
+            if session.get(HeadRow, 1) is None:
+                session.add(HeadRow(id=1, seq=0, hash=GENESIS))
+
+    @classmethod
+    def from_url(cls, url: str) -> Ledger:
+        return cls(make_engine(url))
+
+    def append(self, event: LedgerEvent) -> RecordedEvent:
+        """Append `event` once; a repeated idempotency key returns the stored event."""
+        with Session(self.engine) as session, session.begin():
+            head = session.execute(
+                select(HeadRow).where(HeadRow.id == 1).with_for_update()
+            ).scalar_one()
+            existing = session.execute(
+                select(EventRow).where(EventRow.idempotency_key == event.idempotency_key)
+            ).scalar_one_or_none()
+            if existing is not None:
+                return _to_event(existing)
+            row = EventRow(
+                seq=head.seq + 1,
+                recorded_at=datetime.now(UTC).isoformat(timespec="microseconds"),
+                prev_hash=head.hash,
+                hash="",
+                **event.model_dump(exclude={"payload"}),
+                payload=canonical_json(event.payload),
+            )
+            row.hash = event_hash(_row_fields(row))
+            session.add(row)
+            session.execute(update(HeadRow).where(HeadRow.id == 1).values(seq=row.seq, hash=row.hash))
+            return _to_event(row)
+
+    def events(self, workflow_id: str | None = None) -> list[RecordedEvent]:
+        stmt = select(EventRow).order_by(EventRow.seq)
+        if workflow_id is not None:
+            stmt = stmt.where(EventRow.workflow_id == workflow_id)
+        with Session(self.engine) as session:
+            return [_to_event(r) for r in session.execute(stmt).scalars()]
+
+    def _rows(self) -> Iterator[EventRow]:
+        with Session(self.engine) as session:
+            yield from session.execute(
+                select(EventRow).order_by(EventRow.seq).execution_options(yield_per=1000)
+            ).scalars()
+
+    def verify(self) -> VerifyReport:
+        """Walk the chain from the start; name the first entry that does not hold."""
+        expected_seq, prev, count = 1, GENESIS, 0
+        for row in self._rows():
+            problem = ""
+            if row.seq != expected_seq:
+                problem = (
+                    f"entry {expected_seq} is missing (the next entry found is {row.seq}): "
+                    "a row was removed"
+                )
+                bad = expected_seq
+            elif row.prev_hash != prev:
+                problem = f"entry {row.seq} does not link to entry {row.seq - 1}: rows were removed or reordered"
+                bad = row.seq
+            elif event_hash(_row_fields(row)) != row.hash:
+                problem = f"entry {row.seq} ({row.kind}, {row.idempotency_key!r}) was altered: its hash does not match its content"
+                bad = row.seq
+            if problem:
+                return VerifyReport(ok=False, events=count, head_hash=prev, first_bad_seq=bad, problem=problem)
+            prev, expected_seq, count = row.hash, expected_seq + 1, count + 1
+        with Session(self.engine) as session:
+            head = session.get(HeadRow, 1)
+        if head is not None and (head.seq, head.hash) != (count, prev):
+            return VerifyReport(
+                ok=False,
+                events=count,
+                head_hash=prev,
+                first_bad_seq=count + 1 if head.seq > count else head.seq,
+                problem=(
+                    f"the ledger head records {head.seq} entries but the chain has {count}: "
+                    "entries were removed from the end or the head was rewritten"
+                ),
+            )
+        return VerifyReport(ok=True, events=count, head_hash=prev)

@@ -1,0 +1,37 @@
+"""Errors a governed step raises into the author's workflow.
+
+    ApplicationError (temporalio)
+    ├── ActionDenied        policy said deny; nothing ran
+    ├── ActionRejected      an approver rejected, or the approval deadline passed
+    ├── BudgetExceeded      a step, token or cost budget is spent
+    └── ModelOutputInvalid  the model's output failed its schema, repair included
+
+All are non-retryable: uncaught, they fail the run with their type; caught, the author
+decides what the agent does next.
+"""
+
+from __future__ import annotations
+
+from temporalio.exceptions import ApplicationError
+
+
+class ActionDenied(ApplicationError):
+    def __init__(self, message: str, rule: str = "") -> None:
+        super().__init__(message, rule, type="ActionDenied", non_retryable=True)
+        self.rule = rule
+
+
+class ActionRejected(ApplicationError):
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message, reason, type="ActionRejected", non_retryable=True)
+        self.reason = reason
+
+
+class BudgetExceeded(ApplicationError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, type="BudgetExceeded", non_retryable=True)
+
+
+class ModelOutputInvalid(ApplicationError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, type="ModelOutputInvalid", non_retryable=True)
