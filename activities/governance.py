@@ -63,7 +63,9 @@ class GovernanceActivities:
                 rule=decision.rule,
                 policy_version=decision.policy_version,
                 actor="policy",
-                outcome="denied" if decision.tier is Tier.DENY else "allowed",
+                outcome={Tier.DENY: "denied", Tier.APPROVE: "needs-approval"}.get(
+                    decision.tier, "allowed"
+                ),
                 payload={
                     "reason": decision.reason,
                     "args_digest": inp.args_digest,

@@ -1,0 +1,302 @@
+"""`tether`: the command line. Thin: every command calls the library the tests call.
+
+Errors Tether raises on purpose print as one line naming the value and what to do, and
+exit 2; a check that fails (audit verify) exits 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Callable, Coroutine
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, TypeVar, get_type_hints
+
+import typer
+from pydantic import BaseModel, ValidationError
+from rich.console import Console
+from rich.table import Table
+from temporalio import workflow as temporal_workflow
+
+from governance.errors import TetherError
+from governance.policy import PolicyEngine
+from governance.store import ApprovalStore
+from governance.types import DecisionRequest
+from tether.config import Settings
+from tether.db import make_engine
+from verification.ledger import Ledger
+
+app = typer.Typer(help="Tether: governed, durable, evidenced AI agents on Temporal.", no_args_is_help=True)
+approvals_app = typer.Typer(help="Decide pending approval requests.", no_args_is_help=True)
+audit_app = typer.Typer(help="Verify and inspect the ledger.", no_args_is_help=True)
+policy_app = typer.Typer(help="Inspect the policy.", no_args_is_help=True)
+app.add_typer(approvals_app, name="approvals")
+app.add_typer(audit_app, name="audit")
+app.add_typer(policy_app, name="policy")
+
+out = Console()
+err = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def friendly(fn: F) -> F:
+    """Turn Tether's own errors into one line and exit code 2."""
+
+    @wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except TetherError as exc:
+            err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return run  # type: ignore[return-value]
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise TetherError(f"configuration is invalid: {exc.errors()[0]['msg']} ({exc.errors()[0]['loc']})") from None
+
+
+def _run(coro: Coroutine[Any, Any, Any]) -> Any:
+    return asyncio.run(coro)
+
+
+def _stores(settings: Settings) -> tuple[Ledger, ApprovalStore]:
+    engine = make_engine(settings.database_url)
+    return Ledger(engine), ApprovalStore(engine)
+
+
+# -- stack ------------------------------------------------------------------------------
+
+
+@app.command()
+@friendly
+def dev() -> None:
+    """Start the Temporal dev server (state under .tether/) and a worker; Ctrl-C stops both."""
+    from tether.dev import run_dev
+
+    raise typer.Exit(run_dev(_settings(), out))
+
+
+@app.command()
+@friendly
+def worker() -> None:
+    """Run a worker in the foreground (the same as `python worker.py`)."""
+    import worker as worker_module
+
+    _run(worker_module.main())
+
+
+@app.command()
+@friendly
+def demo() -> None:
+    """Run the accounts-payable scenario on embedded defaults and verify the ledger."""
+    from tether.demo import run_demo
+
+    raise typer.Exit(_run(run_demo(_settings(), out)))
+
+
+def _workflow_inputs() -> dict[str, type[BaseModel]]:
+    from workflows import ALL_WORKFLOWS
+
+    found: dict[str, type[BaseModel]] = {}
+    for cls in ALL_WORKFLOWS:
+        defn = temporal_workflow._Definition.must_from_class(cls)
+        hints = get_type_hints(cls.run)  # type: ignore[attr-defined]
+        inputs = [t for k, t in hints.items() if k != "return"]
+        if defn.name and inputs:
+            found[defn.name] = inputs[0]
+    return found
+
+
+@app.command()
+@friendly
+def run(
+    workflow: Annotated[str, typer.Argument(help="Workflow name, e.g. PayInvoice.")],
+    input: Annotated[str, typer.Option("--input", "-i", help="Workflow input as JSON.")] = "{}",
+    as_user: Annotated[str, typer.Option("--as", help="The person starting the task.")] = "user:cli",
+    workflow_id: Annotated[str | None, typer.Option("--id", help="Workflow id.")] = None,
+    wait: Annotated[bool, typer.Option(help="Wait for the result.")] = True,
+) -> None:
+    """Start a governed workflow."""
+    from tether.client import connect, start_task
+
+    inputs = _workflow_inputs()
+    if workflow not in inputs:
+        raise TetherError(
+            f"unknown workflow {workflow!r}; known workflows: {', '.join(sorted(inputs))}"
+        )
+    try:
+        raw = json.loads(input)
+    except json.JSONDecodeError as exc:
+        raise TetherError(f"--input {input!r} is not valid JSON ({exc.msg} at {exc.pos}); quote it for your shell") from None
+    try:
+        arg = inputs[workflow].model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise TetherError(
+            f"--input does not fit {inputs[workflow].__name__}: {first['msg']} at "
+            f"{'.'.join(str(p) for p in first['loc']) or 'top level'}"
+        ) from None
+    settings = _settings()
+
+    async def go() -> None:
+        client = await connect(settings)
+        handle = await start_task(
+            client, workflow, arg,
+            workflow_id=workflow_id or f"{workflow}-{uuid.uuid4().hex[:8]}",
+            task_queue=settings.task_queue, started_by=as_user, result_type=dict,
+        )
+        out.print(f"started {workflow} as {handle.id}")
+        if wait:
+            out.print_json(data=await handle.result())
+
+    _run(go())
+
+
+# -- approvals --------------------------------------------------------------------------
+
+
+@approvals_app.command("list")
+@friendly
+def approvals_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List open approval requests."""
+    _, store = _stores(_settings())
+    pending = store.list()
+    if as_json:
+        out.print_json(data=[p.model_dump(mode="json") for p in pending])
+        return
+    table = Table(title=f"{len(pending)} open approval request(s)", title_justify="left")
+    for col in ("id", "action", "resource", "arguments", "why", "asked by", "approvers", "deadline"):
+        table.add_column(col)
+    for p in pending:
+        table.add_row(
+            p.request_id, p.action, p.resource, p.args_summary[:60], p.rule,
+            f"{p.agent} for {p.requested_by}", p.approver_role,
+            p.deadline.isoformat(timespec="seconds") if p.deadline else "-",
+        )
+    out.print(table)
+
+
+def _decide(request_id: str, as_user: str, approve: bool, comment: str) -> None:
+    from tether.approvals import decide_request
+    from tether.client import connect
+
+    settings = _settings()
+    ledger, store = _stores(settings)
+    store.get(request_id)  # an unknown id fails here, before any connection
+
+    async def go() -> None:
+        client = await connect(settings)
+        outcome = await decide_request(
+            client, store, ledger, request_id, approver=as_user, approve=approve, comment=comment
+        )
+        out.print(f"{outcome.request_id}: {outcome.status.value} by {outcome.approver}")
+
+    _run(go())
+
+
+@approvals_app.command("approve")
+@friendly
+def approvals_approve(
+    request_id: str,
+    as_user: Annotated[str, typer.Option("--as", help="The approver, e.g. user:alice.")],
+    comment: Annotated[str, typer.Option(help="Why.")] = "",
+) -> None:
+    """Approve a pending request."""
+    _decide(request_id, as_user, True, comment)
+
+
+@approvals_app.command("reject")
+@friendly
+def approvals_reject(
+    request_id: str,
+    as_user: Annotated[str, typer.Option("--as", help="The approver, e.g. user:alice.")],
+    reason: Annotated[str, typer.Option(help="Why; the agent is told.")] = "",
+) -> None:
+    """Reject a pending request."""
+    _decide(request_id, as_user, False, reason)
+
+
+# -- audit ------------------------------------------------------------------------------
+
+
+@audit_app.command("verify")
+@friendly
+def audit_verify() -> None:
+    """Walk the hash chain; exit 1 naming the first bad entry."""
+    ledger, _ = _stores(_settings())
+    report = ledger.verify()
+    if report.ok:
+        out.print(f"ledger intact: {report.events} events, head {report.head_hash}")
+        return
+    err.print(f"[red]ledger broken[/] at entry {report.first_bad_seq}: {report.problem}", highlight=False)
+    raise typer.Exit(1)
+
+
+@audit_app.command("show")
+@friendly
+def audit_show(
+    workflow_id: str,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Print a workflow's recorded events in order."""
+    ledger, _ = _stores(_settings())
+    events = ledger.events(workflow_id)
+    if not events:
+        raise TetherError(f"the ledger has no events for workflow {workflow_id!r}; check the id")
+    if as_json:
+        out.print_json(data=[e.model_dump(mode="json") for e in events])
+        return
+    from tether.demo import print_events
+
+    print_events(out, events)
+
+
+# -- policy -----------------------------------------------------------------------------
+
+
+@policy_app.command("explain")
+@friendly
+def policy_explain(
+    agent: Annotated[str, typer.Option(help="e.g. agent:ap-clerk")],
+    action: Annotated[str, typer.Option(help="e.g. payments.pay")],
+    resource: Annotated[str, typer.Option(help="e.g. vendor/acme")],
+    context: Annotated[str, typer.Option(help="Request context as JSON.")] = "{}",
+    policy: Annotated[Path | None, typer.Option(help="Policy CSV (default: configured).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show the tier, the deciding rule and the policy version for one request."""
+    settings = _settings()
+    engine = PolicyEngine.from_files(settings.policy_model, policy or settings.policy_path)
+    try:
+        ctx = json.loads(context)
+    except json.JSONDecodeError as exc:
+        raise TetherError(f"--context {context!r} is not valid JSON ({exc.msg})") from None
+    if not isinstance(ctx, dict):
+        raise TetherError(f"--context {context!r} must be a JSON object, like '{{\"amount\": 10}}'")
+    decision = engine.decide(DecisionRequest(agent=agent, action=action, resource=resource, context=ctx))
+    if as_json:
+        out.print_json(decision.model_dump_json())
+        return
+    out.print(f"tier: {decision.tier.value}\nrule: {decision.rule}\npolicy: {decision.policy_version}\nwhy: {decision.reason}", highlight=False)
+
+
+@policy_app.command("check")
+@friendly
+def policy_check(path: Path) -> None:
+    """Load a policy file and report its rules and version, or the first error."""
+    settings = _settings()
+    engine = PolicyEngine.from_files(settings.policy_model, path)
+    out.print(f"{path}: {len(engine.document.rules)} rules, version {engine.version}")
+
+
+if __name__ == "__main__":
+    app()
