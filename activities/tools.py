@@ -42,6 +42,8 @@ class ToolSpec:
     result_type: type[BaseModel]
     side_effect: bool
     timeout: timedelta
+    heartbeat: timedelta
+    """The tool activity heartbeats; a worker that dies is noticed after this long."""
 
     @property
     def activity_name(self) -> str:
@@ -58,7 +60,8 @@ def tool(
     resource: str,
     name: str | None = None,
     side_effect: bool = False,
-    timeout: timedelta = timedelta(seconds=30),
+    timeout: timedelta = timedelta(seconds=60),
+    heartbeat: timedelta = timedelta(seconds=5),
 ) -> Callable[[F], F]:
     """Declare an async function or method (taking one pydantic model) as a tool."""
 
@@ -75,6 +78,7 @@ def tool(
             result_type=hints["return"],
             side_effect=side_effect,
             timeout=timeout,
+            heartbeat=heartbeat,
         )
         setattr(fn, TOOL_ATTR, spec)
         REGISTRY[spec.name] = spec
@@ -104,6 +108,12 @@ def tool_context() -> ToolContext:
     return _context.get()
 
 
+async def _heartbeat(every: timedelta) -> None:
+    while True:
+        activity.heartbeat()
+        await asyncio.sleep(every.total_seconds())
+
+
 class ToolActivities:
     """Activities for the bound tools of the given objects (or plain tool functions)."""
 
@@ -130,6 +140,7 @@ class ToolActivities:
         async def run(call: ToolCall) -> BaseModel:
             args = spec.args_type.model_validate(call.args)
             token = _context.set(ToolContext(call.ref, call.ref.key("effect")))
+            beat = asyncio.create_task(_heartbeat(spec.heartbeat / 3))
             try:
                 result = await fn(args)
             except Exception as exc:
@@ -140,6 +151,7 @@ class ToolActivities:
                     )
                 raise
             finally:
+                beat.cancel()
                 _context.reset(token)
             if call.record:
                 await asyncio.to_thread(

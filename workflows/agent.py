@@ -220,6 +220,7 @@ class AgentWorkflow:
             ),
             result_type=spec.result_type,
             start_to_close_timeout=spec.timeout,
+            heartbeat_timeout=spec.heartbeat,
             retry_policy=TOOL_RETRY,
         )
         if decision.tier is Tier.NOTIFY:

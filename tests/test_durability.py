@@ -1,0 +1,113 @@
+"""Durability: a worker killed mid-payment, a deadline that passes, replay of stored histories."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from governance.approvals import ApprovalStatus
+from tests.conftest import new_id
+from tether.binaries import temporal_test_server
+from tether.client import start_task
+from tether.config import Settings
+from worker import Runtime, build_worker
+from workflows import InvoiceInput, InvoiceResult
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _spawn_worker(settings: Settings, settle: float, log: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "TETHER_TEMPORAL_ADDRESS": settings.temporal_address,
+        "TETHER_TASK_QUEUE": settings.task_queue,
+        "TETHER_DATABASE_URL": settings.database_url,
+        "TETHER_BANK_SETTLE_SECONDS": str(settle),
+    }
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, str(ROOT / "worker.py")], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+
+
+async def test_worker_killed_mid_payment_pays_once(
+    client: Client, settings: Settings, runtime: Runtime, tmp_path: Path
+) -> None:
+    log = tmp_path / "worker.log"
+    # The bank settles slowly, so the payment row exists while the activity still runs.
+    first = _spawn_worker(settings, settle=30.0, log=log)
+    try:
+        handle = await start_task(
+            client,
+            "PayInvoice",
+            InvoiceInput(invoice_id="INV-1001", text="Invoice INV-1001"),
+            workflow_id=new_id("crash"),
+            task_queue=settings.task_queue,
+            started_by="user:bob",
+            result_type=InvoiceResult,
+        )
+        for _ in range(600):
+            if runtime.bank.payments("INV-1001") == 1:
+                break
+            await asyncio.sleep(0.05)
+        assert runtime.bank.payments("INV-1001") == 1, log.read_text()
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    assert first.returncode == -signal.SIGKILL
+
+    second = _spawn_worker(settings, settle=0.0, log=log)
+    try:
+        result = await asyncio.wait_for(handle.result(), timeout=120)
+    finally:
+        second.send_signal(signal.SIGINT)
+        second.wait(timeout=30)
+    assert result.status == "paid"
+    assert runtime.bank.payments("INV-1001") == 1
+    events = runtime.ledger.events(handle.id)
+    kinds = [e.kind for e in events]
+    assert kinds.count("decision") == 1
+    assert kinds.count("tool.executed") == 1
+    assert len({e.idempotency_key for e in events}) == len(events)
+    assert runtime.ledger.verify().ok
+
+
+async def test_approval_deadline_rejects_by_default(tmp_path: Path) -> None:
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=temporal_test_server(),
+        data_converter=pydantic_data_converter,
+    )
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'tether.db'}", task_queue=new_id("skip")
+    )
+    runtime = Runtime.from_settings(settings)
+    try:
+        async with build_worker(env.client, settings, runtime):
+            handle = await start_task(
+                env.client,
+                "PayInvoice",
+                InvoiceInput(invoice_id="INV-1003", text="Invoice INV-1003"),
+                workflow_id=new_id("deadline"),
+                task_queue=settings.task_queue,
+                started_by="user:bob",
+                result_type=InvoiceResult,
+            )
+            result = await handle.result()  # the test server skips the 24 h deadline
+    finally:
+        await env.shutdown()
+    assert result.status == "rejected"
+    assert "expired" in result.message
+    assert runtime.bank.payments("INV-1003") == 0
+    (request,) = runtime.approvals.list(status=None)
+    assert request.status is ApprovalStatus.EXPIRED
+    decided = [e for e in runtime.ledger.events(handle.id) if e.kind == "approval.decided"]
+    assert [(e.actor, e.outcome) for e in decided] == [("deadline", "expired")]
+    assert runtime.ledger.verify().ok
