@@ -76,7 +76,9 @@ def build_worker(
 
 async def main() -> None:
     settings = Settings()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     runtime = Runtime.from_settings(settings)
     client = await connect(settings)
     worker = build_worker(client, settings, runtime)

@@ -11,7 +11,15 @@ from activities.payloads import (
     StepRef,
     ToolCall,
 )
-from activities.tools import REGISTRY, ToolActivities, ToolContext, ToolSpec, spec_of, tool, tool_context
+from activities.tools import (
+    REGISTRY,
+    ToolActivities,
+    ToolContext,
+    ToolSpec,
+    spec_of,
+    tool,
+    tool_context,
+)
 
 __all__ = [
     "REGISTRY",

@@ -42,7 +42,10 @@ class GovernanceActivities:
         if inp.governed:
             decision = self.policy.decide(
                 DecisionRequest(
-                    agent=inp.ref.agent, action=inp.action, resource=inp.resource, context=inp.context
+                    agent=inp.ref.agent,
+                    action=inp.action,
+                    resource=inp.resource,
+                    context=inp.context,
                 )
             )
         else:
@@ -86,7 +89,9 @@ class GovernanceActivities:
     @activity.defn(name="close_approval")
     def close_approval(self, inp: CloseApprovalInput) -> None:
         self.approvals.close(inp.pending.request_id, inp.status, inp.approver)
-        self._approval_event(inp.pending, "approval.decided", inp.status.value, inp.approver, inp.comment)
+        self._approval_event(
+            inp.pending, "approval.decided", inp.status.value, inp.approver, inp.comment
+        )
 
     @activity.defn(name="record_event")
     def record_event(self, event: LedgerEvent) -> None:

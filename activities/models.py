@@ -65,7 +65,11 @@ class ScriptedProvider:
     async def complete(self, request: ModelCallInput) -> ModelCallResult:
         for entry in self.script.entries:
             if entry.task == request.task and entry.match in request.prompt:
-                out = entry.repair_output if request.repair_error and entry.repair_output is not None else entry.output
+                out = (
+                    entry.repair_output
+                    if request.repair_error and entry.repair_output is not None
+                    else entry.output
+                )
                 text = out if isinstance(out, str) else json.dumps(out)
                 return ModelCallResult(
                     call_id="",
@@ -93,7 +97,9 @@ class ModelActivities:
     async def call_model(self, request: ModelCallInput) -> ModelCallResult:
         result = await self.provider.complete(request)
         purpose = "repair" if request.repair_error else "first"
-        call_id = "mc-" + hashlib.sha256(request.ref.key(f"model.{purpose}").encode()).hexdigest()[:16]
+        call_id = (
+            "mc-" + hashlib.sha256(request.ref.key(f"model.{purpose}").encode()).hexdigest()[:16]
+        )
         result = result.model_copy(update={"call_id": call_id})
         await asyncio.to_thread(
             self.ledger.append,

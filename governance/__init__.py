@@ -27,8 +27,8 @@ __all__ = [
     "PolicyEngine",
     "PolicyError",
     "PolicyRule",
-    "Tier",
     "TetherError",
+    "Tier",
     "check_approval",
     "parse_policy",
 ]

@@ -1,9 +1,9 @@
 """Errors of the control plane.
 
-    TetherError
-    └── GovernanceError
-        ├── PolicyError          the model or policy file cannot be loaded
-        └── ApprovalError        an approval attempt is not acceptable
+TetherError
+└── GovernanceError
+    ├── PolicyError          the model or policy file cannot be loaded
+    └── ApprovalError        an approval attempt is not acceptable
 """
 
 from __future__ import annotations

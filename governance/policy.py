@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import casbin  # type: ignore[import-untyped]
+import casbin
 
 from governance.errors import PolicyError
 from governance.types import NO_MATCH_RULE, Decision, DecisionRequest, Tier
@@ -126,12 +126,16 @@ def parse_policy(text: str, source: str = "<policy>") -> PolicyDocument:
         if kind == "p":
             rule = _parse_rule(rest, where)
             if rule.rule in seen_rules:
-                raise PolicyError(f"{where}: rule id {rule.rule!r} is used twice; ids must be unique")
+                raise PolicyError(
+                    f"{where}: rule id {rule.rule!r} is used twice; ids must be unique"
+                )
             seen_rules.add(rule.rule)
             rules.append(rule)
         elif kind in ("g", "g2"):
             if len(rest) != 2:
-                raise PolicyError(f"{where}: a {kind!r} row needs 2 fields (member, role), got {rest!r}")
+                raise PolicyError(
+                    f"{where}: a {kind!r} row needs 2 fields (member, role), got {rest!r}"
+                )
             (agent_roles if kind == "g" else approver_roles).append((rest[0], rest[1]))
         else:
             raise PolicyError(f"{where}: row type {kind!r} is unknown; use 'p', 'g' or 'g2'")
@@ -171,7 +175,9 @@ class PolicyEngine:
             try:
                 texts.append(path.read_text(encoding="utf-8"))
             except OSError as exc:
-                raise PolicyError(f"cannot read {str(path)!r}: {exc.strerror}; check the path") from None
+                raise PolicyError(
+                    f"cannot read {str(path)!r}: {exc.strerror}; check the path"
+                ) from None
         try:
             return cls(texts[0], parse_policy(texts[1], source=str(policy_path)))
         except PolicyError:

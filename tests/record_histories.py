@@ -31,19 +31,34 @@ HERE = Path(__file__).resolve().parent / "histories"
 
 
 async def _record(
-    client: Client, settings: Settings, runtime: Runtime, name: str, workflow: str, arg: BaseModel,
+    client: Client,
+    settings: Settings,
+    runtime: Runtime,
+    name: str,
+    workflow: str,
+    arg: BaseModel,
     result_type: type[BaseModel],
 ) -> None:
     handle = await start_task(
-        client, workflow, arg, workflow_id=f"{name}-{uuid.uuid4().hex[:6]}",
-        task_queue=settings.task_queue, started_by="user:bob", result_type=result_type,
+        client,
+        workflow,
+        arg,
+        workflow_id=f"{name}-{uuid.uuid4().hex[:6]}",
+        task_queue=settings.task_queue,
+        started_by="user:bob",
+        result_type=result_type,
     )
     if name == "invoice-approve":
         while not (pending := runtime.approvals.list(ApprovalStatus.PENDING)):
             await asyncio.sleep(0.05)
         await decide_request(
-            client, runtime.approvals, runtime.ledger, pending[0].request_id,
-            approver="user:alice", approve=True, comment="recorded",
+            client,
+            runtime.approvals,
+            runtime.ledger,
+            pending[0].request_id,
+            approver="user:alice",
+            approve=True,
+            comment="recorded",
         )
     await handle.result()
     history = await handle.fetch_history()
@@ -68,13 +83,23 @@ async def main() -> None:
                 ("invoice-deny", "INV-1004"),
             ):
                 await _record(
-                    env.client, settings, runtime, name, "PayInvoice",
-                    InvoiceInput(invoice_id=invoice, text=f"Invoice {invoice}"), InvoiceResult,
+                    env.client,
+                    settings,
+                    runtime,
+                    name,
+                    "PayInvoice",
+                    InvoiceInput(invoice_id=invoice, text=f"Invoice {invoice}"),
+                    InvoiceResult,
                 )
             await _record(
-                env.client, settings, runtime, "agent-loop", "AgentLoop",
+                env.client,
+                settings,
+                runtime,
+                "agent-loop",
+                "AgentLoop",
                 AgentLoopInput(
-                    goal="Pay invoice INV-2001", agent="agent:ap-clerk",
+                    goal="Pay invoice INV-2001",
+                    agent="agent:ap-clerk",
                     tools=["pay_vendor", "update_bank_details"],
                 ),
                 AgentLoopResult,

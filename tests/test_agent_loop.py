@@ -40,7 +40,9 @@ async def test_agent_loop_governs_every_tool_call(
     assert result.answer.startswith("Paid INV-2001")
     # turn 1 paid (auto), turn 2 was denied by policy, turn 3 named a tool it may not use
     assert any(line.startswith("pay_vendor -> ") for line in result.transcript)
-    assert any("denied by policy" in line and "ap-no-bank-changes" in line for line in result.transcript)
+    assert any(
+        "denied by policy" in line and "ap-no-bank-changes" in line for line in result.transcript
+    )
     assert any("'delete_everything' is not available" in line for line in result.transcript)
     assert runtime.bank.payments("INV-2001") == 1
     decisions = [

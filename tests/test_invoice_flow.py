@@ -144,7 +144,9 @@ async def test_signal_with_bad_payload_is_refused_and_recorded(
     # A valid signal from a holder of the role rejects the request.
     await handle.signal(
         "approve",
-        ApprovalDecision(request_id=request_id, approver="user:alice", approve=False, comment="dup"),
+        ApprovalDecision(
+            request_id=request_id, approver="user:alice", approve=False, comment="dup"
+        ),
     )
     result = await handle.result()
     assert result.status == "rejected" and "dup" in result.message

@@ -17,7 +17,13 @@ HISTORIES = sorted((Path(__file__).resolve().parent / "histories").glob("*.json"
 
 def test_histories_are_stored() -> None:
     names = {p.stem for p in HISTORIES}
-    assert {"invoice-auto", "invoice-notify", "invoice-approve", "invoice-deny", "agent-loop"} <= names
+    assert {
+        "invoice-auto",
+        "invoice-notify",
+        "invoice-approve",
+        "invoice-deny",
+        "agent-loop",
+    } <= names
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])

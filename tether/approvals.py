@@ -55,7 +55,10 @@ async def decide_request(
     )
     handle = client.get_workflow_handle(pending.workflow_id, run_id=pending.run_id)
     try:
-        return await handle.execute_update("decide", decision, result_type=ApprovalOutcome)
+        outcome: ApprovalOutcome = await handle.execute_update(
+            "decide", decision, result_type=ApprovalOutcome
+        )
+        return outcome
     except WorkflowUpdateFailedError as exc:
         why = str(exc.cause.message if hasattr(exc.cause, "message") else exc.cause)
     except RPCError as exc:

@@ -28,7 +28,9 @@ from tether.config import Settings
 from tether.db import make_engine
 from verification.ledger import Ledger
 
-app = typer.Typer(help="Tether: governed, durable, evidenced AI agents on Temporal.", no_args_is_help=True)
+app = typer.Typer(
+    help="Tether: governed, durable, evidenced AI agents on Temporal.", no_args_is_help=True
+)
 approvals_app = typer.Typer(help="Decide pending approval requests.", no_args_is_help=True)
 audit_app = typer.Typer(help="Verify and inspect the ledger.", no_args_is_help=True)
 policy_app = typer.Typer(help="Inspect the policy.", no_args_is_help=True)
@@ -59,7 +61,9 @@ def _settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        raise TetherError(f"configuration is invalid: {exc.errors()[0]['msg']} ({exc.errors()[0]['loc']})") from None
+        raise TetherError(
+            f"configuration is invalid: {exc.errors()[0]['msg']} ({exc.errors()[0]['loc']})"
+        ) from None
 
 
 def _run(coro: Coroutine[Any, Any, Any]) -> Any:
@@ -119,7 +123,9 @@ def _workflow_inputs() -> dict[str, type[BaseModel]]:
 def run(
     workflow: Annotated[str, typer.Argument(help="Workflow name, e.g. PayInvoice.")],
     input: Annotated[str, typer.Option("--input", "-i", help="Workflow input as JSON.")] = "{}",
-    as_user: Annotated[str, typer.Option("--as", help="The person starting the task.")] = "user:cli",
+    as_user: Annotated[
+        str, typer.Option("--as", help="The person starting the task.")
+    ] = "user:cli",
     workflow_id: Annotated[str | None, typer.Option("--id", help="Workflow id.")] = None,
     wait: Annotated[bool, typer.Option(help="Wait for the result.")] = True,
 ) -> None:
@@ -134,7 +140,9 @@ def run(
     try:
         raw = json.loads(input)
     except json.JSONDecodeError as exc:
-        raise TetherError(f"--input {input!r} is not valid JSON ({exc.msg} at {exc.pos}); quote it for your shell") from None
+        raise TetherError(
+            f"--input {input!r} is not valid JSON ({exc.msg} at {exc.pos}); quote it for your shell"
+        ) from None
     try:
         arg = inputs[workflow].model_validate(raw)
     except ValidationError as exc:
@@ -148,9 +156,13 @@ def run(
     async def go() -> None:
         client = await connect(settings)
         handle = await start_task(
-            client, workflow, arg,
+            client,
+            workflow,
+            arg,
             workflow_id=workflow_id or f"{workflow}-{uuid.uuid4().hex[:8]}",
-            task_queue=settings.task_queue, started_by=as_user, result_type=dict,
+            task_queue=settings.task_queue,
+            started_by=as_user,
+            result_type=dict,
         )
         out.print(f"started {workflow} as {handle.id}")
         if wait:
@@ -174,12 +186,26 @@ def approvals_list(
         out.print_json(data=[p.model_dump(mode="json") for p in pending])
         return
     table = Table(title=f"{len(pending)} open approval request(s)", title_justify="left")
-    for col in ("id", "action", "resource", "arguments", "why", "asked by", "approvers", "deadline"):
+    for col in (
+        "id",
+        "action",
+        "resource",
+        "arguments",
+        "why",
+        "asked by",
+        "approvers",
+        "deadline",
+    ):
         table.add_column(col)
     for p in pending:
         table.add_row(
-            p.request_id, p.action, p.resource, p.args_summary[:60], p.rule,
-            f"{p.agent} for {p.requested_by}", p.approver_role,
+            p.request_id,
+            p.action,
+            p.resource,
+            p.args_summary[:60],
+            p.rule,
+            f"{p.agent} for {p.requested_by}",
+            p.approver_role,
             p.deadline.isoformat(timespec="seconds") if p.deadline else "-",
         )
     out.print(table)
@@ -237,7 +263,9 @@ def audit_verify() -> None:
     if report.ok:
         out.print(f"ledger intact: {report.events} events, head {report.head_hash}")
         return
-    err.print(f"[red]ledger broken[/] at entry {report.first_bad_seq}: {report.problem}", highlight=False)
+    err.print(
+        f"[red]ledger broken[/] at entry {report.first_bad_seq}: {report.problem}", highlight=False
+    )
     raise typer.Exit(1)
 
 
@@ -282,11 +310,17 @@ def policy_explain(
         raise TetherError(f"--context {context!r} is not valid JSON ({exc.msg})") from None
     if not isinstance(ctx, dict):
         raise TetherError(f"--context {context!r} must be a JSON object, like '{{\"amount\": 10}}'")
-    decision = engine.decide(DecisionRequest(agent=agent, action=action, resource=resource, context=ctx))
+    decision = engine.decide(
+        DecisionRequest(agent=agent, action=action, resource=resource, context=ctx)
+    )
     if as_json:
         out.print_json(decision.model_dump_json())
         return
-    out.print(f"tier: {decision.tier.value}\nrule: {decision.rule}\npolicy: {decision.policy_version}\nwhy: {decision.reason}", highlight=False)
+    out.print(
+        f"tier: {decision.tier.value}\nrule: {decision.rule}\n"
+        f"policy: {decision.policy_version}\nwhy: {decision.reason}",
+        highlight=False,
+    )
 
 
 @policy_app.command("check")

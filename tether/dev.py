@@ -89,14 +89,23 @@ def run_dev(settings: Settings, console: Console) -> int:
             procs.append(
                 subprocess.Popen(
                     [
-                        temporal_cli(), "server", "start-dev",
-                        "--db-filename", str(state / "temporal.db"),
-                        "--ip", "127.0.0.1",
-                        "--port", str(settings.dev_port),
-                        "--ui-port", str(settings.dev_ui_port),
-                        "--log-level", "warn",
+                        temporal_cli(),
+                        "server",
+                        "start-dev",
+                        "--db-filename",
+                        str(state / "temporal.db"),
+                        "--ip",
+                        "127.0.0.1",
+                        "--port",
+                        str(settings.dev_port),
+                        "--ui-port",
+                        str(settings.dev_ui_port),
+                        "--log-level",
+                        "warn",
                     ],
-                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
                 )
             )
         _wait_listening(settings.dev_port, procs[0], server_log, 60)
@@ -104,8 +113,11 @@ def run_dev(settings: Settings, console: Console) -> int:
         with worker_log.open("ab") as out:
             procs.append(
                 subprocess.Popen(
-                    [sys.executable, str(WORKER_SCRIPT)], env=env,
-                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                    [sys.executable, str(WORKER_SCRIPT)],
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
                 )
             )
         table = Table(title="tether dev", show_header=False, title_justify="left")

@@ -174,7 +174,9 @@ class Ledger:
             )
             row.hash = event_hash(_row_fields(row))
             session.add(row)
-            session.execute(update(HeadRow).where(HeadRow.id == 1).values(seq=row.seq, hash=row.hash))
+            session.execute(
+                update(HeadRow).where(HeadRow.id == 1).values(seq=row.seq, hash=row.hash)
+            )
             return _to_event(row)
 
     def events(self, workflow_id: str | None = None) -> list[RecordedEvent]:
@@ -202,13 +204,21 @@ class Ledger:
                 )
                 bad = expected_seq
             elif row.prev_hash != prev:
-                problem = f"entry {row.seq} does not link to entry {row.seq - 1}: rows were removed or reordered"
+                problem = (
+                    f"entry {row.seq} does not link to entry {row.seq - 1}: "
+                    "rows were removed or reordered"
+                )
                 bad = row.seq
             elif event_hash(_row_fields(row)) != row.hash:
-                problem = f"entry {row.seq} ({row.kind}, {row.idempotency_key!r}) was altered: its hash does not match its content"
+                problem = (
+                    f"entry {row.seq} ({row.kind}, {row.idempotency_key!r}) was altered: "
+                    "its hash does not match its content"
+                )
                 bad = row.seq
             if problem:
-                return VerifyReport(ok=False, events=count, head_hash=prev, first_bad_seq=bad, problem=problem)
+                return VerifyReport(
+                    ok=False, events=count, head_hash=prev, first_bad_seq=bad, problem=problem
+                )
             prev, expected_seq, count = row.hash, expected_seq + 1, count + 1
         with Session(self.engine) as session:
             head = session.get(HeadRow, 1)

@@ -183,7 +183,7 @@ class AgentWorkflow:
         context: dict[str, JsonValue] | None = None,
     ) -> R:
         """decide → (notify | wait for approval | deny) → execute the tool → record."""
-        spec = spec_of(tool)  # type: ignore[arg-type]
+        spec = spec_of(tool)
         ref = self._ref()
         args_json: dict[str, JsonValue] = args.model_dump(mode="json")
         summary = canonical_json(args_json)

@@ -56,7 +56,10 @@ class AgentLoopWorkflow(AgentWorkflow):
                 turn = await self.ask(AgentTurn, task="agent", prompt=prompt)
                 if turn.kind == "answer":
                     return AgentLoopResult(
-                        status="answered", answer=turn.answer, transcript=transcript, usage=self._usage
+                        status="answered",
+                        answer=turn.answer,
+                        transcript=transcript,
+                        usage=self._usage,
                     )
                 transcript.append(await self._call(turn, inp.tools))
         except BudgetExceeded as exc:
