@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ from activities.bank import Bank, PaymentTools
 from activities.governance import GovernanceActivities
 from activities.models import ModelActivities, ScriptedProvider
 from activities.tools import ToolActivities
+from governance.errors import TetherError
 from governance.policy import PolicyEngine
 from governance.store import ApprovalStore
 from tether.client import connect
@@ -92,4 +94,10 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except TetherError as exc:  # bad configuration or policy: one line, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        pass

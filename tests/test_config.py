@@ -1,0 +1,46 @@
+"""Settings: tether.toml, overridden by TETHER_* variables; bad values named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from tether.config import Settings
+
+
+def test_toml_then_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "tether.toml").write_text('task_queue = "from-toml"\ndev_port = 7999\n')
+    monkeypatch.chdir(tmp_path)
+    assert Settings().task_queue == "from-toml"
+    assert Settings().dev_port == 7999
+    monkeypatch.setenv("TETHER_TASK_QUEUE", "from-env")
+    assert Settings().task_queue == "from-env"
+    assert Settings(task_queue="explicit").task_queue == "explicit"
+
+
+def test_config_file_named_by_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    other = tmp_path / "prod.toml"
+    other.write_text('database_url = "postgresql+psycopg://tether@db/tether"\n')
+    monkeypatch.setenv("TETHER_CONFIG", str(other))
+    assert Settings().database_url.startswith("postgresql+psycopg://")
+
+
+def test_unknown_and_invalid_keys_are_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tether.toml").write_text('task_queu = "typo"\n')
+    with pytest.raises(ValidationError, match="task_queu"):
+        Settings()
+    (tmp_path / "tether.toml").write_text('dev_port = "seven"\n')
+    with pytest.raises(ValidationError, match="dev_port"):
+        Settings()
+
+
+def test_example_file_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    example = Path(__file__).resolve().parent.parent / "tether.example.toml"
+    monkeypatch.setenv("TETHER_CONFIG", str(example))
+    settings = Settings()
+    assert settings.task_queue == "tether" and settings.dev_ui_port == 8233
