@@ -6,74 +6,30 @@ exit 2; a check that fails (audit verify) exits 1.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
-from collections.abc import Callable, Coroutine
-from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, TypeVar, get_type_hints
+from typing import Annotated, get_type_hints
 
 import typer
 from pydantic import BaseModel, ValidationError
-from rich.console import Console
 from rich.table import Table
 from temporalio import workflow as temporal_workflow
 
 from governance.errors import TetherError
 from governance.policy import PolicyEngine
-from governance.store import ApprovalStore
 from governance.types import DecisionRequest
-from tether.config import Settings
-from tether.db import make_engine
-from verification.ledger import Ledger
+from tether.cli_audit import audit_app
+from tether.cli_common import _run, _settings, _stores, friendly, out
 
 app = typer.Typer(
     help="Tether: governed, durable, evidenced AI agents on Temporal.", no_args_is_help=True
 )
 approvals_app = typer.Typer(help="Decide pending approval requests.", no_args_is_help=True)
-audit_app = typer.Typer(help="Verify and inspect the ledger.", no_args_is_help=True)
 policy_app = typer.Typer(help="Inspect the policy.", no_args_is_help=True)
 app.add_typer(approvals_app, name="approvals")
-app.add_typer(audit_app, name="audit")
 app.add_typer(policy_app, name="policy")
-
-out = Console()
-err = Console(stderr=True)
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def friendly(fn: F) -> F:
-    """Turn Tether's own errors into one line and exit code 2."""
-
-    @wraps(fn)
-    def run(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except TetherError as exc:
-            err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
-
-    return run  # type: ignore[return-value]
-
-
-def _settings() -> Settings:
-    try:
-        return Settings()
-    except ValidationError as exc:
-        raise TetherError(
-            f"configuration is invalid: {exc.errors()[0]['msg']} ({exc.errors()[0]['loc']})"
-        ) from None
-
-
-def _run(coro: Coroutine[Any, Any, Any]) -> Any:
-    return asyncio.run(coro)
-
-
-def _stores(settings: Settings) -> tuple[Ledger, ApprovalStore]:
-    engine = make_engine(settings.database_url)
-    return Ledger(engine), ApprovalStore(engine)
-
+app.add_typer(audit_app, name="audit")
 
 # -- stack ------------------------------------------------------------------------------
 
@@ -249,43 +205,6 @@ def approvals_reject(
 ) -> None:
     """Reject a pending request."""
     _decide(request_id, as_user, False, reason)
-
-
-# -- audit ------------------------------------------------------------------------------
-
-
-@audit_app.command("verify")
-@friendly
-def audit_verify() -> None:
-    """Walk the hash chain; exit 1 naming the first bad entry."""
-    ledger, _ = _stores(_settings())
-    report = ledger.verify()
-    if report.ok:
-        out.print(f"ledger intact: {report.events} events, head {report.head_hash}")
-        return
-    err.print(
-        f"[red]ledger broken[/] at entry {report.first_bad_seq}: {report.problem}", highlight=False
-    )
-    raise typer.Exit(1)
-
-
-@audit_app.command("show")
-@friendly
-def audit_show(
-    workflow_id: str,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-) -> None:
-    """Print a workflow's recorded events in order."""
-    ledger, _ = _stores(_settings())
-    events = ledger.events(workflow_id)
-    if not events:
-        raise TetherError(f"the ledger has no events for workflow {workflow_id!r}; check the id")
-    if as_json:
-        out.print_json(data=[e.model_dump(mode="json") for e in events])
-        return
-    from tether.demo import print_events
-
-    print_events(out, events)
 
 
 # -- policy -----------------------------------------------------------------------------

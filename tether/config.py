@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     dev_port: int = Field(7233, description="gRPC port of the dev server `tether dev` starts.")
     dev_ui_port: int = Field(8233, description="Web UI port of that dev server.")
     log_level: str = Field("INFO", description="Python logging level of worker and CLI.")
+    checkpoint_key: Path = Field(
+        Path(".tether/keys/checkpoint.pem"),
+        description="Ed25519 key that signs ledger checkpoints (created when absent).",
+    )
     bank_settle_seconds: float = Field(
         0.0, description="Delay of the demo bank after a payment (simulates a slow bank)."
     )

@@ -186,6 +186,12 @@ class Ledger:
         with Session(self.engine) as session:
             return [_to_event(r) for r in session.execute(stmt).scalars()]
 
+    def hashes(self, limit: int | None = None) -> list[str]:
+        """Event hashes in chain order (the Merkle tree's leaves), the first `limit` only."""
+        stmt = select(EventRow.hash).order_by(EventRow.seq).limit(limit)
+        with Session(self.engine) as session:
+            return list(session.execute(stmt).scalars())
+
     def _rows(self) -> Iterator[EventRow]:
         with Session(self.engine) as session:
             yield from session.execute(
