@@ -112,7 +112,9 @@ def prove_inclusion(ledger: Ledger, seq: int, tree_size: int | None = None) -> I
     )
 
 
-def prove_consistency(ledger: Ledger, old_size: int, new_size: int | None = None) -> ConsistencyProof:
+def prove_consistency(
+    ledger: Ledger, old_size: int, new_size: int | None = None
+) -> ConsistencyProof:
     leaves = _leaves(ledger.hashes(new_size))
     return ConsistencyProof(
         old_size=old_size,

@@ -42,7 +42,8 @@ class Checkpoint(TreeHead):
     signature: str
 
     def message(self) -> bytes:
-        return f"tether-checkpoint/v1\n{self.size}\n{self.root}\n{self.head_hash}\n{self.signed_at}".encode()
+        fields = ("tether-checkpoint/v1", self.size, self.root, self.head_hash, self.signed_at)
+        return "\n".join(str(f) for f in fields).encode()
 
 
 def _raw_public(key: Ed25519PublicKey) -> bytes:
@@ -59,7 +60,9 @@ def load_or_create_key(path: Path) -> Ed25519PrivateKey:
         try:
             key = serialization.load_pem_private_key(path.read_bytes(), password=None)
         except (ValueError, TypeError) as exc:
-            raise CheckpointError(f"signing key {str(path)!r} is not a PEM private key: {exc}") from None
+            raise CheckpointError(
+                f"signing key {str(path)!r} is not a PEM private key: {exc}"
+            ) from None
         if not isinstance(key, Ed25519PrivateKey):
             raise CheckpointError(f"signing key {str(path)!r} is not an Ed25519 key")
         return key
