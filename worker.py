@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -55,14 +56,17 @@ def build_worker(
     runtime: Runtime,
     *,
     task_queue: str | None = None,
+    extra_workflows: Sequence[type] = (),
+    extra_tools: Sequence[object] = (),
 ) -> Worker:
+    """The worker for all of Tether's workflows plus an application's own, with their tools."""
     governance = GovernanceActivities(runtime.policy, runtime.ledger, runtime.approvals)
     models = ModelActivities(ScriptedProvider.from_file(settings.model_script), runtime.ledger)
-    tools = ToolActivities(runtime.ledger, [PaymentTools(runtime.bank)])
+    tools = ToolActivities(runtime.ledger, [PaymentTools(runtime.bank), *extra_tools])
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
-        workflows=ALL_WORKFLOWS,
+        workflows=[*ALL_WORKFLOWS, *extra_workflows],
         activities=[
             governance.decide_step,
             governance.open_approval,

@@ -103,7 +103,7 @@ class PaymentTools:
     def __init__(self, bank: Bank) -> None:
         self.bank = bank
 
-    @tool(action="payments.pay", resource="vendor/{vendor}", side_effect=True)
+    @tool(action="payments.pay", resource="vendor/{vendor}", side_effect=True, idempotent=True)
     async def pay_vendor(self, args: Payment) -> Receipt:
         key = tool_context().idempotency_key
         receipt = await asyncio.to_thread(self.bank.pay, key, args)

@@ -75,6 +75,7 @@ class GovernanceActivities:
                     "args_summary": inp.args_summary,
                     "context": inp.context,
                     "started_by": inp.ref.started_by,
+                    "inputs": list(inp.inputs),
                     "workflow_type": inp.ref.workflow_type,
                 },
             )

@@ -127,5 +127,6 @@ class ModelActivities:
                     "repair_of_error": request.repair_error[:500],
                 },
             ),
+            [request.prompt, result.text],
         )
         return result

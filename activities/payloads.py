@@ -31,6 +31,8 @@ class DecideInput(BaseModel):
     args_summary: str = ""
     governed: bool = True
     """False runs the step ungoverned (benchmark peer): auto, recorded as such."""
+    inputs: list[str] = Field(default_factory=list)
+    """What influenced this step: model call ids and earlier tool results of the run."""
 
 
 class ToolCall(BaseModel):

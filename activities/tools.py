@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar, cast, get_type_hints
 
-from pydantic import BaseModel
+from pydantic import BaseModel, JsonValue
 from temporalio import activity
 
 from activities.payloads import StepRef, ToolCall
@@ -41,6 +41,8 @@ class ToolSpec:
     args_type: type[BaseModel]
     result_type: type[BaseModel]
     side_effect: bool
+    idempotent: bool
+    """The tool honours its idempotency key, so a retry cannot repeat the effect."""
     timeout: timedelta
     heartbeat: timedelta
     """The tool activity heartbeats; a worker that dies is noticed after this long."""
@@ -60,6 +62,7 @@ def tool(
     resource: str,
     name: str | None = None,
     side_effect: bool = False,
+    idempotent: bool = False,
     timeout: timedelta = timedelta(seconds=60),
     heartbeat: timedelta = timedelta(seconds=5),
 ) -> Callable[[F], F]:
@@ -77,6 +80,7 @@ def tool(
             args_type=hints[params[0]],
             result_type=hints["return"],
             side_effect=side_effect,
+            idempotent=idempotent or not side_effect,
             timeout=timeout,
             heartbeat=heartbeat,
         )
@@ -139,34 +143,54 @@ class ToolActivities:
     ) -> Callable[[ToolCall], Awaitable[BaseModel]]:
         async def run(call: ToolCall) -> BaseModel:
             args = spec.args_type.model_validate(call.args)
+            attempt = activity.info().attempt
+            if call.record and spec.side_effect:
+                # Before the effect: if this attempt never reports back, the ledger shows the
+                # action was dispatched and its outcome is unknown, not that it never ran.
+                await asyncio.to_thread(
+                    self._record, call, f"tool.dispatched.{attempt}", "dispatched", {}, []
+                )
             token = _context.set(ToolContext(call.ref, call.ref.key("effect")))
             beat = asyncio.create_task(_heartbeat(spec.heartbeat / 3))
             try:
                 result = await fn(args)
             except Exception as exc:
                 if call.record:
-                    attempt = activity.info().attempt
                     await asyncio.to_thread(
-                        self._record, call, f"tool.failed.{attempt}", "failed", {"error": repr(exc)}
+                        self._record,
+                        call,
+                        f"tool.failed.{attempt}",
+                        "failed",
+                        {"error": repr(exc)[:1000], "attempt": attempt},
+                        [],
                     )
                 raise
             finally:
                 beat.cancel()
                 _context.reset(token)
             if call.record:
+                output: JsonValue = result.model_dump(mode="json")
                 await asyncio.to_thread(
                     self._record,
                     call,
                     "tool.executed",
                     "succeeded",
-                    {"result_digest": digest(result.model_dump(mode="json"))},
+                    {"result_digest": digest(output), "attempt": attempt},
+                    [call.args, output],
                 )
             return result
 
         run.__name__ = f"tool_{spec.name}"
         return activity.defn(name=spec.activity_name)(run)
 
-    def _record(self, call: ToolCall, kind: str, outcome: str, payload: dict[str, Any]) -> None:
+    def _record(
+        self,
+        call: ToolCall,
+        kind: str,
+        outcome: str,
+        payload: dict[str, JsonValue],
+        content: list[JsonValue],
+    ) -> None:
         d = call.decision
         self.ledger.append(
             LedgerEvent(
@@ -184,5 +208,6 @@ class ToolActivities:
                 actor=call.ref.agent,
                 outcome=outcome,
                 payload={"tool": call.tool, "args_digest": digest(call.args), **payload},
-            )
+            ),
+            content,
         )

@@ -51,6 +51,7 @@ async def test_small_invoice_is_paid_automatically(
     assert kinds == [
         ("model.call", "", "succeeded"),
         ("decision", "auto", "allowed"),
+        ("tool.dispatched", "auto", "dispatched"),
         ("tool.executed", "auto", "succeeded"),
     ]
     decision = runtime.ledger.events(handle.id)[1]
@@ -66,7 +67,7 @@ async def test_medium_invoice_runs_and_notifies(
     result = await handle.result()
     assert result.status == "paid"
     kinds = [e.kind for e in runtime.ledger.events(handle.id)]
-    assert kinds == ["model.call", "decision", "tool.executed", "notify"]
+    assert kinds == ["model.call", "decision", "tool.dispatched", "tool.executed", "notify"]
 
 
 async def test_bank_change_is_denied_and_nothing_is_paid(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 
 from pydantic import BaseModel, Field, JsonValue
@@ -76,6 +76,23 @@ class EventRow(Base):
     recorded_at: Mapped[str] = mapped_column(String(40))
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class BlobRow(Base):
+    """Content-addressed store: canonical JSON of a value, keyed by its digest."""
+
+    __tablename__ = "ledger_blobs"
+
+    digest: Mapped[str] = mapped_column(String(71), primary_key=True)
+    content: Mapped[str] = mapped_column(Text)
+
+
+def put_blob(session: Session, value: JsonValue) -> str:
+    key = digest(value)
+    if session.get(BlobRow, key) is None:
+        session.add(BlobRow(digest=key, content=canonical_json(value)))
+        session.flush()
+    return key
 
 
 class HeadRow(Base):
@@ -153,8 +170,12 @@ class Ledger:
     def from_url(cls, url: str) -> Ledger:
         return cls(make_engine(url))
 
-    def append(self, event: LedgerEvent) -> RecordedEvent:
-        """Append `event` once; a repeated idempotency key returns the stored event."""
+    def append(self, event: LedgerEvent, content: Sequence[JsonValue] = ()) -> RecordedEvent:
+        """Append `event` once; a repeated idempotency key returns the stored event.
+
+        `content` (prompts, outputs, tool results) goes to the content-addressed store in
+        the same transaction, keyed by `digest(value)`; the event carries only digests.
+        """
         with Session(self.engine) as session, session.begin():
             head = session.execute(
                 select(HeadRow).where(HeadRow.id == 1).with_for_update()
@@ -174,6 +195,8 @@ class Ledger:
             )
             row.hash = event_hash(_row_fields(row))
             session.add(row)
+            for value in content:
+                put_blob(session, value)
             session.execute(
                 update(HeadRow).where(HeadRow.id == 1).values(seq=row.seq, hash=row.hash)
             )
@@ -185,6 +208,17 @@ class Ledger:
             stmt = stmt.where(EventRow.workflow_id == workflow_id)
         with Session(self.engine) as session:
             return [_to_event(r) for r in session.execute(stmt).scalars()]
+
+    def blob(self, key: str) -> JsonValue:
+        """The content stored under `key`; KeyError when absent. Verified on the way out."""
+        with Session(self.engine) as session:
+            row = session.get(BlobRow, key)
+        if row is None:
+            raise KeyError(key)
+        value: JsonValue = json.loads(row.content)
+        if digest(value) != key:
+            raise ValueError(f"stored content {key!r} does not match its digest: it was altered")
+        return value
 
     def hashes(self, limit: int | None = None) -> list[str]:
         """Event hashes in chain order (the Merkle tree's leaves), the first `limit` only."""

@@ -3,7 +3,13 @@
 from workflows.agent import AgentStatus, AgentWorkflow, Budget, Usage
 from workflows.agent_loop import AgentLoopInput, AgentLoopResult, AgentLoopWorkflow, AgentTurn
 from workflows.bench import GovernedStepsWorkflow, StepsInput, UngovernedStepsWorkflow
-from workflows.errors import ActionDenied, ActionRejected, BudgetExceeded, ModelOutputInvalid
+from workflows.errors import (
+    ActionAmbiguous,
+    ActionDenied,
+    ActionRejected,
+    BudgetExceeded,
+    ModelOutputInvalid,
+)
 from workflows.invoice import InvoiceFields, InvoiceInput, InvoiceResult, PayInvoiceWorkflow
 
 ALL_WORKFLOWS = [
@@ -15,6 +21,7 @@ ALL_WORKFLOWS = [
 
 __all__ = [
     "ALL_WORKFLOWS",
+    "ActionAmbiguous",
     "ActionDenied",
     "ActionRejected",
     "AgentLoopInput",

@@ -27,6 +27,8 @@ from typing import ClassVar, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
+from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel, JsonValue, ValidationError
@@ -51,7 +53,13 @@ with workflow.unsafe.imports_passed_through():
     from governance.errors import ApprovalError
     from governance.types import Decision, Tier
     from verification.ledger import LedgerEvent, canonical_json, digest
-    from workflows.errors import ActionDenied, ActionRejected, BudgetExceeded, ModelOutputInvalid
+    from workflows.errors import (
+        ActionAmbiguous,
+        ActionDenied,
+        ActionRejected,
+        BudgetExceeded,
+        ModelOutputInvalid,
+    )
 
 M = TypeVar("M", bound=BaseModel)
 R = TypeVar("R", bound=BaseModel)
@@ -59,6 +67,8 @@ R = TypeVar("R", bound=BaseModel)
 LOCAL = timedelta(seconds=30)
 MODEL_RETRY = RetryPolicy(maximum_attempts=5, non_retryable_error_types=["ScriptMiss"])
 TOOL_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=10)
+ONCE = RetryPolicy(maximum_attempts=1)
+"""Side-effecting tools that do not honour an idempotency key are never retried."""
 
 
 class Budget(BaseModel):
@@ -98,6 +108,8 @@ class AgentWorkflow:
         self._pending: PendingApproval | None = None
         self._decision: ApprovalDecision | None = None
         self._refused: list[tuple[ApprovalDecision, str]] = []
+        self._inputs: list[str] = []
+        """Model call ids and tool results so far: what may have influenced the next step."""
 
     # -- identity and bookkeeping ------------------------------------------------------
 
@@ -162,6 +174,7 @@ class AgentWorkflow:
                 retry_policy=MODEL_RETRY,
             )
             self._charge(result)
+            self._inputs.append(result.call_id)
             try:
                 return schema.model_validate_json(result.text)
             except ValidationError as exc:
@@ -197,6 +210,7 @@ class AgentWorkflow:
                 args_digest=digest(args_json),
                 args_summary=summary[:500],
                 governed=self.governed,
+                inputs=list(self._inputs),
             ),
             result_type=Decision,
             start_to_close_timeout=LOCAL,
@@ -207,22 +221,34 @@ class AgentWorkflow:
             )
         if decision.tier is Tier.APPROVE:
             await self._await_approval(ref, action, resource, args_json, summary, decision)
-        result: R = await workflow.execute_activity(
-            spec.activity_name,
-            ToolCall(
-                ref=ref,
-                tool=spec.name,
-                action=action,
-                resource=resource,
-                args=args_json,
-                decision=decision,
-                record=self.governed,
-            ),
-            result_type=spec.result_type,
-            start_to_close_timeout=spec.timeout,
-            heartbeat_timeout=spec.heartbeat,
-            retry_policy=TOOL_RETRY,
+        call = ToolCall(
+            ref=ref,
+            tool=spec.name,
+            action=action,
+            resource=resource,
+            args=args_json,
+            decision=decision,
+            record=self.governed,
         )
+        try:
+            result: R = await workflow.execute_activity(
+                spec.activity_name,
+                call,
+                result_type=spec.result_type,
+                start_to_close_timeout=spec.timeout,
+                heartbeat_timeout=spec.heartbeat,
+                retry_policy=TOOL_RETRY if spec.idempotent else ONCE,
+            )
+        except ActivityError as exc:
+            if spec.side_effect and isinstance(exc.cause, ActivityTimeoutError):
+                await self._record_ambiguous(call, decision)
+                raise ActionAmbiguous(
+                    f"{action!r} on {resource!r} timed out after it was dispatched; whether it "
+                    f"took effect is unknown. Check the target system (idempotency key "
+                    f"{ref.key('effect')!r}) before acting again"
+                ) from None
+            raise
+        self._inputs.append(f"step:{ref.step}:{digest(result.model_dump(mode='json'))}")
         if decision.tier is Tier.NOTIFY:
             await workflow.execute_local_activity(
                 "notify",
@@ -302,6 +328,33 @@ class AgentWorkflow:
                 + (f" ({comment})" if comment else ""),
                 comment,
             )
+
+    async def _record_ambiguous(self, call: ToolCall, decision: Decision) -> None:
+        ref = call.ref
+        await workflow.execute_local_activity(
+            "record_event",
+            LedgerEvent(
+                idempotency_key=ref.key("tool.ambiguous"),
+                kind="tool.ambiguous",
+                workflow_id=ref.workflow_id,
+                run_id=ref.run_id,
+                step=ref.step,
+                agent=ref.agent,
+                action=call.action,
+                resource=call.resource,
+                tier=decision.tier.value,
+                rule=decision.rule,
+                policy_version=decision.policy_version,
+                actor=ref.agent,
+                outcome="ambiguous",
+                payload={
+                    "tool": call.tool,
+                    "args_digest": digest(call.args),
+                    "idempotency_key": ref.key("effect"),
+                },
+            ),
+            start_to_close_timeout=LOCAL,
+        )
 
     async def _record_refused(self, ref: StepRef, pending: PendingApproval) -> None:
         while self._refused:

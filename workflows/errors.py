@@ -3,6 +3,7 @@
     ApplicationError (temporalio)
     ├── ActionDenied        policy said deny; nothing ran
     ├── ActionRejected      an approver rejected, or the approval deadline passed
+    ├── ActionAmbiguous     a side-effecting tool timed out after dispatch: outcome unknown
     ├── BudgetExceeded      a step, token or cost budget is spent
     └── ModelOutputInvalid  the model's output failed its schema, repair included
 
@@ -25,6 +26,13 @@ class ActionRejected(ApplicationError):
     def __init__(self, message: str, reason: str = "") -> None:
         super().__init__(message, reason, type="ActionRejected", non_retryable=True)
         self.reason = reason
+
+
+class ActionAmbiguous(ApplicationError):
+    """Never retried blindly: a person must find out whether the effect happened."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, type="ActionAmbiguous", non_retryable=True)
 
 
 class BudgetExceeded(ApplicationError):
