@@ -26,7 +26,7 @@ from governance.store import ApprovalStore
 from tether.client import connect
 from tether.config import Settings
 from tether.db import make_engine
-from verification.ledger import Ledger
+from verification.ledger import Ledger, LedgerEvent, digest
 from workflows import ALL_WORKFLOWS
 
 
@@ -42,12 +42,33 @@ class Runtime:
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:
         engine = make_engine(settings.database_url)
-        return cls(
+        runtime = cls(
             policy=PolicyEngine.from_files(settings.policy_model, settings.policy_path),
             ledger=Ledger(engine),
             approvals=ApprovalStore(engine),
             bank=Bank(engine, settle_seconds=settings.bank_settle_seconds),
         )
+        record_policy(runtime.ledger, runtime.policy, actor="worker")
+        return runtime
+
+
+def record_policy(ledger: Ledger, policy: PolicyEngine, actor: str) -> None:
+    """Record the policy in force (texts in the content store), once per version."""
+    ledger.append(
+        LedgerEvent(
+            idempotency_key=f"policy.loaded:{policy.version}",
+            kind="policy.loaded",
+            policy_version=policy.version,
+            actor=actor,
+            outcome="loaded",
+            payload={
+                "model_digest": digest(policy.model_text),
+                "policy_digest": digest(policy.policy_text),
+                "rules": len(policy.document.rules),
+            },
+        ),
+        [policy.model_text, policy.policy_text],
+    )
 
 
 def build_worker(

@@ -147,8 +147,10 @@ def parse_policy(text: str, source: str = "<policy>") -> PolicyDocument:
 class PolicyEngine:
     """A loaded policy: decides requests and answers who may approve."""
 
-    def __init__(self, model_text: str, document: PolicyDocument) -> None:
+    def __init__(self, model_text: str, document: PolicyDocument, policy_text: str = "") -> None:
         self.document = document
+        self.model_text = model_text
+        self.policy_text = policy_text
         model = casbin.model.Model()
         model.load_model_from_text(model_text)
         self._enforcer = casbin.Enforcer(model)
@@ -179,7 +181,7 @@ class PolicyEngine:
                     f"cannot read {str(path)!r}: {exc.strerror}; check the path"
                 ) from None
         try:
-            return cls(texts[0], parse_policy(texts[1], source=str(policy_path)))
+            return cls(texts[0], parse_policy(texts[1], source=str(policy_path)), texts[1])
         except PolicyError:
             raise
         except Exception as exc:  # casbin raises bare errors on a bad model

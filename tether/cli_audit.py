@@ -6,12 +6,18 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.table import Table
+from temporalio.service import RPCError
 
 from governance.errors import TetherError
-from tether.cli_common import _settings, _stores, err, friendly, out
+from governance.policy import PolicyEngine
+from tether.cli_common import _run, _settings, _stores, err, friendly, out
+from tether.replay import ReplayReport
 from verification.audit import prove_consistency, prove_inclusion, tree_head, verify_against
+from verification.bundle import Bundle, build_bundle, verify_bundle
 from verification.checkpoint import load_or_create_key, read_checkpoint, sign
-from verification.ledger import VerifyReport
+from verification.forensics import timeline, what_if
+from verification.ledger import EventQuery, OfflineLedger, VerifyReport
 
 audit_app = typer.Typer(help="Verify, checkpoint and inspect the ledger.", no_args_is_help=True)
 
@@ -104,14 +110,220 @@ def audit_show(
     workflow_id: str,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Print a workflow's recorded events in order."""
+    """Print a workflow's timeline: steps, decisions, waits, approvers, outcomes, durations."""
     ledger, _ = _stores(_settings())
     events = ledger.events(workflow_id)
     if not events:
         raise TetherError(f"the ledger has no events for workflow {workflow_id!r}; check the id")
+    entries = timeline(events)
     if as_json:
-        out.print_json(data=[e.model_dump(mode="json") for e in events])
+        out.print_json(
+            data=[
+                {
+                    **e.model_dump(mode="json"),
+                    **t.model_dump(include={"since_start_ms", "duration_ms"}),
+                }
+                for e, t in zip(events, entries, strict=True)
+            ]
+        )
         return
-    from tether.demo import print_events
+    table = Table(title=f"{workflow_id}: {len(events)} events", title_justify="left")
+    for col in ("+ms", "took ms", "step", "event", "what", "seq"):
+        table.add_column(col, overflow="fold")
+    for e, t in zip(events, entries, strict=True):
+        took = f"{t.duration_ms:.0f}" if t.duration_ms is not None else ""
+        table.add_row(
+            f"{t.since_start_ms:.0f}", took, str(e.step or ""), e.kind, t.summary, str(e.seq)
+        )
+    out.print(table)
 
-    print_events(out, events)
+
+@audit_app.command("search")
+@friendly
+def audit_search(
+    agent: Annotated[str | None, typer.Option(help="e.g. agent:ap-clerk")] = None,
+    action: Annotated[str | None, typer.Option(help="e.g. payments.pay")] = None,
+    tier: Annotated[str | None, typer.Option(help="auto, notify, approve or deny")] = None,
+    outcome: Annotated[str | None, typer.Option(help="e.g. denied, succeeded")] = None,
+    kind: Annotated[str | None, typer.Option(help="e.g. decision, tool.executed")] = None,
+    since: Annotated[str | None, typer.Option(help="ISO time, inclusive")] = None,
+    until: Annotated[str | None, typer.Option(help="ISO time, exclusive")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many, newest last.")] = 200,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Find events by agent, action, tier, outcome, kind and time range."""
+    ledger, _ = _stores(_settings())
+    try:
+        found = ledger.search(
+            EventQuery(
+                agent=agent,
+                action=action,
+                tier=tier,
+                outcome=outcome,
+                kind=kind,
+                since=since,
+                until=until,
+                limit=limit,
+            )
+        )
+    except ValueError as exc:
+        raise TetherError(str(exc)) from None
+    if as_json:
+        out.print_json(data=[e.model_dump(mode="json") for e in found])
+        return
+    from tether.demo import event_line
+
+    for e in found:
+        out.print(
+            f"{e.recorded_at[:19]} {e.workflow_id} " + event_line(e),
+            highlight=False,
+            soft_wrap=True,
+        )
+    out.print(f"{len(found)} event(s)")
+
+
+@audit_app.command("what-if")
+@friendly
+def audit_what_if(
+    workflow_id: str,
+    policy: Annotated[Path, typer.Option(help="The policy CSV to re-decide under.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Re-evaluate every recorded decision of a workflow under another policy."""
+    settings = _settings()
+    ledger, _ = _stores(settings)
+    events = ledger.events(workflow_id)
+    if not events:
+        raise TetherError(f"the ledger has no events for workflow {workflow_id!r}; check the id")
+    engine = PolicyEngine.from_files(settings.policy_model, policy)
+    rows = what_if(events, engine)
+    if as_json:
+        out.print_json(data=[{**r.model_dump(), "changed": r.changed} for r in rows])
+        return
+    table = Table(
+        title=f"{workflow_id} under {policy.name} ({engine.version})", title_justify="left"
+    )
+    for col in ("step", "action", "resource", "recorded", "would be", ""):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            str(r.step),
+            r.action,
+            r.resource,
+            f"{r.recorded_tier} ({r.recorded_rule})",
+            f"{r.new_tier} ({r.new_rule})",
+            "[yellow]changed[/]" if r.changed else "",
+        )
+    out.print(table)
+    out.print(f"{sum(r.changed for r in rows)} of {len(rows)} decision(s) would change")
+
+
+@audit_app.command("replay")
+@friendly
+def audit_replay(workflow_id: str) -> None:
+    """Replay a workflow's Temporal history against today's code and cross-check the ledger."""
+    from tether.client import connect
+    from tether.replay import replay_workflow
+
+    settings = _settings()
+    ledger, _ = _stores(settings)
+
+    async def go() -> ReplayReport:
+        client = await connect(settings)
+        return await replay_workflow(client, ledger, workflow_id)
+
+    try:
+        report: ReplayReport = _run(go())
+    except RPCError as exc:
+        raise TetherError(f"cannot fetch the history of {workflow_id!r}: {exc.message}") from None
+    _print_replay(report)
+
+
+def _print_replay(report: ReplayReport) -> None:
+    if report.replayed:
+        out.print(f"replay: today's code reproduces {report.workflow_id} (run {report.run_id})")
+    else:
+        err.print(f"[red]replay failed[/]: {report.replay_error}", highlight=False, soft_wrap=True)
+    for d in report.divergences:
+        err.print(
+            f"[red]divergence[/] (history event {d.event_id}, ledger entry {d.seq}): {d.problem}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if not report.divergences:
+        out.print(f"cross-check: {report.facts_checked} activity results match the ledger")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@audit_app.command("export")
+@friendly
+def audit_export(
+    workflow_id: str,
+    output: Annotated[Path, typer.Option("--output", "-o", help="The bundle file to write.")],
+) -> None:
+    """Write one self-contained, signed evidence bundle for a workflow."""
+    from tether.client import connect
+
+    settings = _settings()
+    ledger, _ = _stores(settings)
+    if not ledger.events(workflow_id):
+        raise TetherError(f"the ledger has no events for workflow {workflow_id!r}; check the id")
+
+    async def history() -> str:
+        client = await connect(settings)
+        return (await client.get_workflow_handle(workflow_id).fetch_history()).to_json()
+
+    try:
+        history_json: str = _run(history())
+    except RPCError as exc:
+        raise TetherError(f"cannot fetch the history of {workflow_id!r}: {exc.message}") from None
+    bundle = build_bundle(
+        ledger, workflow_id, history_json, load_or_create_key(settings.checkpoint_key)
+    )
+    output.write_text(bundle.model_dump_json())
+    out.print(
+        f"{output}: {len(bundle.manifest.events)} events with proofs, checkpoint of "
+        f"{bundle.manifest.checkpoint.size} (key {bundle.manifest.checkpoint.key_id}), history, "
+        f"{len(bundle.content)} policy text(s)"
+    )
+
+
+@audit_app.command("verify-bundle")
+@friendly
+def audit_verify_bundle(
+    path: Path,
+    trust_key: Annotated[
+        list[str] | None, typer.Option(help="Key id to trust (repeatable); default: any.")
+    ] = None,
+) -> None:
+    """Verify an evidence bundle offline: signatures, hashes, proofs, history, replay."""
+    from temporalio.client import WorkflowHistory
+
+    from tether.replay import replay_history
+
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise TetherError(f"cannot read bundle {str(path)!r}: {exc.strerror}") from None
+    problems = verify_bundle(raw, set(trust_key) if trust_key else None)
+    if problems:
+        for problem in problems:
+            err.print(f"[red]bundle broken[/]: {problem}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    bundle = Bundle.model_validate_json(raw)
+    history = WorkflowHistory.from_json(bundle.manifest.workflow_id, bundle.history)
+    run_ids = {e.run_id for e in bundle.manifest.events if e.run_id}
+    report: ReplayReport = _run(
+        replay_history(
+            history,
+            OfflineLedger(bundle.manifest.events),
+            run_ids.pop() if len(run_ids) == 1 else "",
+        )
+    )
+    cp = bundle.manifest.checkpoint
+    out.print(
+        f"bundle intact: {len(bundle.manifest.events)} events proven against the checkpoint of "
+        f"{cp.size} events (key {cp.key_id})"
+    )
+    _print_replay(report)

@@ -74,13 +74,16 @@ class InclusionProof(BaseModel):
     path: list[str]
 
     def verify(self) -> bool:
-        return merkle.verify_inclusion(
-            merkle.leaf_hash(bytes.fromhex(self.event_hash)),
-            self.seq - 1,
-            self.tree_size,
-            [bytes.fromhex(p) for p in self.path],
-            bytes.fromhex(self.root),
-        )
+        try:
+            return merkle.verify_inclusion(
+                merkle.leaf_hash(bytes.fromhex(self.event_hash)),
+                self.seq - 1,
+                self.tree_size,
+                [bytes.fromhex(p) for p in self.path],
+                bytes.fromhex(self.root),
+            )
+        except ValueError:  # not hex: a changed proof
+            return False
 
 
 class ConsistencyProof(BaseModel):
@@ -91,13 +94,16 @@ class ConsistencyProof(BaseModel):
     path: list[str]
 
     def verify(self) -> bool:
-        return merkle.verify_consistency(
-            self.old_size,
-            self.new_size,
-            [bytes.fromhex(p) for p in self.path],
-            bytes.fromhex(self.old_root),
-            bytes.fromhex(self.new_root),
-        )
+        try:
+            return merkle.verify_consistency(
+                self.old_size,
+                self.new_size,
+                [bytes.fromhex(p) for p in self.path],
+                bytes.fromhex(self.old_root),
+                bytes.fromhex(self.new_root),
+            )
+        except ValueError:  # not hex: a changed proof
+            return False
 
 
 def prove_inclusion(ledger: Ledger, seq: int, tree_size: int | None = None) -> InclusionProof:

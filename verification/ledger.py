@@ -17,6 +17,7 @@ import hashlib
 import json
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
+from typing import Protocol
 
 from pydantic import BaseModel, Field, JsonValue
 from sqlalchemy import Engine, Integer, String, Text, select, update
@@ -146,6 +147,49 @@ def _to_event(row: EventRow) -> RecordedEvent:
     return RecordedEvent.model_validate(fields)
 
 
+class EventQuery(BaseModel):
+    """Filters for `Ledger.search`; every set field must match."""
+
+    agent: str | None = None
+    action: str | None = None
+    tier: str | None = None
+    outcome: str | None = None
+    kind: str | None = None
+    workflow_id: str | None = None
+    since: str | None = None
+    """ISO 8601 time, inclusive."""
+    until: str | None = None
+    """ISO 8601 time, exclusive."""
+    limit: int = 200
+
+
+def _iso(value: str, name: str) -> str:
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(
+            f"--{name} {value!r} is not an ISO 8601 time; write e.g. 2026-11-25 or "
+            "2026-11-25T09:30:00+00:00"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+class EventSource(Protocol):
+    def events(self, workflow_id: str | None = None) -> list[RecordedEvent]: ...
+
+
+class OfflineLedger:
+    """Recorded events held in memory (from an evidence bundle), read like a ledger."""
+
+    def __init__(self, events: Sequence[RecordedEvent]) -> None:
+        self._events = list(events)
+
+    def events(self, workflow_id: str | None = None) -> list[RecordedEvent]:
+        return [e for e in self._events if workflow_id is None or e.workflow_id == workflow_id]
+
+
 class VerifyReport(BaseModel):
     """The result of walking the chain."""
 
@@ -206,6 +250,27 @@ class Ledger:
         stmt = select(EventRow).order_by(EventRow.seq)
         if workflow_id is not None:
             stmt = stmt.where(EventRow.workflow_id == workflow_id)
+        with Session(self.engine) as session:
+            return [_to_event(r) for r in session.execute(stmt).scalars()]
+
+    def search(self, query: EventQuery) -> list[RecordedEvent]:
+        """Events matching every filter of `query`, oldest first, the newest `limit` of them."""
+        stmt = select(EventRow)
+        for field in ("agent", "action", "tier", "outcome", "kind", "workflow_id"):
+            value = getattr(query, field)
+            if value is not None:
+                stmt = stmt.where(getattr(EventRow, field) == value)
+        if query.since:
+            stmt = stmt.where(EventRow.recorded_at >= _iso(query.since, "since"))
+        if query.until:
+            stmt = stmt.where(EventRow.recorded_at < _iso(query.until, "until"))
+        stmt = stmt.order_by(EventRow.seq.desc()).limit(query.limit)
+        with Session(self.engine) as session:
+            found = [_to_event(r) for r in session.execute(stmt).scalars()]
+        return found[::-1]
+
+    def events_of_kind(self, kind: str) -> list[RecordedEvent]:
+        stmt = select(EventRow).where(EventRow.kind == kind).order_by(EventRow.seq)
         with Session(self.engine) as session:
             return [_to_event(r) for r in session.execute(stmt).scalars()]
 
