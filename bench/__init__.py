@@ -1,1 +1,1 @@
-"""Benchmarks: `python -m bench NAME --json`, each figure beside its peer measured in the same run."""
+"""Benchmarks: `python -m bench NAME --json`; each figure beside its peer, same run."""

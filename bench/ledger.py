@@ -1,0 +1,207 @@
+"""`python -m bench ledger`: ledger appends against raw inserts, verification rate, proofs.
+
+Measured in one run, on the same database:
+- appends per second through `Ledger.append` (hash chain, idempotency check, head lock,
+  one transaction each) against raw SQLAlchemy inserts of the same rows into a table of
+  the same shape (one transaction each), with 1 writer and with N concurrent writers
+  (threads, each with its own engine, as separate workers would have);
+- full verification rate (`Ledger.verify`, events per second);
+- inclusion-proof size and verification time in a tree of one million events (proofs
+  depend only on tree size, so the tree is built in memory from synthetic event hashes).
+
+SQLite always; PostgreSQL too when `--postgres URL` or TETHER_TEST_DATABASE_URL is set
+(each run in a fresh schema, dropped afterwards).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import statistics
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from pydantic import JsonValue
+from rich.progress import Progress
+from sqlalchemy import Engine, MetaData, Table, insert, text
+
+from tether.db import make_engine
+from verification import merkle
+from verification.ledger import EventRow, Ledger, LedgerEvent
+
+
+def _event(writer: int, i: int, run: str) -> LedgerEvent:
+    return LedgerEvent(
+        idempotency_key=f"{run}:{writer}:{i}:decision",
+        kind="decision",
+        workflow_id=f"bench-{run}-{writer}",
+        run_id=run,
+        step=i,
+        agent="agent:bench",
+        action="payments.pay",
+        resource="vendor/acme",
+        tier="auto",
+        rule="ap-pay-small",
+        policy_version="sha256:0123456789abcdef",
+        actor="policy",
+        outcome="allowed",
+        payload={"amount": i, "args_digest": "sha256:" + "ab" * 32},
+    )
+
+
+def _raw_row(event: LedgerEvent, seq: int) -> dict[str, object]:
+    fake = hashlib.sha256(event.idempotency_key.encode()).hexdigest()
+    return {
+        **event.model_dump(exclude={"payload"}),
+        "payload": '{"amount":1}',
+        "seq": seq,
+        "recorded_at": "2026-01-01T00:00:00+00:00",
+        "prev_hash": fake,
+        "hash": fake,
+    }
+
+
+def _engine(url: str, schema: str | None) -> Engine:
+    engine = make_engine(url)
+    if schema:
+        return engine.execution_options(schema_translate_map={None: schema})
+    return engine
+
+
+def _parallel(writers: int, work: Callable[[int], None]) -> float:
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(writers)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - start
+
+
+def _measure_backend(
+    name: str, url: str, schema: str | None, events: int, writers: int, progress: Progress
+) -> dict[str, JsonValue]:
+    engine = _engine(url, schema)
+    ledger = Ledger(engine)
+    source = EventRow.__table__
+    assert isinstance(source, Table)
+    raw_table = source.to_metadata(MetaData(), name="bench_raw_inserts")
+    raw_table.metadata.create_all(engine)
+    task = progress.add_task(f"{name}", total=4 * events)
+    results: dict[str, JsonValue] = {}
+    seq_lock = threading.Lock()
+    next_seq = [0]
+
+    for label, count in (("one_writer", 1), (f"{writers}_writers", writers)):
+        per = events // count
+        run = uuid.uuid4().hex[:8]
+
+        def raw(w: int, run: str = run, per: int = per) -> None:
+            eng = _engine(url, schema)
+            for i in range(per):
+                with seq_lock:
+                    next_seq[0] += 1
+                    seq = next_seq[0]
+                with eng.begin() as conn:
+                    conn.execute(insert(raw_table).values(**_raw_row(_event(w, i, run), seq)))
+                progress.advance(task)
+            eng.dispose()
+
+        def ours(w: int, run: str = run, per: int = per) -> None:
+            led = Ledger(_engine(url, schema))
+            for i in range(per):
+                led.append(_event(w, i, run + "o"))
+                progress.advance(task)
+            led.engine.dispose()
+
+        raw_s = _parallel(count, raw)
+        ours_s = _parallel(count, ours)
+        total = per * count
+        results[label] = {
+            "writers": count,
+            "events": total,
+            "raw_inserts_per_s": round(total / raw_s, 1),
+            "appends_per_s": round(total / ours_s, 1),
+            "ratio": round(raw_s / ours_s, 3),
+        }
+    start = time.perf_counter()
+    report = ledger.verify()
+    verify_s = time.perf_counter() - start
+    assert report.ok, report.problem
+    results["verify"] = {
+        "events": report.events,
+        "events_per_s": round(report.events / verify_s, 1),
+    }
+    engine.dispose()
+    return results
+
+
+def _proofs(size: int, progress: Progress) -> dict[str, JsonValue]:
+    task = progress.add_task(f"proofs at {size:,} events", total=3)
+    leaves = [merkle.leaf_hash(hashlib.sha256(i.to_bytes(8, "big")).digest()) for i in range(size)]
+    progress.advance(task)
+    start = time.perf_counter()
+    root = merkle.root(leaves)
+    root_s = time.perf_counter() - start
+    index = size // 3
+    start = time.perf_counter()
+    proof = merkle.inclusion_proof(leaves, index)
+    prove_s = time.perf_counter() - start
+    progress.advance(task)
+    timings = []
+    for _ in range(2000):
+        t0 = time.perf_counter()
+        ok = merkle.verify_inclusion(leaves[index], index, size, proof, root)
+        timings.append(time.perf_counter() - t0)
+        assert ok
+    progress.advance(task)
+    timings.sort()
+    return {
+        "tree_size": size,
+        "proof_hashes": len(proof),
+        "proof_bytes": 32 * len(proof),
+        "verify_us_p50": round(statistics.median(timings) * 1e6, 2),
+        "verify_us_p99": round(timings[int(len(timings) * 0.99)] * 1e6, 2),
+        "root_s": round(root_s, 3),
+        "prove_s": round(prove_s, 3),
+    }
+
+
+def run_ledger(
+    events: int = 2000, writers: int = 4, postgres: str | None = None, tree_size: int = 1_000_000
+) -> dict[str, JsonValue]:
+    backends: dict[str, JsonValue] = {}
+    with Progress(transient=True) as progress, tempfile.TemporaryDirectory() as tmp:
+        backends["sqlite"] = _measure_backend(
+            "sqlite", f"sqlite:///{Path(tmp) / 'bench.db'}", None, events, writers, progress
+        )
+        if postgres:
+            schema = f"bench_{uuid.uuid4().hex[:10]}"
+            admin = make_engine(postgres)
+            with admin.begin() as conn:
+                conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+            try:
+                backends["postgresql"] = _measure_backend(
+                    "postgresql", postgres, schema, events, writers, progress
+                )
+            finally:
+                with admin.begin() as conn:
+                    conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+                admin.dispose()
+        proofs = _proofs(tree_size, progress)
+    return {
+        "benchmark": "ledger",
+        "backends": backends,
+        "proofs": proofs,
+        "targets": {
+            "append_ratio_one_writer": 0.8,
+            "append_ratio_four_writers_postgresql": 0.75,
+            "verify_events_per_s": 100_000,
+            "proof_verify_ms": 1.0,
+        },
+        "machine": {"cpus": os.cpu_count() or 0},
+    }
