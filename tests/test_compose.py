@@ -1,0 +1,181 @@
+"""docker-compose.yml is a consistent production stack (Docker does not run here).
+
+Each check is a function returning the problems it finds, so a test can also prove that
+the check catches a broken file.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tether.config import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+REQUIRED = {"postgresql", "ledger-db", "temporal", "temporal-ui", "worker"}
+SECRET_WORDS = ("PASSWORD", "SECRET", "TOKEN", "KEY")
+INTERPOLATION = re.compile(r"\$\{([A-Z0-9_]+)")
+
+
+def _compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return loaded
+
+
+def _env(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        return dict(item.split("=", 1) for item in env)
+    return {str(k): str(v) for k, v in env.items()}
+
+
+def pinned_images(compose: dict[str, Any]) -> list[str]:
+    problems = []
+    for name, service in compose["services"].items():
+        image = service.get("image")
+        if "build" in service:
+            continue
+        if not image or ":" not in image:
+            problems.append(f"service {name!r}: image {image!r} has no tag")
+            continue
+        tag = image.rsplit(":", 1)[1]
+        if tag == "latest" or not re.search(r"\d", tag):
+            problems.append(f"service {name!r}: image {image!r} is not pinned to a version")
+    return problems
+
+
+def worker_settings(compose: dict[str, Any]) -> list[str]:
+    env = _env(compose["services"]["worker"])
+    return [
+        f"worker does not set {var} (setting {field!r})"
+        for field in Settings.model_fields
+        if (var := f"TETHER_{field.upper()}") not in env
+    ]
+
+
+def interpolations_defined(text: str, example: str) -> list[str]:
+    defined = {
+        line.split("=", 1)[0].strip()
+        for line in example.splitlines()
+        if "=" in line and not line.lstrip().startswith("#")
+    }
+    return [
+        f"${{{var}}} is used but not defined in .env.example"
+        for var in sorted(set(INTERPOLATION.findall(text)) - defined)
+    ]
+
+
+def host_ports(compose: dict[str, Any]) -> list[str]:
+    seen: dict[str, str] = {}
+    problems = []
+    for name, service in compose["services"].items():
+        for port in service.get("ports", []):
+            host = str(port).split(":")[0]
+            if host in seen:
+                problems.append(f"host port {host} is published by {seen[host]!r} and {name!r}")
+            seen[host] = name
+    return problems
+
+
+def dependencies(compose: dict[str, Any]) -> list[str]:
+    services = compose["services"]
+    problems = []
+    for name, service in services.items():
+        depends = service.get("depends_on") or {}
+        items = depends.items() if isinstance(depends, dict) else ((d, {}) for d in depends)
+        for dep, how in items:
+            if dep not in services:
+                problems.append(f"{name!r} depends on undefined service {dep!r}")
+            elif how.get("condition") == "service_healthy" and "healthcheck" not in services[dep]:
+                problems.append(
+                    f"{name!r} waits for {dep!r} to be healthy but it has no healthcheck"
+                )
+    return problems
+
+
+def literal_secrets(compose: dict[str, Any]) -> list[str]:
+    problems = []
+    for name, service in compose["services"].items():
+        for key, value in _env(service).items():
+            secret = any(word in key.upper() for word in SECRET_WORDS)
+            if secret and "${" not in value and not value.startswith("/run/secrets/"):
+                problems.append(f"service {name!r}: {key} holds a literal secret")
+            if "://" in value and "@" in value and "${" not in value.split("@")[0]:
+                problems.append(f"service {name!r}: {key} embeds a literal password")
+    return problems
+
+
+def test_required_services_exist_and_restart() -> None:
+    services = _compose()["services"]
+    assert set(services) >= REQUIRED, f"missing services: {REQUIRED - set(services)}"
+    for name in REQUIRED:
+        assert services[name].get("restart") == "unless-stopped", f"{name!r} has no restart policy"
+    for name in ("postgresql", "ledger-db", "temporal"):
+        assert "healthcheck" in services[name], f"{name!r} has no healthcheck"
+
+
+def test_images_pinned() -> None:
+    assert pinned_images(_compose()) == []
+
+
+def test_worker_sets_every_setting() -> None:
+    assert worker_settings(_compose()) == []
+
+
+def test_interpolated_variables_have_examples() -> None:
+    text = (ROOT / "docker-compose.yml").read_text()
+    example = (ROOT / ".env.example").read_text()
+    assert interpolations_defined(text, example) == []
+
+
+def test_ports_dependencies_and_secrets() -> None:
+    compose = _compose()
+    assert host_ports(compose) == []
+    assert dependencies(compose) == []
+    assert literal_secrets(compose) == []
+
+
+def test_worker_talks_to_the_services_in_the_file() -> None:
+    compose = _compose()
+    env = _env(compose["services"]["worker"])
+    assert env["TETHER_TEMPORAL_ADDRESS"].split(":")[0] in compose["services"]
+    host = env["TETHER_DATABASE_URL"].split("@")[1].split(":")[0]
+    assert host in compose["services"]
+    assert env["TETHER_DATABASE_URL"].startswith("postgresql+psycopg://")
+    # The paths point inside the image, where the Dockerfile puts the project.
+    for key in ("TETHER_POLICY_MODEL", "TETHER_POLICY_PATH", "TETHER_MODEL_SCRIPT"):
+        relative = Path(env[key]).relative_to("/app")
+        assert (ROOT / relative).is_file(), f"{key} names {env[key]}, not in the project"
+
+
+def test_dockerfile_pinned_and_unprivileged() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    base = re.search(r"^FROM (\S+)", text, re.MULTILINE)
+    assert base and re.search(r":\d", base.group(1)), "the base image is not pinned"
+    assert re.search(r"^USER (?!root)\S+", text, re.MULTILINE), "the image runs as root"
+    for folder in ("tether", "workflows", "activities", "governance", "verification"):
+        assert f"COPY {folder} " in text, f"the image lacks {folder}/"
+
+
+def test_checks_catch_drift() -> None:
+    broken = copy.deepcopy(_compose())
+    worker = broken["services"]["worker"]
+    worker["environment"] = {k: v for k, v in _env(worker).items() if k != "TETHER_TASK_QUEUE"}
+    assert worker_settings(broken) == [
+        "worker does not set TETHER_TASK_QUEUE (setting 'task_queue')"
+    ]
+    broken["services"]["temporal-ui"]["image"] = "temporalio/ui:latest"
+    assert pinned_images(broken)
+    broken["services"]["temporal-ui"]["ports"] = ["7233:8080"]
+    assert host_ports(broken)
+    broken["services"]["worker"]["depends_on"] = {"nope": {"condition": "service_healthy"}}
+    assert dependencies(broken)
+    broken["services"]["ledger-db"]["environment"]["POSTGRES_PASSWORD"] = "hunter2"
+    assert literal_secrets(broken)
+    assert interpolations_defined("${NEW_SECRET}", "OTHER=1") == [
+        "${NEW_SECRET} is used but not defined in .env.example"
+    ]
