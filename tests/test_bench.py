@@ -1,0 +1,53 @@
+"""The benchmarks run and report both figures of each pair (speed is never asserted here)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import Client
+
+from bench.__main__ import main
+from bench.ledger import run_ledger
+from bench.plot import histogram_svg
+from bench.workflow import measure
+from tether.config import Settings
+
+
+async def test_workflow_benchmark_reports_both_variants(client: Client, settings: Settings) -> None:
+    measured, latencies = await measure(client, settings, workflows=6, concurrency=3, rounds=2)
+    figures: Any = json.loads(json.dumps(measured))
+    assert figures["workflows_per_variant"] == 6
+    for variant in ("governed", "ungoverned"):
+        part = figures[variant]
+        assert part["workflows"] == 6
+        assert part["throughput_per_s"] > 0
+        assert part["p99_ms"] >= part["p50_ms"] > 0
+    assert figures["ratio"] > 0
+    assert {k: len(v) for k, v in latencies.items()} == {"GovernedSteps": 6, "UngovernedSteps": 6}
+
+
+def test_ledger_benchmark_reports_pairs_and_proofs() -> None:
+    result: Any = json.loads(json.dumps(run_ledger(24, 3, postgres=None, tree_size=4096)))
+    sqlite = result["backends"]["sqlite"]
+    for case in ("one_writer", "3_writers"):
+        assert sqlite[case]["events"] == 24
+        assert sqlite[case]["raw_inserts_per_s"] > 0 and sqlite[case]["appends_per_s"] > 0
+    assert sqlite["verify"]["events"] == 48
+    proofs = result["proofs"]
+    assert proofs["tree_size"] == 4096 and proofs["proof_hashes"] == 12
+    assert proofs["proof_bytes"] == 32 * 12
+
+
+def test_histogram_svg(tmp_path: Path) -> None:
+    path = histogram_svg({"a": [1.0, 2.0, 2.5], "b": [3.0]}, "t", "ms", tmp_path / "h.svg")
+    svg = path.read_text()
+    assert svg.startswith("<svg") and "a (n=3)" in svg and "b (n=1)" in svg
+
+
+def test_unknown_benchmark_is_refused() -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["nope"])
+    assert exited.value.code == 2
