@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -291,16 +291,22 @@ class Ledger:
         with Session(self.engine) as session:
             return list(session.execute(stmt).scalars())
 
-    def _rows(self) -> Iterator[EventRow]:
+    def _rows(self) -> Generator[EventRow, None, None]:
+        """All rows in chain order, streamed; closes its cursor even when left early."""
         with Session(self.engine) as session:
-            yield from session.execute(
+            result = session.execute(
                 select(EventRow).order_by(EventRow.seq).execution_options(yield_per=1000)
-            ).scalars()
+            )
+            try:
+                yield from result.scalars()
+            finally:
+                result.close()
 
     def verify(self) -> VerifyReport:
         """Walk the chain from the start; name the first entry that does not hold."""
         expected_seq, prev, count = 1, GENESIS, 0
-        for row in self._rows():
+        rows = self._rows()
+        for row in rows:
             problem = ""
             if row.seq != expected_seq:
                 problem = (
@@ -321,6 +327,7 @@ class Ledger:
                 )
                 bad = row.seq
             if problem:
+                rows.close()
                 return VerifyReport(
                     ok=False, events=count, head_hash=prev, first_bad_seq=bad, problem=problem
                 )
