@@ -210,7 +210,7 @@ def test_bad_rows_are_named(tmp_path: Path, line: str, named: str) -> None:
 def test_duplicate_rule_ids_and_missing_files(tmp_path: Path) -> None:
     with pytest.raises(PolicyError, match=r"'r-auto' is used twice"):
         parse_policy(f"{ROWS['auto']}\n{ROWS['auto']}")
-    with pytest.raises(PolicyError, match="nope.csv"):
+    with pytest.raises(PolicyError, match=r"nope\.csv"):
         PolicyEngine.from_files(MODEL, tmp_path / "nope.csv")
     broken_model = tmp_path / "model.conf"
     broken_model.write_text("[request_definition]\nr = sub\n")
