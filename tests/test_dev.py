@@ -1,0 +1,97 @@
+"""`tether dev`: a real dev server with state on disk plus a live worker; Ctrl-C stops both."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from tether.client import start_task
+from tether.dev import port_busy
+from workflows import InvoiceInput, InvoiceResult
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _dev(tmp_path: Path, port: int, ui_port: int, queue: str) -> subprocess.Popen[str]:
+    env = {
+        **os.environ,
+        "TETHER_DEV_PORT": str(port),
+        "TETHER_DEV_UI_PORT": str(ui_port),
+        "TETHER_STATE_DIR": str(tmp_path / "state"),
+        "TETHER_DATABASE_URL": f"sqlite:///{tmp_path / 'dev.db'}",
+        "TETHER_TASK_QUEUE": queue,
+        "COLUMNS": "200",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "tether.cli", "dev"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+async def test_dev_stack_runs_a_task_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    port, ui_port, queue = _free_port(), _free_port(), f"dev-{uuid.uuid4().hex[:8]}"
+    proc = _dev(tmp_path, port, ui_port, queue)
+    assert proc.stdout is not None
+    seen = []
+    deadline = time.monotonic() + 90
+    try:
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            seen.append(line)
+            if line.startswith("ready"):
+                break
+        output = "".join(seen)
+        assert "ready" in output, output
+        assert f"127.0.0.1:{port}" in output and f"http://127.0.0.1:{ui_port}" in output
+        assert (tmp_path / "state" / "temporal.db").exists()
+
+        client = await Client.connect(f"127.0.0.1:{port}", data_converter=pydantic_data_converter)
+        handle = await start_task(
+            client,
+            "PayInvoice",
+            InvoiceInput(invoice_id="INV-1001", text="Invoice INV-1001"),
+            workflow_id=f"dev-{uuid.uuid4().hex[:8]}",
+            task_queue=queue,
+            started_by="user:dev",
+            result_type=InvoiceResult,
+        )
+        assert (await handle.result()).status == "paid"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=60)
+        proc.stdout.close()
+    assert code == 0
+    assert not port_busy(port) and not port_busy(ui_port)
+
+
+def test_busy_port_is_named(tmp_path: Path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        proc = _dev(tmp_path, port, _free_port(), "q")
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert len(lines) == 1, out
+    assert f"port {port}" in lines[0] and "TETHER_DEV_PORT" in lines[0]
