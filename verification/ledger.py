@@ -17,10 +17,12 @@ import hashlib
 import json
 from collections.abc import Generator, Sequence
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from pydantic import BaseModel, Field, JsonValue
-from sqlalchemy import Engine, Integer, String, Text, select, update
+from sqlalchemy import Engine, Integer, String, Table, Text, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from tether.db import Base, make_engine
@@ -88,20 +90,17 @@ class BlobRow(Base):
     content: Mapped[str] = mapped_column(Text)
 
 
-def put_blob(session: Session, value: JsonValue) -> str:
-    key = digest(value)
-    if session.get(BlobRow, key) is None:
-        session.add(BlobRow(digest=key, content=canonical_json(value)))
-        session.flush()
-    return key
-
-
 class HeadRow(Base):
     __tablename__ = "ledger_head"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     seq: Mapped[int] = mapped_column(Integer)
     hash: Mapped[str] = mapped_column(String(64))
+
+
+EVENTS: Table = EventRow.__table__  # type: ignore[assignment]
+HEAD: Table = HeadRow.__table__  # type: ignore[assignment]
+BLOBS: Table = BlobRow.__table__  # type: ignore[assignment]
 
 
 def canonical_json(value: JsonValue) -> str:
@@ -138,6 +137,10 @@ def _row_fields(row: EventRow) -> dict[str, JsonValue]:
         "recorded_at": row.recorded_at,
         "prev_hash": row.prev_hash,
     }
+
+
+def _event_from(fields: dict[str, Any]) -> RecordedEvent:
+    return RecordedEvent.model_validate({**fields, "payload": json.loads(fields["payload"])})
 
 
 def _to_event(row: EventRow) -> RecordedEvent:
@@ -214,37 +217,48 @@ class Ledger:
     def from_url(cls, url: str) -> Ledger:
         return cls(make_engine(url))
 
+    def _insert(self, table: Table) -> Any:
+        """INSERT that can skip conflicting rows, in this database's dialect."""
+        return (pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert)(table)
+
     def append(self, event: LedgerEvent, content: Sequence[JsonValue] = ()) -> RecordedEvent:
         """Append `event` once; a repeated idempotency key returns the stored event.
 
         `content` (prompts, outputs, tool results) goes to the content-addressed store in
         the same transaction, keyed by `digest(value)`; the event carries only digests.
         """
-        with Session(self.engine) as session, session.begin():
-            head = session.execute(
-                select(HeadRow).where(HeadRow.id == 1).with_for_update()
-            ).scalar_one()
-            existing = session.execute(
-                select(EventRow).where(EventRow.idempotency_key == event.idempotency_key)
-            ).scalar_one_or_none()
-            if existing is not None:
-                return _to_event(existing)
-            row = EventRow(
-                seq=head.seq + 1,
-                recorded_at=datetime.now(UTC).isoformat(timespec="microseconds"),
-                prev_hash=head.hash,
-                hash="",
-                **event.model_dump(exclude={"payload"}),
-                payload=canonical_json(event.payload),
+        fields: dict[str, JsonValue] = {
+            **event.model_dump(exclude={"payload"}),
+            "payload": canonical_json(event.payload),
+        }
+        with self.engine.begin() as conn:
+            head_seq, head_hash = conn.execute(
+                select(HEAD.c.seq, HEAD.c.hash).where(HEAD.c.id == 1).with_for_update()
+            ).one()
+            fields["seq"] = head_seq + 1
+            fields["prev_hash"] = head_hash
+            fields["recorded_at"] = datetime.now(UTC).isoformat(timespec="microseconds")
+            fields["hash"] = event_hash(fields)
+            inserted = conn.execute(
+                self._insert(EVENTS)
+                .values(**fields)
+                .on_conflict_do_nothing(index_elements=["idempotency_key"])
             )
-            row.hash = event_hash(_row_fields(row))
-            session.add(row)
+            if inserted.rowcount == 0:  # appended before: return what is stored
+                stored = conn.execute(
+                    select(EVENTS).where(EVENTS.c.idempotency_key == event.idempotency_key)
+                ).one()
+                return _event_from(dict(stored._mapping))
+            conn.execute(
+                update(HEAD).where(HEAD.c.id == 1).values(seq=fields["seq"], hash=fields["hash"])
+            )
             for value in content:
-                put_blob(session, value)
-            session.execute(
-                update(HeadRow).where(HeadRow.id == 1).values(seq=row.seq, hash=row.hash)
-            )
-            return _to_event(row)
+                conn.execute(
+                    self._insert(BLOBS)
+                    .values(digest=digest(value), content=canonical_json(value))
+                    .on_conflict_do_nothing(index_elements=["digest"])
+                )
+        return _event_from(fields)
 
     def events(self, workflow_id: str | None = None) -> list[RecordedEvent]:
         stmt = select(EventRow).order_by(EventRow.seq)
@@ -291,14 +305,15 @@ class Ledger:
         with Session(self.engine) as session:
             return list(session.execute(stmt).scalars())
 
-    def _rows(self) -> Generator[EventRow, None, None]:
-        """All rows in chain order, streamed; closes its cursor even when left early."""
-        with Session(self.engine) as session:
-            result = session.execute(
-                select(EventRow).order_by(EventRow.seq).execution_options(yield_per=1000)
+    def _rows(self) -> Generator[dict[str, Any], None, None]:
+        """All rows in chain order as plain dicts, streamed; the cursor closes when left early."""
+        with self.engine.connect() as conn:
+            result = conn.execution_options(yield_per=2000).execute(
+                select(EVENTS).order_by(EVENTS.c.seq)
             )
             try:
-                yield from result.scalars()
+                for row in result:
+                    yield dict(row._mapping)
             finally:
                 result.close()
 
@@ -307,31 +322,30 @@ class Ledger:
         expected_seq, prev, count = 1, GENESIS, 0
         rows = self._rows()
         for row in rows:
-            problem = ""
-            if row.seq != expected_seq:
+            seq, problem, bad = row["seq"], "", 0
+            if seq != expected_seq:
                 problem = (
-                    f"entry {expected_seq} is missing (the next entry found is {row.seq}): "
+                    f"entry {expected_seq} is missing (the next entry found is {seq}): "
                     "a row was removed"
                 )
                 bad = expected_seq
-            elif row.prev_hash != prev:
+            elif row["prev_hash"] != prev:
                 problem = (
-                    f"entry {row.seq} does not link to entry {row.seq - 1}: "
-                    "rows were removed or reordered"
+                    f"entry {seq} does not link to entry {seq - 1}: rows were removed or reordered"
                 )
-                bad = row.seq
-            elif event_hash(_row_fields(row)) != row.hash:
+                bad = seq
+            elif event_hash(row) != row["hash"]:
                 problem = (
-                    f"entry {row.seq} ({row.kind}, {row.idempotency_key!r}) was altered: "
+                    f"entry {seq} ({row['kind']}, {row['idempotency_key']!r}) was altered: "
                     "its hash does not match its content"
                 )
-                bad = row.seq
+                bad = seq
             if problem:
                 rows.close()
                 return VerifyReport(
                     ok=False, events=count, head_hash=prev, first_bad_seq=bad, problem=problem
                 )
-            prev, expected_seq, count = row.hash, expected_seq + 1, count + 1
+            prev, expected_seq, count = row["hash"], expected_seq + 1, count + 1
         with Session(self.engine) as session:
             head = session.get(HeadRow, 1)
         if head is not None and (head.seq, head.hash) != (count, prev):
