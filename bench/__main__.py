@@ -30,7 +30,7 @@ def _workflow(args: argparse.Namespace) -> dict[str, JsonValue]:
 
 def _ledger(args: argparse.Namespace) -> dict[str, JsonValue]:
     postgres = args.postgres or os.environ.get("TETHER_TEST_DATABASE_URL")
-    return run_ledger(args.events, args.writers, postgres, args.tree_size)
+    return run_ledger(args.events, args.writers, postgres, args.tree_size, args.verify_events)
 
 
 BENCHMARKS = {"workflow": _workflow, "ledger": _ledger}
@@ -46,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--writers", type=int, default=4, help="ledger: concurrent writers")
     parser.add_argument("--postgres", help="ledger: also measure this PostgreSQL URL")
     parser.add_argument("--tree-size", type=int, default=1_000_000, help="ledger: proof tree")
+    parser.add_argument(
+        "--verify-events", type=int, default=100_000, help="ledger: chain length to verify"
+    )
     args = parser.parse_args(argv)
     result = BENCHMARKS[args.name](args)
     if args.json:

@@ -10,12 +10,14 @@ Measured in one run, on the same database:
   depend only on tree size, so the tree is built in memory from synthetic event hashes).
 
 SQLite always; PostgreSQL too when `--postgres URL` or TETHER_TEST_DATABASE_URL is set
-(each run in a fresh schema, dropped afterwards).
+(each run in a fresh schema, dropped afterwards). Writers are measured three ways: one;
+several threads of one worker sharing a Ledger (group commit); several workers.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import statistics
 import tempfile
@@ -27,11 +29,23 @@ from pathlib import Path
 
 from pydantic import JsonValue
 from rich.progress import Progress
-from sqlalchemy import Engine, MetaData, Table, insert, text
+from sqlalchemy import Engine, MetaData, Table, insert, text, update
 
 from tether.db import make_engine
 from verification import merkle
-from verification.ledger import EventRow, Ledger, LedgerEvent
+from verification.ledger import (
+    EVENTS,
+    GENESIS,
+    HEAD,
+    EventRow,
+    Ledger,
+    LedgerEvent,
+    canonical_json,
+    event_hash,
+)
+
+_RAW_SEQ = itertools.count(1)
+"""Primary keys of the raw-insert table, unique across cases (itertools.count is atomic)."""
 
 
 def _event(writer: int, i: int, run: str) -> LedgerEvent:
@@ -82,8 +96,91 @@ def _parallel(writers: int, work: Callable[[int], None]) -> float:
     return time.perf_counter() - start
 
 
+def _case(
+    url: str,
+    schema: str | None,
+    raw_table: Table,
+    writers: int,
+    per: int,
+    shared: bool,
+    advance: Callable[[], None],
+) -> dict[str, JsonValue]:
+    """Raw inserts, then ledger appends, of `writers` x `per` rows.
+
+    shared: the writers are threads of one process sharing one engine (raw) or one Ledger
+    (ours) — one worker with several activity threads; otherwise each writer has its own
+    engine, as separate worker processes would.
+    """
+    run = uuid.uuid4().hex[:8]
+    raw_insert = insert(raw_table)  # one statement object: SQLAlchemy caches its compilation
+    raw_engine = _engine(url, schema) if shared else None
+    ledger = Ledger(_engine(url, schema)) if shared else None
+
+    def raw(w: int) -> None:
+        eng = raw_engine or _engine(url, schema)
+        for i in range(per):
+            seq = next(_RAW_SEQ)
+            with eng.begin() as conn:
+                conn.execute(raw_insert, _raw_row(_event(w, i, run), seq))
+            advance()
+        if raw_engine is None:
+            eng.dispose()
+
+    def ours(w: int) -> None:
+        led = ledger or Ledger(_engine(url, schema))
+        for i in range(per):
+            led.append(_event(w, i, run + "o"))
+            advance()
+        if ledger is None:
+            led.engine.dispose()
+
+    raw_s = _parallel(writers, raw)
+    ours_s = _parallel(writers, ours)
+    for engine in (raw_engine, ledger.engine if ledger else None):
+        if engine is not None:
+            engine.dispose()
+    total = writers * per
+    return {
+        "writers": writers,
+        "shared_process": shared,
+        "events": total,
+        "raw_inserts_per_s": round(total / raw_s, 1),
+        "appends_per_s": round(total / ours_s, 1),
+        "ratio": round(raw_s / ours_s, 3),
+    }
+
+
+def _bulk_chain(engine: Engine, count: int) -> None:
+    """A valid chain of `count` events written in one transaction (for the verify figure)."""
+    rows: list[dict[str, JsonValue]] = []
+    prev = GENESIS
+    start = Ledger(engine).hashes()
+    seq0 = len(start)
+    prev = start[-1] if start else GENESIS
+    for i in range(count):
+        event = _event(99, i, "bulk")
+        fields: dict[str, JsonValue] = {
+            **event.model_dump(exclude={"payload"}),
+            "payload": canonical_json(event.payload),
+            "seq": seq0 + i + 1,
+            "prev_hash": prev,
+            "recorded_at": "2026-01-01T00:00:00.000000+00:00",
+        }
+        fields["hash"] = prev = event_hash(fields)
+        rows.append(fields)
+    with engine.begin() as conn:
+        conn.execute(insert(EVENTS), rows)
+        conn.execute(update(HEAD).where(HEAD.c.id == 1).values(seq=seq0 + count))
+
+
 def _measure_backend(
-    name: str, url: str, schema: str | None, events: int, writers: int, progress: Progress
+    name: str,
+    url: str,
+    schema: str | None,
+    events: int,
+    writers: int,
+    verify_events: int,
+    progress: Progress,
 ) -> dict[str, JsonValue]:
     engine = _engine(url, schema)
     ledger = Ledger(engine)
@@ -91,43 +188,20 @@ def _measure_backend(
     assert isinstance(source, Table)
     raw_table = source.to_metadata(MetaData(), name="bench_raw_inserts")
     raw_table.metadata.create_all(engine)
-    task = progress.add_task(f"{name}", total=4 * events)
+    task = progress.add_task(name, total=6 * events)
     results: dict[str, JsonValue] = {}
-    seq_lock = threading.Lock()
-    next_seq = [0]
 
-    for label, count in (("one_writer", 1), (f"{writers}_writers", writers)):
-        per = events // count
-        run = uuid.uuid4().hex[:8]
+    def advance() -> None:
+        progress.advance(task)
 
-        def raw(w: int, run: str = run, per: int = per) -> None:
-            eng = _engine(url, schema)
-            for i in range(per):
-                with seq_lock:
-                    next_seq[0] += 1
-                    seq = next_seq[0]
-                with eng.begin() as conn:
-                    conn.execute(insert(raw_table).values(**_raw_row(_event(w, i, run), seq)))
-                progress.advance(task)
-            eng.dispose()
-
-        def ours(w: int, run: str = run, per: int = per) -> None:
-            led = Ledger(_engine(url, schema))
-            for i in range(per):
-                led.append(_event(w, i, run + "o"))
-                progress.advance(task)
-            led.engine.dispose()
-
-        raw_s = _parallel(count, raw)
-        ours_s = _parallel(count, ours)
-        total = per * count
-        results[label] = {
-            "writers": count,
-            "events": total,
-            "raw_inserts_per_s": round(total / raw_s, 1),
-            "appends_per_s": round(total / ours_s, 1),
-            "ratio": round(raw_s / ours_s, 3),
-        }
+    results["one_writer"] = _case(url, schema, raw_table, 1, events, True, advance)
+    results[f"{writers}_threads_one_worker"] = _case(
+        url, schema, raw_table, writers, events // writers, True, advance
+    )
+    results[f"{writers}_workers"] = _case(
+        url, schema, raw_table, writers, events // writers, False, advance
+    )
+    _bulk_chain(engine, verify_events)
     start = time.perf_counter()
     report = ledger.verify()
     verify_s = time.perf_counter() - start
@@ -172,12 +246,22 @@ def _proofs(size: int, progress: Progress) -> dict[str, JsonValue]:
 
 
 def run_ledger(
-    events: int = 2000, writers: int = 4, postgres: str | None = None, tree_size: int = 1_000_000
+    events: int = 2000,
+    writers: int = 4,
+    postgres: str | None = None,
+    tree_size: int = 1_000_000,
+    verify_events: int = 100_000,
 ) -> dict[str, JsonValue]:
     backends: dict[str, JsonValue] = {}
     with Progress(transient=True) as progress, tempfile.TemporaryDirectory() as tmp:
         backends["sqlite"] = _measure_backend(
-            "sqlite", f"sqlite:///{Path(tmp) / 'bench.db'}", None, events, writers, progress
+            "sqlite",
+            f"sqlite:///{Path(tmp) / 'bench.db'}",
+            None,
+            events,
+            writers,
+            verify_events,
+            progress,
         )
         if postgres:
             schema = f"bench_{uuid.uuid4().hex[:10]}"
@@ -186,7 +270,7 @@ def run_ledger(
                 conn.execute(text(f'CREATE SCHEMA "{schema}"'))
             try:
                 backends["postgresql"] = _measure_backend(
-                    "postgresql", postgres, schema, events, writers, progress
+                    "postgresql", postgres, schema, events, writers, verify_events, progress
                 )
             finally:
                 with admin.begin() as conn:

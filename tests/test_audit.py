@@ -52,7 +52,7 @@ def _rechain(ledger: Ledger) -> None:
             prev = row.hash
         head = session.get(HeadRow, 1)
         assert head is not None
-        head.seq, head.hash = seq, prev
+        head.seq = seq
 
 
 def test_checkpoint_signature(tmp_path: Path) -> None:

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Generator, Sequence
+import threading
+from collections.abc import Generator, Mapping, Sequence
 from datetime import UTC, datetime
+from json import encoder as _json_encoder
 from typing import Any, Protocol
 
 from pydantic import BaseModel, Field, JsonValue
-from sqlalchemy import Engine, Integer, String, Table, Text, select, update
+from sqlalchemy import Engine, Integer, Row, String, Table, Text, bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -95,7 +97,7 @@ class HeadRow(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     seq: Mapped[int] = mapped_column(Integer)
-    hash: Mapped[str] = mapped_column(String(64))
+    """How many events the chain holds; the last one's hash is the chain head."""
 
 
 EVENTS: Table = EventRow.__table__  # type: ignore[assignment]
@@ -112,9 +114,35 @@ def digest(value: JsonValue) -> str:
     return "sha256:" + hashlib.sha256(canonical_json(value).encode()).hexdigest()
 
 
-def event_hash(fields: dict[str, JsonValue]) -> str:
-    body = {k: v for k, v in fields.items() if k != "hash"}
-    return hashlib.sha256(canonical_json(body).encode()).hexdigest()
+HASHED = (
+    "action", "actor", "agent", "idempotency_key", "kind", "outcome", "payload",
+    "policy_version", "prev_hash", "recorded_at", "resource", "rule", "run_id", "seq", "step",
+    "tier", "workflow_id",
+)  # fmt: skip
+"""The fields an event's hash covers, in the sorted order of their canonical JSON."""
+_INTS = {"seq", "step"}
+_quote = _json_encoder.encode_basestring  # what json.dumps uses when ensure_ascii=False
+
+
+def _hash_values(values: Sequence[Any]) -> str:
+    """SHA-256 of the canonical JSON of HASHED -> values, built without a dict.
+
+    Byte for byte what `canonical_json` gives for the same mapping (a test holds it to
+    that), written out directly because verification hashes every row of the ledger.
+    """
+    parts = []
+    for name, value in zip(HASHED, values, strict=True):
+        if name in _INTS:
+            rendered = "null" if value is None else str(int(value))
+        else:
+            rendered = _quote(value)
+        parts.append(f'"{name}":{rendered}')
+    return hashlib.sha256(("{" + ",".join(parts) + "}").encode()).hexdigest()
+
+
+def event_hash(fields: Mapping[str, Any]) -> str:
+    """Hash of an event's fields (every field but `hash` itself)."""
+    return _hash_values([fields[name] for name in HASHED])
 
 
 def _row_fields(row: EventRow) -> dict[str, JsonValue]:
@@ -203,15 +231,51 @@ class VerifyReport(BaseModel):
     problem: str = ""
 
 
+class _Pending:
+    """One queued append, completed by whichever thread writes its batch."""
+
+    def __init__(self, event: LedgerEvent, content: list[JsonValue]) -> None:
+        self.event = event
+        self.content = content
+        self.done = threading.Event()
+        self.result: RecordedEvent | None = None
+        self.error: Exception | None = None
+
+
+class _AlreadyStored(Exception):
+    """Control flow inside `_write`: some keys were appended before; never escapes."""
+
+    def __init__(self, events: dict[str, RecordedEvent]) -> None:
+        super().__init__(f"{len(events)} event(s) stored before")
+        self.events = events
+
+
 class Ledger:
     """Append and read hash-linked events."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._mutex = threading.Lock()
+        self._writer = threading.Lock()
+        self._queue: list[_Pending] = []
+        # Built once so SQLAlchemy's compiled cache serves every append.
+        self._insert_events = (
+            self._insert(EVENTS)
+            .on_conflict_do_nothing(index_elements=["idempotency_key"])
+            .returning(EVENTS.c.idempotency_key)
+        )
+        self._insert_blobs = self._insert(BLOBS).on_conflict_do_nothing(index_elements=["digest"])
+        self._bump_head = (
+            update(HEAD)
+            .where(HEAD.c.id == 1)
+            .values(seq=HEAD.c.seq + bindparam("n"))
+            .returning(HEAD.c.seq)
+        )
+        self._hash_at = select(EVENTS.c.hash).where(EVENTS.c.seq == bindparam("seq"))
         Base.metadata.create_all(engine)
         with Session(engine) as session, session.begin():
             if session.get(HeadRow, 1) is None:
-                session.add(HeadRow(id=1, seq=0, hash=GENESIS))
+                session.add(HeadRow(id=1, seq=0))
 
     @classmethod
     def from_url(cls, url: str) -> Ledger:
@@ -226,39 +290,83 @@ class Ledger:
 
         `content` (prompts, outputs, tool results) goes to the content-addressed store in
         the same transaction, keyed by `digest(value)`; the event carries only digests.
+        Threads appending at once through one Ledger share a transaction (group commit):
+        one of them writes everything queued, in arrival order, and all return together.
         """
-        fields: dict[str, JsonValue] = {
-            **event.model_dump(exclude={"payload"}),
-            "payload": canonical_json(event.payload),
-        }
+        item = _Pending(event, list(content))
+        with self._mutex:
+            self._queue.append(item)
+        while not item.done.is_set():
+            if self._writer.acquire(blocking=False):
+                try:
+                    with self._mutex:
+                        batch, self._queue = self._queue, []
+                    if batch:
+                        self._write(batch)
+                finally:
+                    self._writer.release()
+            else:
+                item.done.wait(0.002)
+        if item.error is not None:
+            raise item.error
+        assert item.result is not None
+        return item.result
+
+    def _write(self, batch: list[_Pending]) -> None:
+        firsts: dict[str, _Pending] = {}
+        for item in batch:
+            firsts.setdefault(item.event.idempotency_key, item)
+        known: dict[str, RecordedEvent] = {}
+        try:
+            while len(known) < len(firsts):
+                todo = [i for k, i in firsts.items() if k not in known]
+                try:
+                    known.update(self._write_new(todo))
+                except _AlreadyStored as stored:  # rolled back; write the rest again
+                    known.update(stored.events)
+        except Exception as exc:  # every waiting caller sees the failure
+            for item in batch:
+                item.error = exc
+                item.done.set()
+            return
+        for item in batch:
+            item.result = known[item.event.idempotency_key]
+            item.done.set()
+
+    def _write_new(self, items: list[_Pending]) -> dict[str, RecordedEvent]:
+        """One transaction: allocate seqs under the head lock, link, insert, or roll back."""
+        n = len(items)
         with self.engine.begin() as conn:
-            head_seq, head_hash = conn.execute(
-                select(HEAD.c.seq, HEAD.c.hash).where(HEAD.c.id == 1).with_for_update()
-            ).one()
-            fields["seq"] = head_seq + 1
-            fields["prev_hash"] = head_hash
-            fields["recorded_at"] = datetime.now(UTC).isoformat(timespec="microseconds")
-            fields["hash"] = event_hash(fields)
-            inserted = conn.execute(
-                self._insert(EVENTS)
-                .values(**fields)
-                .on_conflict_do_nothing(index_elements=["idempotency_key"])
-            )
-            if inserted.rowcount == 0:  # appended before: return what is stored
-                stored = conn.execute(
-                    select(EVENTS).where(EVENTS.c.idempotency_key == event.idempotency_key)
-                ).one()
-                return _event_from(dict(stored._mapping))
-            conn.execute(
-                update(HEAD).where(HEAD.c.id == 1).values(seq=fields["seq"], hash=fields["hash"])
-            )
-            for value in content:
-                conn.execute(
-                    self._insert(BLOBS)
-                    .values(digest=digest(value), content=canonical_json(value))
-                    .on_conflict_do_nothing(index_elements=["digest"])
+            # Two statements, not one: under READ COMMITTED the read of the previous hash
+            # needs a snapshot taken after the head lock was granted.
+            last = conn.execute(self._bump_head, {"n": n}).scalar_one()
+            prev = conn.execute(self._hash_at, {"seq": last - n}).scalar_one_or_none()
+            prev = prev or GENESIS
+            now = datetime.now(UTC).isoformat(timespec="microseconds")
+            rows: list[dict[str, JsonValue]] = []
+            for offset, item in enumerate(items):
+                fields: dict[str, JsonValue] = {
+                    **item.event.model_dump(exclude={"payload"}),
+                    "payload": canonical_json(item.event.payload),
+                    "seq": last - n + 1 + offset,
+                    "prev_hash": prev,
+                    "recorded_at": now,
+                }
+                fields["hash"] = prev = event_hash(fields)
+                rows.append(fields)
+            inserted = set(conn.execute(self._insert_events, rows).scalars())
+            if len(inserted) < n:
+                keys = [r["idempotency_key"] for r in rows if r["idempotency_key"] not in inserted]
+                stored = conn.execute(select(EVENTS).where(EVENTS.c.idempotency_key.in_(keys)))
+                raise _AlreadyStored(
+                    {r.idempotency_key: _event_from(dict(r._mapping)) for r in stored}
                 )
-        return _event_from(fields)
+            blobs = {digest(v): canonical_json(v) for item in items for v in item.content}
+            if blobs:
+                conn.execute(
+                    self._insert_blobs, [{"digest": k, "content": v} for k, v in blobs.items()]
+                )
+        return {str(r["idempotency_key"]): _event_from(r) for r in rows}
 
     def events(self, workflow_id: str | None = None) -> list[RecordedEvent]:
         stmt = select(EventRow).order_by(EventRow.seq)
@@ -305,15 +413,15 @@ class Ledger:
         with Session(self.engine) as session:
             return list(session.execute(stmt).scalars())
 
-    def _rows(self) -> Generator[dict[str, Any], None, None]:
-        """All rows in chain order as plain dicts, streamed; the cursor closes when left early."""
+    def _rows(self) -> Generator[Row[Any], None, None]:
+        """(HASHED..., hash) tuples in chain order, streamed; the cursor closes when left early."""
+        columns = [EVENTS.c[name] for name in HASHED] + [EVENTS.c.hash]
         with self.engine.connect() as conn:
-            result = conn.execution_options(yield_per=2000).execute(
-                select(EVENTS).order_by(EVENTS.c.seq)
+            result = conn.execution_options(yield_per=5000).execute(
+                select(*columns).order_by(EVENTS.c.seq)
             )
             try:
-                for row in result:
-                    yield dict(row._mapping)
+                yield from result
             finally:
                 result.close()
 
@@ -321,22 +429,28 @@ class Ledger:
         """Walk the chain from the start; name the first entry that does not hold."""
         expected_seq, prev, count = 1, GENESIS, 0
         rows = self._rows()
+        i_seq, i_prev, i_kind, i_key = (
+            HASHED.index("seq"),
+            HASHED.index("prev_hash"),
+            HASHED.index("kind"),
+            HASHED.index("idempotency_key"),
+        )
         for row in rows:
-            seq, problem, bad = row["seq"], "", 0
+            seq, problem, bad = row[i_seq], "", 0
             if seq != expected_seq:
                 problem = (
                     f"entry {expected_seq} is missing (the next entry found is {seq}): "
                     "a row was removed"
                 )
                 bad = expected_seq
-            elif row["prev_hash"] != prev:
+            elif row[i_prev] != prev:
                 problem = (
                     f"entry {seq} does not link to entry {seq - 1}: rows were removed or reordered"
                 )
                 bad = seq
-            elif event_hash(row) != row["hash"]:
+            elif _hash_values(row[:-1]) != row[-1]:
                 problem = (
-                    f"entry {seq} ({row['kind']}, {row['idempotency_key']!r}) was altered: "
+                    f"entry {seq} ({row[i_kind]}, {row[i_key]!r}) was altered: "
                     "its hash does not match its content"
                 )
                 bad = seq
@@ -345,10 +459,10 @@ class Ledger:
                 return VerifyReport(
                     ok=False, events=count, head_hash=prev, first_bad_seq=bad, problem=problem
                 )
-            prev, expected_seq, count = row["hash"], expected_seq + 1, count + 1
+            prev, expected_seq, count = row[-1], expected_seq + 1, count + 1
         with Session(self.engine) as session:
             head = session.get(HeadRow, 1)
-        if head is not None and (head.seq, head.hash) != (count, prev):
+        if head is not None and head.seq != count:
             return VerifyReport(
                 ok=False,
                 events=count,
