@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from activities.tools import tool, tool_context
-from tether.db import Base
+from tether.db import Base, create_tables
 
 
 class PaymentRow(Base):
@@ -61,7 +61,7 @@ class Bank:
     def __init__(self, engine: Engine, settle_seconds: float = 0.0) -> None:
         self.engine = engine
         self.settle_seconds = settle_seconds
-        Base.metadata.create_all(engine)
+        create_tables(engine)
 
     def pay(self, key: str, payment: Payment) -> Receipt:
         """Pay once per key; a repeated key returns the first payment's receipt."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,12 +116,21 @@ def parse_policy(text: str, source: str = "<policy>") -> PolicyDocument:
     agent_roles: list[tuple[str, str]] = []
     approver_roles: list[tuple[str, str]] = []
     seen_rules: set[str] = set()
-    reader = csv.reader(io.StringIO(text), skipinitialspace=True)
-    for lineno, raw in enumerate(reader, start=1):
+    # Comment lines become blank lines: never parsed as CSV (a quote in a comment must not
+    # swallow the rows after it), yet counted, so errors name physical line numbers.
+    lines = ("\n" if line.lstrip().startswith("#") else line for line in text.splitlines(True))
+    reader = csv.reader(lines, skipinitialspace=True)
+    while True:
+        try:
+            raw = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            raise PolicyError(f"{source}:{reader.line_num}: not a valid CSV row: {exc}") from None
         fields = [f.strip() for f in raw]
-        if not fields or not fields[0] or fields[0].startswith("#"):
+        if not fields or not fields[0]:
             continue
-        where = f"{source}:{lineno}"
+        where = f"{source}:{reader.line_num}"
         kind, rest = fields[0], fields[1:]
         if kind == "p":
             rule = _parse_rule(rest, where)
@@ -163,10 +172,18 @@ class PolicyEngine:
                 "g2", [list(r) for r in document.approver_roles]
             )
         self._by_rule = {r.rule: r for r in document.rules}
-        canonical = "\n".join(",".join(r.row()) for r in document.rules)
-        canonical += "\n" + "\n".join(f"g,{a},{b}" for a, b in document.agent_roles)
-        canonical += "\n" + "\n".join(f"g2,{a},{b}" for a, b in document.approver_roles)
-        digest = hashlib.sha256(model_text.encode() + b"\0" + canonical.encode()).hexdigest()
+        # JSON, not a joined string: no field content can mimic a field boundary.
+        canonical = json.dumps(
+            {
+                "model": model_text,
+                "p": [r.row() for r in document.rules],
+                "g": [list(r) for r in document.agent_roles],
+                "g2": [list(r) for r in document.approver_roles],
+            },
+            separators=(",", ":"),
+            ensure_ascii=False,
+        )
+        digest = hashlib.sha256(canonical.encode()).hexdigest()
         self.version = f"sha256:{digest[:16]}"
 
     @classmethod
@@ -180,10 +197,13 @@ class PolicyEngine:
                 raise PolicyError(
                     f"cannot read {str(path)!r}: {exc.strerror}; check the path"
                 ) from None
+            except UnicodeDecodeError as exc:
+                raise PolicyError(
+                    f"{str(path)!r} is not UTF-8 (byte {exc.start}); save it as UTF-8"
+                ) from None
+        document = parse_policy(texts[1], source=str(policy_path))
         try:
-            return cls(texts[0], parse_policy(texts[1], source=str(policy_path)), texts[1])
-        except PolicyError:
-            raise
+            return cls(texts[0], document, texts[1])
         except Exception as exc:  # casbin raises bare errors on a bad model
             raise PolicyError(f"casbin rejected {str(model_path)!r}: {exc}") from None
 

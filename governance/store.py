@@ -11,7 +11,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from governance.approvals import ApprovalStatus, PendingApproval
 from governance.errors import ApprovalError
-from tether.db import Base, make_engine
+from tether.db import Base, create_tables, make_engine
 
 
 class ApprovalRow(Base):
@@ -27,7 +27,7 @@ class ApprovalRow(Base):
 class ApprovalStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        Base.metadata.create_all(engine)
+        create_tables(engine)
 
     @classmethod
     def from_url(cls, url: str) -> ApprovalStore:

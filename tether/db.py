@@ -7,10 +7,11 @@ from many worker processes queue on the database lock instead of failing mid-way
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import DeclarativeBase
@@ -52,3 +53,22 @@ def make_engine(url: str) -> Engine:
 
 class Base(DeclarativeBase):
     """The declarative base every Tether table shares, so one `create_all` makes them all."""
+
+
+_SETUP_LOCK = 0x7E7E_0001
+"""PostgreSQL advisory lock id that serialises table creation between processes."""
+
+
+def create_tables(engine: Engine, then: Callable[[Connection], object] | None = None) -> None:
+    """Create every Tether table that is missing, once, even with many workers starting.
+
+    One transaction under a lock (SQLite: the write lock of BEGIN IMMEDIATE; PostgreSQL:
+    an advisory lock) covers the existence checks, the CREATEs and `then`, so two
+    processes starting on an empty database cannot both try to create the same table.
+    """
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SETUP_LOCK})
+        Base.metadata.create_all(conn)
+        if then is not None:
+            then(conn)

@@ -27,7 +27,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from tether.db import Base, make_engine
+from tether.db import Base, create_tables, make_engine
 
 GENESIS = "0" * 64
 
@@ -272,10 +272,12 @@ class Ledger:
             .returning(HEAD.c.seq)
         )
         self._hash_at = select(EVENTS.c.hash).where(EVENTS.c.seq == bindparam("seq"))
-        Base.metadata.create_all(engine)
-        with Session(engine) as session, session.begin():
-            if session.get(HeadRow, 1) is None:
-                session.add(HeadRow(id=1, seq=0))
+        create_tables(
+            engine,
+            lambda conn: conn.execute(
+                self._insert(HEAD).values(id=1, seq=0).on_conflict_do_nothing(index_elements=["id"])
+            ),
+        )
 
     @classmethod
     def from_url(cls, url: str) -> Ledger:
@@ -467,7 +469,7 @@ class Ledger:
                 ok=False,
                 events=count,
                 head_hash=prev,
-                first_bad_seq=count + 1 if head.seq > count else head.seq,
+                first_bad_seq=min(head.seq, count) + 1,
                 problem=(
                     f"the ledger head records {head.seq} entries but the chain has {count}: "
                     "entries were removed from the end or the head was rewritten"
