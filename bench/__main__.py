@@ -1,4 +1,8 @@
-"""`python -m bench NAME [--json]`: run one benchmark; figures beside their peers."""
+"""`python -m bench NAME [--json]`: run one benchmark; each figure beside its peer.
+
+Each benchmark is a subcommand with its own options (`python -m bench NAME --help`).
+Progress goes to stderr; stdout carries a table, or with `--json` one JSON object.
+"""
 
 from __future__ import annotations
 
@@ -7,54 +11,105 @@ import asyncio
 import json
 import os
 import sys
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 
-from pydantic import JsonValue
+from rich.console import Console
+from rich.progress import Progress
 
 from bench.ledger import run_ledger
 from bench.plot import histogram_svg
-from bench.workflow import run_workflow
+from bench.report import Report, flat_table, progress_console
+from bench.workflow import GOVERNED, UNGOVERNED, run_workflow
 
-RESULTS = Path("bench/results")
+RESULTS = Path(__file__).resolve().parent / "results"
+"""Where plots go by default (git-ignored)."""
 
 
-def _workflow(args: argparse.Namespace) -> dict[str, JsonValue]:
-    result, latencies = asyncio.run(run_workflow(args.workflows, args.concurrency))
-    series = {k: [x * 1000 for x in v] for k, v in latencies.items()}
-    plot = histogram_svg(
-        series, "Workflow latency: governed vs ungoverned", "ms", RESULTS / "workflow.svg"
+async def _workflow(args: argparse.Namespace) -> Report:
+    with Progress(console=progress_console(), transient=True) as progress:
+        bench = await run_workflow(
+            args.workflows, args.concurrency, rounds=args.rounds, progress=progress
+        )
+    plot = _svg_path(args.plot)
+    histogram_svg(
+        {
+            f"ungoverned ({UNGOVERNED})": [s * 1000 for s in bench.ungoverned.latencies],
+            f"governed ({GOVERNED})": [s * 1000 for s in bench.governed.latencies],
+        },
+        "Workflow latency: governed vs ungoverned",
+        "ms",
+        plot,
     )
-    result["plot"] = str(plot)
-    return result
+    figures = bench.figures()
+    figures["plot"] = str(plot)
+    return Report(figures, bench.table())
 
 
-def _ledger(args: argparse.Namespace) -> dict[str, JsonValue]:
+def _svg_path(path: Path) -> Path:
+    """The plot is an SVG written without a plotting library; other suffixes become .svg."""
+    if path.suffix.lower() == ".svg":
+        return path
+    svg = path.with_suffix(".svg")
+    print(f"note: plots are SVG; writing {svg}", file=sys.stderr)
+    return svg
+
+
+async def _ledger(args: argparse.Namespace) -> Report:
     postgres = args.postgres or os.environ.get("TETHER_TEST_DATABASE_URL")
-    return run_ledger(args.events, args.writers, postgres, args.tree_size, args.verify_events)
+    figures = await asyncio.to_thread(
+        run_ledger, args.events, args.writers, postgres, args.tree_size, args.verify_events
+    )
+    return Report(figures, flat_table("Ledger benchmark", figures))
 
 
-BENCHMARKS = {"workflow": _workflow, "ledger": _ledger}
+Benchmark = Callable[[argparse.Namespace], Coroutine[object, object, Report]]
+
+BENCHMARKS: dict[str, Benchmark] = {"workflow": _workflow, "ledger": _ledger}
+"""Subcommand name → benchmark; each gets its options in `parser()`."""
+
+
+def parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print one JSON object to stdout")
+    top = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    sub = top.add_subparsers(dest="name", metavar="NAME", required=True)
+
+    wf = sub.add_parser(
+        "workflow", parents=[common], help="governed vs ungoverned workflow throughput"
+    )
+    wf.add_argument("--workflows", type=int, default=200, help="workflows per variant")
+    wf.add_argument("--concurrency", type=int, default=20, help="workflows in flight")
+    wf.add_argument("--rounds", type=int, default=4, help="alternating rounds per variant")
+    wf.add_argument(
+        "--plot",
+        type=Path,
+        default=RESULTS / "workflow.svg",
+        help="latency histogram (SVG; default bench/results/workflow.svg)",
+    )
+
+    ld = sub.add_parser("ledger", parents=[common], help="ledger appends vs raw inserts")
+    ld.add_argument("--events", type=int, default=2000, help="appends per case")
+    ld.add_argument("--writers", type=int, default=4, help="concurrent writers")
+    ld.add_argument("--postgres", help="also measure this PostgreSQL URL")
+    ld.add_argument("--tree-size", type=int, default=1_000_000, help="proof tree size")
+    ld.add_argument("--verify-events", type=int, default=100_000, help="chain to verify")
+
+    missing = set(BENCHMARKS) - set(sub.choices)
+    assert not missing, f"benchmarks without a subcommand: {sorted(missing)}"
+    return top
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("name", choices=sorted(BENCHMARKS))
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--workflows", type=int, default=200, help="workflow: per variant")
-    parser.add_argument("--concurrency", type=int, default=20, help="workflow: in flight")
-    parser.add_argument("--events", type=int, default=2000, help="ledger: appends per case")
-    parser.add_argument("--writers", type=int, default=4, help="ledger: concurrent writers")
-    parser.add_argument("--postgres", help="ledger: also measure this PostgreSQL URL")
-    parser.add_argument("--tree-size", type=int, default=1_000_000, help="ledger: proof tree")
-    parser.add_argument(
-        "--verify-events", type=int, default=100_000, help="ledger: chain length to verify"
-    )
-    args = parser.parse_args(argv)
-    result = BENCHMARKS[args.name](args)
+    args = parser().parse_args(argv)
+    report = asyncio.run(BENCHMARKS[args.name](args))
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps(report.figures))
     else:
-        print(json.dumps(result, indent=2))
+        Console().print(report.table)
+        plot = report.figures.get("plot")
+        if plot:
+            print(f"plot: {plot}")
     return 0
 
 

@@ -1,25 +1,35 @@
-"""`python -m bench workflow`: governed throughput against the same workflow ungoverned.
+"""`python -m bench workflow`: what governance costs a workflow, against the same workflow off.
 
-One real Temporal dev server, one worker, one SQLite ledger. `GovernedSteps` runs three
-tool steps, each decided by policy (a local activity that also records the decision) and
-executed by a tool activity that records its outcome; `UngovernedSteps` runs the same
-three tool activities with no decision and no records. The variants alternate in rounds
-so drift on the machine hits both alike. Reports throughput and latency percentiles of
-each and the ratio governed/ungoverned.
+Measures the throughput (workflows per second) and the per-workflow latency (p50, p99:
+from starting the workflow to its result, as a client sees it) of `GovernedSteps` — three
+tool steps, each decided by policy in a local activity that records the decision, then
+executed by a tool activity that records its outcome — and of `UngovernedSteps`, the same
+three steps with governance off. Both run on one real Temporal dev server, against one
+worker and one fresh SQLite ledger, at the same concurrency. After a warm-up of both, the
+variants alternate in rounds (which goes first alternates too), so drift on the machine
+hits both alike. The headline is the ratio of governed to ungoverned throughput.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import os
-import statistics
+import platform
+import sys
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import JsonValue
-from rich.progress import Progress
+from rich.console import Group, RenderableType
+from rich.progress import Progress, TaskID
+from rich.table import Table
+from rich.text import Text
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
@@ -28,10 +38,115 @@ from tether.binaries import temporal_cli
 from tether.client import start_task
 from tether.config import Settings
 from worker import Runtime, build_worker
-from workflows import StepsInput
+from workflows.bench import StepsInput
+
+GOVERNED = "GovernedSteps"
+UNGOVERNED = "UngovernedSteps"
+TARGET_RATIO = 0.6
+"""Governed throughput must be at least this share of ungoverned throughput."""
+DESIGN_GOAL_RATIO = 0.85
+"""The share governance is designed to keep."""
+STEPS = StepsInput().steps
 
 
-async def _one(client: Client, workflow: str, task_queue: str) -> float:
+class BenchError(RuntimeError):
+    """A workflow under measurement did not return what it should."""
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile `q` (0-100] of a non-empty list."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+@dataclass
+class Variant:
+    """One workflow type's measured runs."""
+
+    workflow: str
+    seconds: float = 0.0
+    """Wall-clock time of its measured batches, summed over rounds."""
+    latencies: list[float] = field(default_factory=list)
+    """Seconds from start to result, one per workflow."""
+    results: list[int] = field(default_factory=list)
+    """What each workflow returned (the number of steps it ran)."""
+
+    @property
+    def throughput(self) -> float:
+        return len(self.latencies) / self.seconds if self.seconds else 0.0
+
+    def figures(self) -> dict[str, JsonValue]:
+        return {
+            "workflows": len(self.latencies),
+            "throughput_per_s": round(self.throughput, 2),
+            "p50_ms": round(percentile(self.latencies, 50) * 1000, 2),
+            "p99_ms": round(percentile(self.latencies, 99) * 1000, 2),
+        }
+
+
+@dataclass
+class WorkflowBench:
+    """Both variants, measured in the same run."""
+
+    workflows: int
+    concurrency: int
+    rounds: int
+    governed: Variant
+    ungoverned: Variant
+
+    @property
+    def ratio(self) -> float:
+        u = self.ungoverned.throughput
+        return self.governed.throughput / u if u else 0.0
+
+    def figures(self) -> dict[str, JsonValue]:
+        return {
+            "benchmark": "workflow",
+            "workflows": self.workflows,
+            "concurrency": self.concurrency,
+            "rounds": self.rounds,
+            "governed": self.governed.figures(),
+            "ungoverned": self.ungoverned.figures(),
+            "ratio": round(self.ratio, 3),
+            "target_ratio": TARGET_RATIO,
+            "design_goal_ratio": DESIGN_GOAL_RATIO,
+            "machine": {"cpus": os.cpu_count() or 0, "python": platform.python_version()},
+        }
+
+    def verdict(self) -> str:
+        if self.ratio >= DESIGN_GOAL_RATIO:
+            return "meets the design goal"
+        return "meets the target" if self.ratio >= TARGET_RATIO else "BELOW THE TARGET"
+
+    def table(self) -> RenderableType:
+        table = Table(
+            title="Workflow benchmark: governed vs ungoverned",
+            caption=(
+                f"{self.workflows} workflows per variant, {self.concurrency} in flight, "
+                f"{self.rounds} rounds; {os.cpu_count() or 0} CPUs, Python "
+                f"{platform.python_version()}"
+            ),
+        )
+        table.add_column("variant")
+        table.add_column("workflows/s", justify="right")
+        table.add_column("p50 ms", justify="right")
+        table.add_column("p99 ms", justify="right")
+        for name, variant in (("ungoverned", self.ungoverned), ("governed", self.governed)):
+            table.add_row(
+                name,
+                f"{variant.throughput:.1f}",
+                f"{percentile(variant.latencies, 50) * 1000:.1f}",
+                f"{percentile(variant.latencies, 99) * 1000:.1f}",
+            )
+        summary = Text(
+            f"ratio governed/ungoverned {self.ratio:.3f}: {self.verdict()} "
+            f"(target {TARGET_RATIO}, design goal {DESIGN_GOAL_RATIO})"
+        )
+        return Group(table, summary)
+
+
+async def _one(client: Client, workflow: str, task_queue: str) -> tuple[float, int]:
+    """Start one workflow and wait for its result: (latency in seconds, result)."""
     start = time.perf_counter()
     handle = await start_task(
         client,
@@ -42,105 +157,163 @@ async def _one(client: Client, workflow: str, task_queue: str) -> float:
         started_by="bench",
         result_type=int,
     )
-    steps = await handle.result()
-    if steps != 3:
-        raise RuntimeError(f"{workflow} returned {steps}, expected 3")
-    return time.perf_counter() - start
+    result = await handle.result()
+    return time.perf_counter() - start, result
 
 
 async def _batch(
-    client: Client, workflow: str, task_queue: str, count: int, concurrency: int, advance: object
-) -> tuple[float, list[float]]:
+    client: Client,
+    variant: Variant,
+    task_queue: str,
+    count: int,
+    concurrency: int,
+    progress: tuple[Progress, TaskID] | None,
+) -> tuple[float, list[tuple[float, int]]]:
+    """Run `count` workflows, `concurrency` at a time: (wall-clock seconds, runs)."""
     gate = asyncio.Semaphore(concurrency)
 
-    async def run() -> float:
+    async def run() -> tuple[float, int]:
         async with gate:
-            latency = await _one(client, workflow, task_queue)
-            if callable(advance):
-                advance()
-            return latency
+            measured = await _one(client, variant.workflow, task_queue)
+        if progress is not None:
+            progress[0].advance(progress[1])
+        return measured
 
     start = time.perf_counter()
-    latencies = await asyncio.gather(*(run() for _ in range(count)))
-    return time.perf_counter() - start, list(latencies)
+    runs = await asyncio.gather(*(run() for _ in range(count)))
+    return time.perf_counter() - start, list(runs)
 
 
-def _summary(seconds: float, latencies: list[float]) -> dict[str, JsonValue]:
-    ordered = sorted(latencies)
-    return {
-        "workflows": len(ordered),
-        "throughput_per_s": round(len(ordered) / seconds, 2),
-        "p50_ms": round(statistics.median(ordered) * 1000, 2),
-        "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000, 2),
-    }
+def round_sizes(workflows: int, rounds: int) -> list[int]:
+    """`workflows` split over `rounds` as evenly as possible (empty rounds dropped)."""
+    sizes = [workflows // rounds + (1 if r < workflows % rounds else 0) for r in range(rounds)]
+    return [s for s in sizes if s]
 
 
 async def measure(
-    client: Client, settings: Settings, workflows: int, concurrency: int, rounds: int = 4
-) -> tuple[dict[str, JsonValue], dict[str, list[float]]]:
-    """Run both variants on `client` with one in-process worker: figures and latencies (s)."""
+    client: Client,
+    settings: Settings,
+    workflows: int = 200,
+    concurrency: int = 20,
+    *,
+    rounds: int = 4,
+    warmup: int | None = None,
+    progress: Progress | None = None,
+) -> WorkflowBench:
+    """Both variants on `client`, with one in-process worker built from `settings`.
+
+    `warmup` workflows of each variant run first, unmeasured (default: `concurrency`).
+    Raises BenchError if any workflow returns anything but its step count.
+    """
+    if workflows < 1 or concurrency < 1 or rounds < 1:
+        raise ValueError("workflows, concurrency and rounds must be at least 1")
     runtime = Runtime.from_settings(settings)
-    per_round = max(1, workflows // rounds)
-    spent = {"GovernedSteps": 0.0, "UngovernedSteps": 0.0}
-    latencies: dict[str, list[float]] = {"GovernedSteps": [], "UngovernedSteps": []}
+    governed, ungoverned = Variant(GOVERNED), Variant(UNGOVERNED)
+    sizes = round_sizes(workflows, rounds)
+    warm = concurrency if warmup is None else warmup
     try:
         async with build_worker(client, settings, runtime):
-            await _batch(
-                client, "GovernedSteps", settings.task_queue, concurrency, concurrency, None
-            )
-            await _batch(
-                client, "UngovernedSteps", settings.task_queue, concurrency, concurrency, None
-            )
-            with Progress(transient=True) as progress:
-                task = progress.add_task("workflows", total=2 * per_round * rounds)
-                for r in range(rounds):
-                    order = ["GovernedSteps", "UngovernedSteps"]
-                    for name in order if r % 2 == 0 else order[::-1]:
-                        seconds, lat = await _batch(
-                            client,
-                            name,
-                            settings.task_queue,
-                            per_round,
-                            concurrency,
-                            lambda: progress.advance(task),
+            task = None
+            if progress is not None:
+                task = progress.add_task("warm-up", total=2 * warm)
+            for variant in (ungoverned, governed):
+                if warm:
+                    await _batch(
+                        client,
+                        variant,
+                        settings.task_queue,
+                        warm,
+                        concurrency,
+                        None if progress is None or task is None else (progress, task),
+                    )
+            if progress is not None:
+                if task is not None:
+                    progress.remove_task(task)
+                task = progress.add_task("measuring", total=2 * workflows)
+            for r, size in enumerate(sizes):
+                order = (ungoverned, governed) if r % 2 == 0 else (governed, ungoverned)
+                for variant in order:
+                    if progress is not None and task is not None:
+                        progress.update(
+                            task,
+                            description=f"round {r + 1}/{len(sizes)} {variant.workflow}",
                         )
-                        spent[name] += seconds
-                        latencies[name].extend(lat)
+                    seconds, runs = await _batch(
+                        client,
+                        variant,
+                        settings.task_queue,
+                        size,
+                        concurrency,
+                        None if progress is None or task is None else (progress, task),
+                    )
+                    variant.seconds += seconds
+                    variant.latencies.extend(latency for latency, _ in runs)
+                    variant.results.extend(result for _, result in runs)
     finally:
         runtime.ledger.engine.dispose()
-    governed = _summary(spent["GovernedSteps"], latencies["GovernedSteps"])
-    ungoverned = _summary(spent["UngovernedSteps"], latencies["UngovernedSteps"])
-    g, u = governed["throughput_per_s"], ungoverned["throughput_per_s"]
-    assert isinstance(g, float) and isinstance(u, float)
-    figures: dict[str, JsonValue] = {
-        "benchmark": "workflow",
-        "workflows_per_variant": per_round * rounds,
-        "concurrency": concurrency,
-        "governed": governed,
-        "ungoverned": ungoverned,
-        "ratio": round(g / u, 3),
-        "target_ratio": 0.6,
-        "design_goal_ratio": 0.85,
-        "machine": {"cpus": os.cpu_count() or 0},
-    }
-    return figures, latencies
+    for variant in (governed, ungoverned):
+        wrong = [r for r in variant.results if r != STEPS]
+        if wrong:
+            raise BenchError(
+                f"{len(wrong)} {variant.workflow} workflows returned {wrong[0]}, expected {STEPS}"
+            )
+    return WorkflowBench(workflows, concurrency, len(sizes), governed, ungoverned)
+
+
+@contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Point file descriptor 1 at stderr meanwhile: a child started now prints there.
+
+    The dev server prints its banner to the stdout it inherits; stdout is for the figures.
+    """
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+@asynccontextmanager
+async def dev_server() -> AsyncIterator[Client]:
+    """A real Temporal dev server (in memory) for the run, and a client of it."""
+    with _stdout_to_stderr():
+        env = await WorkflowEnvironment.start_local(
+            dev_server_existing_path=temporal_cli(),
+            data_converter=pydantic_data_converter,
+            dev_server_log_level="error",
+        )
+    try:
+        yield env.client
+    finally:
+        await env.shutdown()
 
 
 async def run_workflow(
-    workflows: int = 200, concurrency: int = 20
-) -> tuple[dict[str, JsonValue], dict[str, list[float]]]:
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=temporal_cli(),
-        data_converter=pydantic_data_converter,
-        dev_server_extra_args=["--log-level", "error"],
-    )
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            settings = Settings(
-                temporal_address=env.client.service_client.config.target_host,
-                database_url=f"sqlite:///{Path(tmp) / 'bench.db'}",
-                task_queue=f"bench-{uuid.uuid4().hex[:8]}",
+    workflows: int = 200,
+    concurrency: int = 20,
+    *,
+    rounds: int = 4,
+    client: Client | None = None,
+    progress: Progress | None = None,
+) -> WorkflowBench:
+    """The benchmark on `client`, or on a dev server of its own; fresh ledger and queue."""
+    if client is None:
+        async with dev_server() as own:
+            return await run_workflow(
+                workflows, concurrency, rounds=rounds, client=own, progress=progress
             )
-            return await measure(env.client, settings, workflows, concurrency)
-    finally:
-        await env.shutdown()
+    with tempfile.TemporaryDirectory(prefix="tether-bench-") as tmp:
+        settings = Settings(
+            temporal_address=client.service_client.config.target_host,
+            namespace=client.namespace,
+            database_url=f"sqlite:///{Path(tmp) / 'bench.db'}",
+            task_queue=f"bench-{uuid.uuid4().hex[:12]}",
+            state_dir=Path(tmp) / "state",
+        )
+        return await measure(
+            client, settings, workflows, concurrency, rounds=rounds, progress=progress
+        )

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import re
 from dataclasses import dataclass
@@ -118,7 +119,7 @@ def parse_policy(text: str, source: str = "<policy>") -> PolicyDocument:
     seen_rules: set[str] = set()
     # Comment lines become blank lines: never parsed as CSV (a quote in a comment must not
     # swallow the rows after it), yet counted, so errors name physical line numbers.
-    lines = ("\n" if line.lstrip().startswith("#") else line for line in text.splitlines(True))
+    lines = ("\n" if line.lstrip().startswith("#") else line for line in io.StringIO(text))
     reader = csv.reader(lines, skipinitialspace=True)
     while True:
         try:
@@ -192,7 +193,7 @@ class PolicyEngine:
         texts: list[str] = []
         for path in (model_path, policy_path):
             try:
-                texts.append(path.read_text(encoding="utf-8"))
+                texts.append(path.read_text(encoding="utf-8-sig"))  # a BOM is not content
             except OSError as exc:
                 raise PolicyError(
                     f"cannot read {str(path)!r}: {exc.strerror}; check the path"

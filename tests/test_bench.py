@@ -12,21 +12,40 @@ from temporalio.client import Client
 from bench.__main__ import main
 from bench.ledger import run_ledger
 from bench.plot import histogram_svg
-from bench.workflow import measure
-from tether.config import Settings
+from bench.workflow import run_workflow
 
 
-async def test_workflow_benchmark_reports_both_variants(client: Client, settings: Settings) -> None:
-    measured, latencies = await measure(client, settings, workflows=6, concurrency=3, rounds=2)
-    figures: Any = json.loads(json.dumps(measured))
-    assert figures["workflows_per_variant"] == 6
+async def test_workflow_benchmark_reports_both_variants(client: Client) -> None:
+    bench = await run_workflow(6, 3, rounds=4, client=client)
+    figures: Any = json.loads(json.dumps(bench.figures()))
+    assert set(figures) == {
+        "benchmark",
+        "workflows",
+        "concurrency",
+        "rounds",
+        "governed",
+        "ungoverned",
+        "ratio",
+        "target_ratio",
+        "design_goal_ratio",
+        "machine",
+    }
+    assert (figures["benchmark"], figures["workflows"], figures["concurrency"]) == (
+        "workflow",
+        6,
+        3,
+    )
+    assert (figures["target_ratio"], figures["design_goal_ratio"]) == (0.6, 0.85)
+    assert figures["machine"]["cpus"] > 0 and figures["machine"]["python"]
     for variant in ("governed", "ungoverned"):
         part = figures[variant]
+        assert set(part) == {"workflows", "throughput_per_s", "p50_ms", "p99_ms"}
         assert part["workflows"] == 6
         assert part["throughput_per_s"] > 0
         assert part["p99_ms"] >= part["p50_ms"] > 0
     assert figures["ratio"] > 0
-    assert {k: len(v) for k, v in latencies.items()} == {"GovernedSteps": 6, "UngovernedSteps": 6}
+    assert bench.governed.results == [3] * 6
+    assert bench.ungoverned.results == [3] * 6
 
 
 def test_ledger_benchmark_reports_pairs_and_proofs() -> None:

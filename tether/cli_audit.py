@@ -17,7 +17,8 @@ from verification.audit import prove_consistency, prove_inclusion, tree_head, ve
 from verification.bundle import Bundle, build_bundle, verify_bundle
 from verification.checkpoint import load_or_create_key, read_checkpoint, sign
 from verification.forensics import timeline, what_if
-from verification.ledger import EventQuery, OfflineLedger, VerifyReport
+from verification.ledger import VerifyReport
+from verification.query import EventQuery, OfflineLedger
 
 audit_app = typer.Typer(help="Verify, checkpoint and inspect the ledger.", no_args_is_help=True)
 

@@ -17,7 +17,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from verification.forensics import Divergence, HistoryFact, cross_check
-from verification.ledger import EventSource, Ledger, digest
+from verification.ledger import Ledger, digest
+from verification.query import EventSource
 from workflows import ALL_WORKFLOWS
 
 

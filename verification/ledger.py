@@ -18,16 +18,28 @@ import json
 import threading
 from collections.abc import Generator, Mapping, Sequence
 from datetime import UTC, datetime
-from json import encoder as _json_encoder
-from typing import Any, Protocol
+from typing import Any
 
 from pydantic import BaseModel, Field, JsonValue
-from sqlalchemy import Engine, Integer, Row, String, Table, Text, bindparam, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Integer,
+    Row,
+    String,
+    Table,
+    Text,
+    select,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from governance.errors import TetherError
 from tether.db import Base, create_tables, make_engine
+from verification import pg_append
+from verification.canonical import HASHED, canonical_event
+from verification.query import EventQuery, iso_utc
 
 GENESIS = "0" * 64
 
@@ -114,35 +126,9 @@ def digest(value: JsonValue) -> str:
     return "sha256:" + hashlib.sha256(canonical_json(value).encode()).hexdigest()
 
 
-HASHED = (
-    "action", "actor", "agent", "idempotency_key", "kind", "outcome", "payload",
-    "policy_version", "prev_hash", "recorded_at", "resource", "rule", "run_id", "seq", "step",
-    "tier", "workflow_id",
-)  # fmt: skip
-"""The fields an event's hash covers, in the sorted order of their canonical JSON."""
-_INTS = {"seq", "step"}
-_quote = _json_encoder.encode_basestring  # what json.dumps uses when ensure_ascii=False
-
-
-def _hash_values(values: Sequence[Any]) -> str:
-    """SHA-256 of the canonical JSON of HASHED -> values, built without a dict.
-
-    Byte for byte what `canonical_json` gives for the same mapping (a test holds it to
-    that), written out directly because verification hashes every row of the ledger.
-    """
-    parts = []
-    for name, value in zip(HASHED, values, strict=True):
-        if name in _INTS:
-            rendered = "null" if value is None else str(int(value))
-        else:
-            rendered = _quote(value)
-        parts.append(f'"{name}":{rendered}')
-    return hashlib.sha256(("{" + ",".join(parts) + "}").encode()).hexdigest()
-
-
 def event_hash(fields: Mapping[str, Any]) -> str:
     """Hash of an event's fields (every field but `hash` itself)."""
-    return _hash_values([fields[name] for name in HASHED])
+    return hashlib.sha256(canonical_event(fields).encode()).hexdigest()
 
 
 def _row_fields(row: EventRow) -> dict[str, JsonValue]:
@@ -178,49 +164,6 @@ def _to_event(row: EventRow) -> RecordedEvent:
     return RecordedEvent.model_validate(fields)
 
 
-class EventQuery(BaseModel):
-    """Filters for `Ledger.search`; every set field must match."""
-
-    agent: str | None = None
-    action: str | None = None
-    tier: str | None = None
-    outcome: str | None = None
-    kind: str | None = None
-    workflow_id: str | None = None
-    since: str | None = None
-    """ISO 8601 time, inclusive."""
-    until: str | None = None
-    """ISO 8601 time, exclusive."""
-    limit: int = 200
-
-
-def _iso(value: str, name: str) -> str:
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise ValueError(
-            f"--{name} {value!r} is not an ISO 8601 time; write e.g. 2026-11-25 or "
-            "2026-11-25T09:30:00+00:00"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).isoformat(timespec="microseconds")
-
-
-class EventSource(Protocol):
-    def events(self, workflow_id: str | None = None) -> list[RecordedEvent]: ...
-
-
-class OfflineLedger:
-    """Recorded events held in memory (from an evidence bundle), read like a ledger."""
-
-    def __init__(self, events: Sequence[RecordedEvent]) -> None:
-        self._events = list(events)
-
-    def events(self, workflow_id: str | None = None) -> list[RecordedEvent]:
-        return [e for e in self._events if workflow_id is None or e.workflow_id == workflow_id]
-
-
 class VerifyReport(BaseModel):
     """The result of walking the chain."""
 
@@ -229,6 +172,18 @@ class VerifyReport(BaseModel):
     head_hash: str
     first_bad_seq: int | None = None
     problem: str = ""
+
+
+_EVENT_COLUMNS = ("seq", *pg_append.COLUMNS, "prev_hash", "hash")
+_SQLITE_INSERT = (
+    f"INSERT INTO ledger_events ({', '.join(_EVENT_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in _EVENT_COLUMNS)}) "
+    "ON CONFLICT (idempotency_key) DO NOTHING RETURNING seq"
+)
+
+
+class LedgerError(TetherError):
+    """The ledger cannot take an append as it stands; the message says why."""
 
 
 class _Pending:
@@ -259,25 +214,18 @@ class Ledger:
         self._writer = threading.Lock()
         self._queue: list[_Pending] = []
         # Built once so SQLAlchemy's compiled cache serves every append.
-        self._insert_events = (
-            self._insert(EVENTS)
-            .on_conflict_do_nothing(index_elements=["idempotency_key"])
-            .returning(EVENTS.c.idempotency_key)
-        )
         self._insert_blobs = self._insert(BLOBS).on_conflict_do_nothing(index_elements=["digest"])
-        self._bump_head = (
-            update(HEAD)
-            .where(HEAD.c.id == 1)
-            .values(seq=HEAD.c.seq + bindparam("n"))
-            .returning(HEAD.c.seq)
-        )
-        self._hash_at = select(EVENTS.c.hash).where(EVENTS.c.seq == bindparam("seq"))
-        create_tables(
-            engine,
-            lambda conn: conn.execute(
+        self._pg = engine.dialect.name == "postgresql"
+        self._pg_call = pg_append.call(engine.get_execution_options())
+
+        def setup(conn: Connection) -> None:
+            conn.execute(
                 self._insert(HEAD).values(id=1, seq=0).on_conflict_do_nothing(index_elements=["id"])
-            ),
-        )
+            )
+            if self._pg:
+                pg_append.install(conn)
+
+        create_tables(engine, setup)
 
     @classmethod
     def from_url(cls, url: str) -> Ledger:
@@ -337,17 +285,28 @@ class Ledger:
 
     def _write_new(self, items: list[_Pending]) -> dict[str, RecordedEvent]:
         """One transaction: allocate seqs under the head lock, link, insert, or roll back."""
+        if self._pg:
+            return self._write_new_pg(items)
         n = len(items)
-        with self.engine.begin() as conn:
-            # Two statements, not one: under READ COMMITTED the read of the previous hash
-            # needs a snapshot taken after the head lock was granted.
-            last = conn.execute(self._bump_head, {"n": n}).scalar_one()
-            prev = conn.execute(self._hash_at, {"seq": last - n}).scalar_one_or_none()
-            prev = prev or GENESIS
+        with self.engine.begin() as conn:  # SQLite: BEGIN IMMEDIATE takes the write lock
+            # The DB-API cursor directly: SQLite runs in process, so statement overhead is
+            # most of an append's cost besides the commit.
+            cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            cur.execute("UPDATE ledger_head SET seq = seq + ? WHERE id = 1 RETURNING seq", (n,))
+            last = cur.fetchone()[0]
+            cur.execute("SELECT hash FROM ledger_events WHERE seq = ?", (last - n,))
+            found = cur.fetchone()
+            if found is None and last - n > 0:
+                raise LedgerError(
+                    f"ledger entry {last - n} (the last one) is missing: the ledger was "
+                    "tampered with; run 'tether audit verify' before appending"
+                )
+            prev = found[0] if found else GENESIS
             now = datetime.now(UTC).isoformat(timespec="microseconds")
-            rows: list[dict[str, JsonValue]] = []
+            rows: list[dict[str, Any]] = []
+            stored: dict[str, RecordedEvent] = {}
             for offset, item in enumerate(items):
-                fields: dict[str, JsonValue] = {
+                fields: dict[str, Any] = {
                     **item.event.model_dump(exclude={"payload"}),
                     "payload": canonical_json(item.event.payload),
                     "seq": last - n + 1 + offset,
@@ -355,20 +314,56 @@ class Ledger:
                     "recorded_at": now,
                 }
                 fields["hash"] = prev = event_hash(fields)
+                cur.execute(_SQLITE_INSERT, [fields[c] for c in _EVENT_COLUMNS])
+                if cur.fetchone() is None:  # appended before
+                    key = item.event.idempotency_key
+                    stored[key] = self._stored(conn, key)
                 rows.append(fields)
-            inserted = set(conn.execute(self._insert_events, rows).scalars())
-            if len(inserted) < n:
-                keys = [r["idempotency_key"] for r in rows if r["idempotency_key"] not in inserted]
-                stored = conn.execute(select(EVENTS).where(EVENTS.c.idempotency_key.in_(keys)))
-                raise _AlreadyStored(
-                    {r.idempotency_key: _event_from(dict(r._mapping)) for r in stored}
+            if stored:
+                raise _AlreadyStored(stored)  # rolls back: the seqs must stay contiguous
+            blobs = {digest(v): canonical_json(v) for item in items for v in item.content}
+            if blobs:
+                cur.executemany(
+                    "INSERT INTO ledger_blobs (digest, content) VALUES (?, ?) "
+                    "ON CONFLICT (digest) DO NOTHING",
+                    list(blobs.items()),
                 )
+        return {str(r["idempotency_key"]): _event_from(r) for r in rows}
+
+    def _stored(self, conn: Connection, key: str) -> RecordedEvent:
+        row = conn.execute(select(EVENTS).where(EVENTS.c.idempotency_key == key)).one()
+        return _event_from(dict(row._mapping))
+
+    def _write_new_pg(self, items: list[_Pending]) -> dict[str, RecordedEvent]:
+        """PostgreSQL: one `tether_append` call per event, all in one transaction."""
+        results: dict[str, RecordedEvent] = {}
+        now = datetime.now(UTC).isoformat(timespec="microseconds")
+        with self.engine.begin() as conn:
+            for item in items:
+                fields: dict[str, Any] = {
+                    **item.event.model_dump(exclude={"payload"}),
+                    "payload": canonical_json(item.event.payload),
+                    "recorded_at": now,
+                }
+                params = {
+                    **{c: fields[c] for c in pg_append.COLUMNS},
+                    **pg_append.split_canonical(fields),
+                }
+                seq, prev, linked, new = conn.execute(self._pg_call, params).one()
+                key = item.event.idempotency_key
+                if not new:
+                    results[key] = self._stored(conn, key)
+                    continue
+                fields.update(seq=seq, prev_hash=prev, hash=linked)
+                if event_hash(fields) != linked:  # the server must hash what we would
+                    raise RuntimeError(f"the server hashed event {key!r} differently; not stored")
+                results[key] = _event_from(fields)
             blobs = {digest(v): canonical_json(v) for item in items for v in item.content}
             if blobs:
                 conn.execute(
                     self._insert_blobs, [{"digest": k, "content": v} for k, v in blobs.items()]
                 )
-        return {str(r["idempotency_key"]): _event_from(r) for r in rows}
+        return results
 
     def events(self, workflow_id: str | None = None) -> list[RecordedEvent]:
         stmt = select(EventRow).order_by(EventRow.seq)
@@ -385,9 +380,9 @@ class Ledger:
             if value is not None:
                 stmt = stmt.where(getattr(EventRow, field) == value)
         if query.since:
-            stmt = stmt.where(EventRow.recorded_at >= _iso(query.since, "since"))
+            stmt = stmt.where(EventRow.recorded_at >= iso_utc(query.since, "since"))
         if query.until:
-            stmt = stmt.where(EventRow.recorded_at < _iso(query.until, "until"))
+            stmt = stmt.where(EventRow.recorded_at < iso_utc(query.until, "until"))
         stmt = stmt.order_by(EventRow.seq.desc()).limit(query.limit)
         with Session(self.engine) as session:
             found = [_to_event(r) for r in session.execute(stmt).scalars()]
@@ -450,7 +445,7 @@ class Ledger:
                     f"entry {seq} does not link to entry {seq - 1}: rows were removed or reordered"
                 )
                 bad = seq
-            elif _hash_values(row[:-1]) != row[-1]:
+            elif event_hash(dict(zip(HASHED, row[:-1], strict=True))) != row[-1]:
                 problem = (
                     f"entry {seq} ({row[i_kind]}, {row[i_key]!r}) was altered: "
                     "its hash does not match its content"
