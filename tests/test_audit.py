@@ -180,6 +180,36 @@ def test_audit_cli_checkpoint_prove_consistency(tmp_path: Path) -> None:
     assert done.returncode == 0 and "9 → 15" in done.stdout
     proof = json.loads(_cli(tmp_path, "prove", "4").stdout)
     assert proof["seq"] == 4 and proof["tree_size"] == 15 and proof["path"]
+    # an auditor checks a proof offline against the checkpoint it was made for
+    proved = _cli(tmp_path, "prove", "4", "--checkpoint", str(tmp_path / "cp1.json"))
+    (tmp_path / "p.json").write_text(proved.stdout)
+    done = _cli(
+        tmp_path,
+        "verify-proof",
+        str(tmp_path / "p.json"),
+        "--checkpoint",
+        str(tmp_path / "cp1.json"),
+    )
+    assert done.returncode == 0 and "event 4" in done.stdout, done.stderr
+    done = _cli(
+        tmp_path,
+        "verify-proof",
+        str(tmp_path / "p.json"),
+        "--checkpoint",
+        str(tmp_path / "cp2.json"),
+    )
+    assert done.returncode == 1 and "tree of 9 events" in done.stderr
+    forged = json.loads(proved.stdout)
+    forged["event_hash"] = "00" * 32
+    (tmp_path / "f.json").write_text(json.dumps(forged))
+    done = _cli(
+        tmp_path,
+        "verify-proof",
+        str(tmp_path / "f.json"),
+        "--checkpoint",
+        str(tmp_path / "cp1.json"),
+    )
+    assert done.returncode == 1 and "does not put event 4" in done.stderr
     done = _cli(tmp_path, "prove", "99")
     assert done.returncode == 2 and "event 99" in done.stderr
     _sql(ledger, "UPDATE ledger_events SET payload='{}' WHERE seq=3")

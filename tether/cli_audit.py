@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.table import Table
 from temporalio.service import RPCError
 
@@ -13,9 +14,15 @@ from governance.errors import TetherError
 from governance.policy import PolicyEngine
 from tether.cli_common import _run, _settings, _stores, err, friendly, out
 from tether.replay import ReplayReport
-from verification.audit import prove_consistency, prove_inclusion, tree_head, verify_against
+from verification.audit import (
+    InclusionProof,
+    prove_consistency,
+    prove_inclusion,
+    tree_head,
+    verify_against,
+)
 from verification.bundle import Bundle, build_bundle, verify_bundle
-from verification.checkpoint import load_or_create_key, read_checkpoint, sign
+from verification.checkpoint import load_or_create_key, read_checkpoint, sign, verify_signature
 from verification.forensics import timeline, what_if
 from verification.ledger import VerifyReport
 from verification.query import EventQuery, OfflineLedger
@@ -82,6 +89,39 @@ def audit_prove(
     if not proof.verify():
         raise TetherError(f"the inclusion proof of event {seq} does not verify")
     out.print_json(proof.model_dump_json())
+
+
+@audit_app.command("verify-proof")
+@friendly
+def audit_verify_proof(
+    proof: Annotated[Path, typer.Argument(help="An inclusion proof from 'tether audit prove'.")],
+    checkpoint: Annotated[Path, typer.Option(help="The signed checkpoint it must lead to.")],
+) -> None:
+    """Verify an inclusion proof against a signed checkpoint, offline; exit 1 if it fails."""
+    try:
+        parsed = InclusionProof.model_validate_json(proof.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise TetherError(f"cannot read proof {str(proof)!r}: {exc.strerror}") from None
+    except ValidationError as exc:
+        raise TetherError(
+            f"{str(proof)!r} is not an inclusion proof: {exc.errors()[0]['msg']}"
+        ) from None
+    cp = read_checkpoint(checkpoint)
+    problem = verify_signature(cp)
+    if not problem and (parsed.tree_size, parsed.root) != (cp.size, cp.root):
+        problem = (
+            f"the proof is for a tree of {parsed.tree_size} events, the checkpoint covers "
+            f"{cp.size}: prove against this checkpoint with --checkpoint"
+        )
+    if not problem and not parsed.verify():
+        problem = f"the proof does not put event {parsed.seq} in the checkpoint's tree"
+    if problem:
+        err.print(f"[red]proof rejected[/]: {problem}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    out.print(
+        f"event {parsed.seq} ({parsed.event_hash[:16]}…) is in the checkpoint of {cp.size} "
+        f"events signed by {cp.key_id}"
+    )
 
 
 @audit_app.command("consistency")
