@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 
-from pydantic import BaseModel
+from pydantic import BaseModel, JsonValue
 from temporalio import activity
 
 from activities.payloads import DecideInput, NotifyInput
@@ -132,22 +132,12 @@ class GovernanceActivities:
         self, pending: PendingApproval, kind: str, outcome: str, actor: str, comment: str
     ) -> None:
         self.ledger.append(
-            LedgerEvent(
-                idempotency_key=f"{pending.workflow_id}:{pending.run_id}:{pending.step}:{kind}",
-                kind=kind,
-                workflow_id=pending.workflow_id,
-                run_id=pending.run_id,
-                step=pending.step,
-                agent=pending.agent,
-                action=pending.action,
-                resource=pending.resource,
-                tier=Tier.APPROVE.value,
-                rule=pending.rule,
-                policy_version=pending.policy_version,
-                actor=actor,
-                outcome=outcome,
-                payload={
-                    "request_id": pending.request_id,
+            approval_event(
+                pending,
+                kind,
+                outcome,
+                actor,
+                {
                     "approver_role": pending.approver_role,
                     "args_digest": pending.args_digest,
                     "deadline": pending.deadline.isoformat() if pending.deadline else None,
@@ -155,3 +145,30 @@ class GovernanceActivities:
                 },
             )
         )
+
+
+def approval_event(
+    pending: PendingApproval,
+    kind: str,
+    outcome: str,
+    actor: str,
+    payload: dict[str, JsonValue],
+    key_suffix: str = "",
+) -> LedgerEvent:
+    """A ledger event about an approval request (requested, decided, refused attempt)."""
+    return LedgerEvent(
+        idempotency_key=f"{pending.workflow_id}:{pending.run_id}:{pending.step}:{kind}{key_suffix}",
+        kind=kind,
+        workflow_id=pending.workflow_id,
+        run_id=pending.run_id,
+        step=pending.step,
+        agent=pending.agent,
+        action=pending.action,
+        resource=pending.resource,
+        tier=Tier.APPROVE.value,
+        rule=pending.rule,
+        policy_version=pending.policy_version,
+        actor=actor,
+        outcome=outcome,
+        payload={"request_id": pending.request_id, **payload},
+    )

@@ -12,6 +12,7 @@ import uuid
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
+from activities.governance import approval_event
 from governance.approvals import ApprovalDecision, ApprovalOutcome, PendingApproval
 from governance.errors import ApprovalError
 from governance.store import ApprovalStore
@@ -19,22 +20,13 @@ from verification.ledger import Ledger, LedgerEvent
 
 
 def _refusal(pending: PendingApproval, decision: ApprovalDecision, why: str) -> LedgerEvent:
-    return LedgerEvent(
-        idempotency_key=f"{pending.workflow_id}:{pending.run_id}:{pending.step}:"
-        f"approval.refused.{uuid.uuid4().hex}",
-        kind="approval.refused",
-        workflow_id=pending.workflow_id,
-        run_id=pending.run_id,
-        step=pending.step,
-        agent=pending.agent,
-        action=pending.action,
-        resource=pending.resource,
-        tier="approve",
-        rule=pending.rule,
-        policy_version=pending.policy_version,
-        actor=decision.approver,
-        outcome="refused",
-        payload={"request_id": pending.request_id, "why": why, "via": "update"},
+    return approval_event(
+        pending,
+        "approval.refused",
+        "refused",
+        decision.approver,
+        {"why": why, "via": "update"},
+        key_suffix=f".{uuid.uuid4().hex}",
     )
 
 

@@ -33,7 +33,7 @@ from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel, JsonValue, ValidationError
 
-    from activities.governance import CloseApprovalInput
+    from activities.governance import CloseApprovalInput, approval_event
     from activities.payloads import (
         DecideInput,
         ModelCallInput,
@@ -361,21 +361,13 @@ class AgentWorkflow:
             attempt, why = self._refused.pop(0)
             await workflow.execute_local_activity(
                 "record_event",
-                LedgerEvent(
-                    idempotency_key=ref.key(f"approval.refused.{workflow.uuid4()}"),
-                    kind="approval.refused",
-                    workflow_id=ref.workflow_id,
-                    run_id=ref.run_id,
-                    step=ref.step,
-                    agent=ref.agent,
-                    action=pending.action,
-                    resource=pending.resource,
-                    tier=Tier.APPROVE.value,
-                    rule=pending.rule,
-                    policy_version=pending.policy_version,
-                    actor=attempt.approver,
-                    outcome="refused",
-                    payload={"request_id": attempt.request_id, "why": why, "via": "signal"},
+                approval_event(
+                    pending,
+                    "approval.refused",
+                    "refused",
+                    attempt.approver,
+                    {"request_id": attempt.request_id, "why": why, "via": "signal"},
+                    key_suffix=f".{workflow.uuid4()}",
                 ),
                 start_to_close_timeout=LOCAL,
             )
