@@ -19,37 +19,62 @@ from temporalio.worker import Worker
 from activities.bank import Bank, PaymentTools
 from activities.governance import GovernanceActivities
 from activities.models import ModelActivities, ScriptedProvider
+from activities.notify import NotifyActivities
 from activities.tools import ToolActivities
+from governance.budget import Budgets
 from governance.errors import TetherError
+from governance.feed import FeedStore
+from governance.kill import KillSwitches
 from governance.policy import PolicyEngine
+from governance.reload import PolicyHolder, source_for
 from governance.store import ApprovalStore
+from tether.approvals import trusted_keys
 from tether.client import connect
 from tether.config import Settings
 from tether.db import make_engine
 from verification.ledger import Ledger, LedgerEvent, digest
-from workflows import ALL_WORKFLOWS
+from workflows import ALL_WORKFLOWS, WORKFLOW_RUNNER
 
 
 @dataclass
 class Runtime:
     """The worker's dependencies, built once from settings."""
 
-    policy: PolicyEngine
+    policies: PolicyHolder
+    """The policy in force, swapped whole when its source changes (see governance.reload)."""
     ledger: Ledger
     approvals: ApprovalStore
     bank: Bank
+    kills: KillSwitches
+    budgets: Budgets
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:
         engine = make_engine(settings.database_url)
+        ledger = Ledger(engine)
         runtime = cls(
-            policy=PolicyEngine.from_files(settings.policy_model, settings.policy_path),
-            ledger=Ledger(engine),
+            policies=PolicyHolder.load(source_for(settings, ledger), ledger),
+            ledger=ledger,
             approvals=ApprovalStore(engine),
             bank=Bank(engine, settle_seconds=settings.bank_settle_seconds),
+            kills=KillSwitches(engine, ledger),
+            budgets=Budgets(
+                engine,
+                ledger,
+                # Looked up on every call, so a policy swapped on `runtime` is followed.
+                roles_of=lambda agent: [
+                    r for a, r in runtime.policy.document.agent_roles if a == agent
+                ],
+                members=lambda role: runtime.policy.members(role),
+            ),
         )
         record_policy(runtime.ledger, runtime.policy, actor="worker")
         return runtime
+
+    @property
+    def policy(self) -> PolicyEngine:
+        """The policy in force now; read it once per decision."""
+        return self.policies.current()
 
 
 def record_policy(ledger: Ledger, policy: PolicyEngine, actor: str) -> None:
@@ -81,19 +106,40 @@ def build_worker(
     extra_tools: Sequence[object] = (),
 ) -> Worker:
     """The worker for all of Tether's workflows plus an application's own, with their tools."""
-    governance = GovernanceActivities(runtime.policy, runtime.ledger, runtime.approvals)
-    models = ModelActivities(ScriptedProvider.from_file(settings.model_script), runtime.ledger)
-    tools = ToolActivities(runtime.ledger, [PaymentTools(runtime.bank), *extra_tools])
+    keys = trusted_keys(settings)
+    governance = GovernanceActivities(
+        runtime.policies,
+        runtime.ledger,
+        runtime.approvals,
+        kills=runtime.kills,
+        trusted_keys=keys,
+        approval_cap=settings.approval_cap,
+        pause_seconds=settings.approval_pause_seconds,
+    )
+    models = ModelActivities(
+        ScriptedProvider.from_file(settings.model_script),
+        runtime.ledger,
+        kills=runtime.kills,
+        budgets=runtime.budgets,
+    )
+    tools = ToolActivities(runtime.ledger, [PaymentTools(runtime.bank), *extra_tools], keys)
+    notify = NotifyActivities.from_settings(
+        settings, runtime.ledger, FeedStore(runtime.ledger.engine)
+    )
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
         workflows=[*ALL_WORKFLOWS, *extra_workflows],
+        workflow_runner=WORKFLOW_RUNNER,
         activities=[
             governance.decide_step,
+            governance.prepare_approval,
             governance.open_approval,
             governance.close_approval,
             governance.record_event,
-            governance.notify,
+            notify.notify,
+            notify.open_review,
+            notify.record_review,
             models.call_model,
             *tools.activities(),
         ],
@@ -115,7 +161,11 @@ async def main() -> None:
         settings.temporal_address,
         runtime.policy.version,
     )
-    await worker.run()
+    runtime.policies.start_polling(settings.policy_poll_seconds)
+    try:
+        await worker.run()
+    finally:
+        runtime.policies.stop_polling()
 
 
 if __name__ == "__main__":

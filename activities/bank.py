@@ -3,6 +3,10 @@
 The bank is a real table: a payment is one row keyed by the step's idempotency key, so a
 retried `pay_vendor` (after a crash between paying and reporting) returns the first
 receipt instead of paying twice. `settle_seconds` simulates a slow bank call.
+
+`refund_vendor` is `pay_vendor`'s declared compensation: it refunds the payment made
+under the key in `tool_context().compensates`, once per payment (a second refund of the
+same payment, under any key, returns the first refund).
 """
 
 from __future__ import annotations
@@ -31,6 +35,23 @@ class PaymentRow(Base):
     paid_at: Mapped[str] = mapped_column(String(40))
 
 
+class RefundRow(Base):
+    __tablename__ = "demo_bank_refunds"
+
+    idempotency_key: Mapped[str] = mapped_column(String(512), primary_key=True)
+    payment_key: Mapped[str] = mapped_column(String(512), unique=True)
+    refund_id: Mapped[str] = mapped_column(String(64))
+    receipt_id: Mapped[str] = mapped_column(String(64))
+    vendor: Mapped[str] = mapped_column(String(255))
+    amount: Mapped[float] = mapped_column(Float)
+    invoice_id: Mapped[str] = mapped_column(String(255))
+    refunded_at: Mapped[str] = mapped_column(String(40))
+
+
+class BankError(Exception):
+    """The bank cannot do what was asked; the message names the key."""
+
+
 class Payment(BaseModel):
     vendor: str
     amount: float = Field(gt=0)
@@ -39,6 +60,14 @@ class Payment(BaseModel):
 
 
 class Receipt(BaseModel):
+    receipt_id: str
+    vendor: str
+    amount: float
+    invoice_id: str
+
+
+class Refund(BaseModel):
+    refund_id: str
     receipt_id: str
     vendor: str
     amount: float
@@ -89,6 +118,59 @@ class Bank:
                 continue
         raise RuntimeError(f"payment {key!r} neither inserted nor found")
 
+    def refund(self, key: str, payment_key: str) -> Refund:
+        """Refund the payment made under `payment_key`, once; BankError when there is none."""
+        for _ in range(2):
+            try:
+                with Session(self.engine) as session, session.begin():
+                    row = session.execute(
+                        select(RefundRow).where(RefundRow.payment_key == payment_key)
+                    ).scalar_one_or_none()
+                    if row is None:
+                        paid = session.get(PaymentRow, payment_key)
+                        if paid is None:
+                            raise BankError(
+                                f"no payment was made under key {payment_key!r}; nothing to "
+                                "refund — check the step it compensates"
+                            )
+                        row = RefundRow(
+                            idempotency_key=key,
+                            payment_key=payment_key,
+                            refund_id="rfnd-" + hashlib.sha256(key.encode()).hexdigest()[:12],
+                            receipt_id=paid.receipt_id,
+                            vendor=paid.vendor,
+                            amount=paid.amount,
+                            invoice_id=paid.invoice_id,
+                            refunded_at=datetime.now(UTC).isoformat(),
+                        )
+                        session.add(row)
+                    return Refund(
+                        refund_id=row.refund_id,
+                        receipt_id=row.receipt_id,
+                        vendor=row.vendor,
+                        amount=row.amount,
+                        invoice_id=row.invoice_id,
+                    )
+            except IntegrityError:  # a concurrent retry refunded first: read its refund
+                continue
+        raise BankError(f"refund {key!r} neither inserted nor found")
+
+    def refunds(self, invoice_id: str | None = None) -> list[Refund]:
+        stmt = select(RefundRow).order_by(RefundRow.refunded_at)
+        if invoice_id is not None:
+            stmt = stmt.where(RefundRow.invoice_id == invoice_id)
+        with Session(self.engine) as session:
+            return [
+                Refund(
+                    refund_id=r.refund_id,
+                    receipt_id=r.receipt_id,
+                    vendor=r.vendor,
+                    amount=r.amount,
+                    invoice_id=r.invoice_id,
+                )
+                for r in session.execute(stmt).scalars()
+            ]
+
     def payments(self, invoice_id: str | None = None) -> int:
         stmt = select(func.count()).select_from(PaymentRow)
         if invoice_id is not None:
@@ -103,13 +185,30 @@ class PaymentTools:
     def __init__(self, bank: Bank) -> None:
         self.bank = bank
 
-    @tool(action="payments.pay", resource="vendor/{vendor}", side_effect=True, idempotent=True)
+    @tool(
+        action="payments.pay",
+        resource="vendor/{vendor}",
+        side_effect=True,
+        idempotent=True,
+        compensate="refund_vendor",
+    )
     async def pay_vendor(self, args: Payment) -> Receipt:
         key = tool_context().idempotency_key
         receipt = await asyncio.to_thread(self.bank.pay, key, args)
         if self.bank.settle_seconds:
             await asyncio.sleep(self.bank.settle_seconds)
         return receipt
+
+    @tool(action="payments.refund", resource="vendor/{vendor}", side_effect=True, idempotent=True)
+    async def refund_vendor(self, args: Payment) -> Refund:
+        """Undo `pay_vendor`: refund the payment of the step being compensated."""
+        ctx = tool_context()
+        if not ctx.compensates:
+            raise BankError(
+                f"refund_vendor for invoice {args.invoice_id!r} names no payment; it runs "
+                "only as pay_vendor's compensation, when a reviewer flags the payment"
+            )
+        return await asyncio.to_thread(self.bank.refund, ctx.idempotency_key, ctx.compensates)
 
     @tool(action="vendors.update_bank_details", resource="vendor/{vendor}", side_effect=True)
     async def update_bank_details(self, args: BankChange) -> BankChangeResult:

@@ -1,4 +1,6 @@
-"""Control-plane activities: decide, open and close approvals, notify, record.
+"""Control-plane activities: decide, open and close approvals, record.
+
+The notify tier's sinks are `activities.notify.NotifyActivities`.
 
 All run as *local* activities from `workflows.agent`: their results land in workflow
 history (so a replay reproduces a decision without asking today's policy) and they cost
@@ -9,19 +11,18 @@ thread pool because SQLAlchemy here is synchronous.
 
 from __future__ import annotations
 
-import logging
-
-from pydantic import BaseModel, JsonValue
+from pydantic import BaseModel, Field, JsonValue
 from temporalio import activity
 
-from activities.payloads import DecideInput, NotifyInput
-from governance.approvals import ApprovalStatus, PendingApproval
+from activities.payloads import DecideInput, StepRef
+from governance.approvals import ApprovalStage, ApprovalStatus, PendingApproval, parse_chain
+from governance.errors import PolicyError
+from governance.kill import KillSwitches
 from governance.policy import PolicyEngine
+from governance.reload import PolicyHolder
 from governance.store import ApprovalStore
 from governance.types import Decision, DecisionRequest, Tier
 from verification.ledger import Ledger, LedgerEvent
-
-log = logging.getLogger("tether.notify")
 
 
 class CloseApprovalInput(BaseModel):
@@ -31,15 +32,57 @@ class CloseApprovalInput(BaseModel):
     comment: str = ""
 
 
+class PrepareApprovalInput(BaseModel):
+    ref: StepRef
+    action: str
+    resource: str
+    decision: Decision
+
+
+class ApprovalContext(BaseModel):
+    """What a workflow needs before it opens an approval request."""
+
+    stages: list[ApprovalStage] = Field(default_factory=list)
+    trusted_keys: list[str] = Field(default_factory=list)
+    """Hex Ed25519 public keys of the approving services the workers trust."""
+    paused: bool = False
+    """The agent has its cap of open requests: wait `pause_seconds`, then ask again."""
+    pause_seconds: int = 30
+    halted: str = ""
+    """A kill switch covers this step: why. The request is never opened."""
+
+
 class GovernanceActivities:
-    def __init__(self, policy: PolicyEngine, ledger: Ledger, approvals: ApprovalStore) -> None:
-        self.policy = policy
+    def __init__(
+        self,
+        policy: PolicyHolder | PolicyEngine,
+        ledger: Ledger,
+        approvals: ApprovalStore,
+        *,
+        trusted_keys: list[str] | None = None,
+        approval_cap: int = 20,
+        pause_seconds: int = 30,
+        kills: KillSwitches | None = None,
+    ) -> None:
+        self.kills = kills
+        self.policies = policy if isinstance(policy, PolicyHolder) else PolicyHolder(policy)
         self.ledger = ledger
         self.approvals = approvals
+        self.trusted_keys = list(trusted_keys or [])
+        self.approval_cap = approval_cap
+        self.pause_seconds = pause_seconds
+
+    @property
+    def policy(self) -> PolicyEngine:
+        """The policy in force now: read once per decision, so a reload applies to the next."""
+        return self.policies.current()
 
     @activity.defn(name="decide_step")
     def decide_step(self, inp: DecideInput) -> Decision:
-        if inp.governed:
+        killed = self._killed(inp)
+        if killed is not None:
+            decision = killed
+        elif inp.governed:
             decision = self.policy.decide(
                 DecisionRequest(
                     agent=inp.ref.agent,
@@ -82,6 +125,61 @@ class GovernanceActivities:
         )
         return decision
 
+    @activity.defn(name="prepare_approval")
+    def prepare_approval(self, inp: PrepareApprovalInput) -> ApprovalContext:
+        """The escalation chain with its members now, or `paused` over the agent's cap."""
+        ref = inp.ref
+        killed = self.kills.blocking(ref.tenant, ref.agent, inp.action) if self.kills else None
+        if killed is not None:  # engaged while this step was decided or paused
+            return ApprovalContext(halted=killed.describe())
+        open_now = self.approvals.count_open(agent=ref.agent, excluding_workflow=ref.workflow_id)
+        if open_now >= self.approval_cap:
+            self.ledger.append(
+                LedgerEvent(
+                    idempotency_key=f"{ref.key('agent.paused')}.{open_now}",
+                    kind="agent.paused",
+                    workflow_id=ref.workflow_id,
+                    run_id=ref.run_id,
+                    step=ref.step,
+                    agent=ref.agent,
+                    action=inp.action,
+                    resource=inp.resource,
+                    tier=inp.decision.tier.value,
+                    rule=inp.decision.rule,
+                    policy_version=inp.decision.policy_version,
+                    actor="approvals",
+                    outcome="paused",
+                    payload={"open_requests": open_now, "cap": self.approval_cap},
+                )
+            )
+            return ApprovalContext(paused=True, pause_seconds=self.pause_seconds)
+        field = inp.decision.approver_role or ""
+        try:
+            chain = parse_chain(field)
+        except PolicyError as exc:
+            # A policy that loaded with a bad chain must not approve anything: nobody may.
+            activity.logger.error("%s", exc)
+            chain = [(field, 1)]
+        stages = [
+            ApprovalStage(role=role, quorum=quorum, members=self.policy.members(role))
+            for role, quorum in chain
+        ]
+        return ApprovalContext(
+            stages=stages, trusted_keys=self.trusted_keys, pause_seconds=self.pause_seconds
+        )
+
+    def _killed(self, inp: DecideInput) -> Decision | None:
+        """A deny when an engaged kill switch covers this step; read on every decision."""
+        if self.kills is None:
+            return None
+        ref = inp.ref
+        record = self.kills.blocking(ref.tenant, ref.agent, inp.action)
+        if record is None:
+            return None
+        return Decision(
+            tier=Tier.DENY, rule=record.rule, policy_version="", reason=record.describe()
+        )
+
     @activity.defn(name="open_approval")
     def open_approval(self, pending: PendingApproval) -> None:
         self.approvals.open(pending)
@@ -97,36 +195,6 @@ class GovernanceActivities:
     @activity.defn(name="record_event")
     def record_event(self, event: LedgerEvent) -> None:
         self.ledger.append(event)
-
-    @activity.defn(name="notify")
-    def notify(self, inp: NotifyInput) -> None:
-        log.info(
-            "notify: %s did %s on %s under rule %s (workflow %s, step %d)",
-            inp.ref.agent,
-            inp.action,
-            inp.resource,
-            inp.decision.rule,
-            inp.ref.workflow_id,
-            inp.ref.step,
-        )
-        self.ledger.append(
-            LedgerEvent(
-                idempotency_key=inp.ref.key("notify"),
-                kind="notify",
-                workflow_id=inp.ref.workflow_id,
-                run_id=inp.ref.run_id,
-                step=inp.ref.step,
-                agent=inp.ref.agent,
-                action=inp.action,
-                resource=inp.resource,
-                tier=inp.decision.tier.value,
-                rule=inp.decision.rule,
-                policy_version=inp.decision.policy_version,
-                actor="notify",
-                outcome="sent",
-                payload={"sinks": ["log"], "result_digest": inp.result_digest},
-            )
-        )
 
     def _approval_event(
         self, pending: PendingApproval, kind: str, outcome: str, actor: str, comment: str
@@ -157,7 +225,11 @@ def approval_event(
 ) -> LedgerEvent:
     """A ledger event about an approval request (requested, decided, refused attempt)."""
     return LedgerEvent(
-        idempotency_key=f"{pending.workflow_id}:{pending.run_id}:{pending.step}:{kind}{key_suffix}",
+        idempotency_key=(
+            f"{pending.workflow_id}:{pending.run_id}:{pending.step}:{kind}"
+            + (f".s{pending.stage}" if pending.stage else "")
+            + key_suffix
+        ),
         kind=kind,
         workflow_id=pending.workflow_id,
         run_id=pending.run_id,

@@ -3,6 +3,14 @@
 Contract: `call_model` is retryable (Temporal's retry policy is the only retry loop);
 each call appends one `model.call` event keyed by step and attempt purpose (first try or
 repair), carrying digests of prompt and output, never the text itself.
+
+Before the provider runs, `call_model` refuses a call a kill switch covers (non-retryable
+`KillSwitchEngaged`, recorded as `model.killed`) and reserves the call's worst-case
+tokens and cost against its agent's budgets, keyed like the call (so a retry reserves
+nothing twice). A breach raises non-retryable `BudgetExceeded` (on-breach deny) or
+`BudgetApprovalNeeded` (on-breach approve, details name the approver role), recorded as
+`budget.breach`. After the call the reservation settles to the actual usage; a failed
+call releases it.
 """
 
 from __future__ import annotations
@@ -17,7 +25,9 @@ from pydantic import BaseModel, Field, JsonValue
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.payloads import ModelCallInput, ModelCallResult
+from activities.payloads import BudgetBreachDetails, ModelCallInput, ModelCallResult
+from governance.budget import Breach, Budgets
+from governance.kill import KillSwitches
 from verification.ledger import Ledger, LedgerEvent, digest
 
 
@@ -36,9 +46,27 @@ class ScriptEntry(BaseModel):
     """Answer to a repair attempt; defaults to `output`."""
 
 
+class Pricing(BaseModel):
+    """A provider's price list, in US dollars per 1000 tokens."""
+
+    usd_per_1k_input: float = 0.0
+    usd_per_1k_output: float = 0.0
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        return (
+            input_tokens * self.usd_per_1k_input + output_tokens * self.usd_per_1k_output
+        ) / 1000
+
+
+def estimate_tokens(text: str) -> int:
+    """The token estimate used where a provider reports none: four characters a token."""
+    return max(1, len(text) // 4)
+
+
 class Script(BaseModel):
     model: str = "scripted-1"
     entries: list[ScriptEntry] = Field(default_factory=list)
+    pricing: Pricing = Field(default_factory=Pricing)
 
 
 class ScriptError(Exception):
@@ -52,6 +80,7 @@ class ScriptedProvider:
 
     def __init__(self, script: Script) -> None:
         self.script = script
+        self.pricing = script.pricing
 
     @classmethod
     def from_file(cls, path: Path) -> ScriptedProvider:
@@ -71,13 +100,18 @@ class ScriptedProvider:
                     else entry.output
                 )
                 text = out if isinstance(out, str) else json.dumps(out)
+                # A real provider stops at max_output_tokens; so does the script.
+                text = text[: request.max_output_tokens * 4]
+                input_tokens = estimate_tokens(request.prompt)
+                output_tokens = estimate_tokens(text)
                 return ModelCallResult(
                     call_id="",
                     provider=self.name,
                     model=self.script.model,
                     text=text,
-                    input_tokens=max(1, len(request.prompt) // 4),
-                    output_tokens=max(1, len(text) // 4),
+                    input_tokens=input_tokens,
+                    output_tokens=output_tokens,
+                    cost_usd=self.pricing.cost(input_tokens, output_tokens),
                     tokens_estimated=True,
                 )
         raise ApplicationError(
@@ -89,14 +123,48 @@ class ScriptedProvider:
 
 
 class ModelActivities:
-    def __init__(self, provider: ModelProvider, ledger: Ledger) -> None:
+    def __init__(
+        self,
+        provider: ModelProvider,
+        ledger: Ledger,
+        *,
+        kills: KillSwitches | None = None,
+        budgets: Budgets | None = None,
+        pricing: Pricing | None = None,
+    ) -> None:
         self.provider = provider
         self.ledger = ledger
+        self.kills = kills
+        self.budgets = budgets
+        self.pricing = pricing or getattr(provider, "pricing", None) or Pricing()
+
+    def worst_case(self, request: ModelCallInput) -> tuple[int, float]:
+        """Tokens and cost a call can reach: its prompt estimate plus every output token."""
+        prompt = estimate_tokens(request.prompt + request.repair_error)
+        out = request.max_output_tokens
+        return prompt + out, self.pricing.cost(prompt, out)
 
     @activity.defn(name="call_model")
     async def call_model(self, request: ModelCallInput) -> ModelCallResult:
-        result = await self.provider.complete(request)
         purpose = "repair" if request.repair_error else "first"
+        key = request.ref.key(f"model.{purpose}")
+        if self.kills is not None:
+            await asyncio.to_thread(self._refuse_if_killed, request, purpose)
+        if self.budgets is not None:
+            await asyncio.to_thread(self._reserve, self.budgets, request, purpose, key)
+        try:
+            result = await self.provider.complete(request)
+        except BaseException:  # failed or cancelled: give the reservation back, re-raise
+            if self.budgets is not None:
+                self.budgets.release(key)
+            raise
+        if self.budgets is not None:
+            await asyncio.to_thread(
+                self.budgets.settle,
+                key,
+                result.input_tokens + result.output_tokens,
+                result.cost_usd,
+            )
         call_id = (
             "mc-" + hashlib.sha256(request.ref.key(f"model.{purpose}").encode()).hexdigest()[:16]
         )
@@ -124,9 +192,123 @@ class ModelActivities:
                     "input_tokens": result.input_tokens,
                     "output_tokens": result.output_tokens,
                     "tokens_estimated": result.tokens_estimated,
+                    "cost_usd": result.cost_usd,
                     "repair_of_error": request.repair_error[:500],
                 },
             ),
             [request.prompt, result.text],
         )
         return result
+
+    def _refuse_if_killed(self, request: ModelCallInput, purpose: str) -> None:
+        assert self.kills is not None
+        ref, action = request.ref, f"model.{request.task}"
+        killed = self.kills.blocking(ref.tenant, ref.agent, action)
+        if killed is None:
+            return
+        self.ledger.append(
+            self._event(
+                request,
+                f"model.killed.{purpose}",
+                "model.killed",
+                "refused",
+                rule=killed.rule,
+                payload={"reason": killed.describe(), "tenant": ref.tenant},
+            )
+        )
+        raise ApplicationError(
+            f"{action!r} by {ref.agent!r} refused: {killed.describe()}; release it with "
+            f"'tether kill release {killed.kind.value} {killed.value}' to run again",
+            BudgetBreachDetails(rule=killed.rule, reason=killed.describe()).model_dump(mode="json"),
+            type="KillSwitchEngaged",
+            non_retryable=True,
+        )
+
+    def _reserve(self, budgets: Budgets, request: ModelCallInput, purpose: str, key: str) -> None:
+        tokens, cost = self.worst_case(request)
+        got = budgets.reserve(
+            request.ref.agent, tokens, cost, key, force=bool(request.budget_override)
+        )
+        if not isinstance(got, Breach):
+            if got.forced:
+                self.ledger.append(
+                    self._event(
+                        request,
+                        f"budget.override.{purpose}",
+                        "budget.override",
+                        "overspent",
+                        payload={
+                            "request_id": request.budget_override,
+                            "reserved_tokens": tokens,
+                            "reserved_cost_usd": cost,
+                        },
+                    )
+                )
+            return
+        b = got.budget
+        approve = b.on_breach.value == "approve"
+        self.ledger.append(
+            self._event(
+                request,
+                f"budget.breach.{purpose}",
+                "budget.breach",
+                "needs-approval" if approve else "denied",
+                rule=f"budget:{b.subject}",
+                payload={
+                    "reason": got.describe(),
+                    "budget": b.model_dump(mode="json"),
+                    "used_tokens": got.used_tokens,
+                    "used_cost_usd": got.used_cost_usd,
+                    "requested_tokens": tokens,
+                    "requested_cost_usd": cost,
+                },
+            )
+        )
+        message = f"model call {request.task!r} of {request.ref.agent!r}: {got.describe()}"
+        if approve:
+            raise ApplicationError(
+                message,
+                BudgetBreachDetails(
+                    subject=b.subject,
+                    rule=f"budget:{b.subject}",
+                    approver_role=b.approver_role,
+                    approvers=got.approvers,
+                    reason=got.describe(),
+                    requested_tokens=tokens,
+                    requested_cost_usd=cost,
+                ).model_dump(mode="json"),
+                type="BudgetApprovalNeeded",
+                non_retryable=True,
+            )
+        raise ApplicationError(
+            f"{message}; raise it with 'tether budget set {b.subject} ...' or wait for the "
+            "window to roll",
+            type="BudgetExceeded",
+            non_retryable=True,
+        )
+
+    @staticmethod
+    def _event(
+        request: ModelCallInput,
+        key: str,
+        kind: str,
+        outcome: str,
+        *,
+        rule: str = "",
+        payload: dict[str, JsonValue],
+    ) -> LedgerEvent:
+        ref = request.ref
+        return LedgerEvent(
+            idempotency_key=ref.key(key),
+            kind=kind,
+            workflow_id=ref.workflow_id,
+            run_id=ref.run_id,
+            step=ref.step,
+            agent=ref.agent,
+            action=f"model.{request.task}",
+            tier="deny" if outcome in ("refused", "denied") else "",
+            rule=rule,
+            actor="budget" if kind.startswith("budget") else "kill-switch",
+            outcome=outcome,
+            payload=payload,
+        )

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from pydantic import BaseModel, Field, JsonValue
 
+from governance.approvals import ApprovalDecision
+from governance.reviews import ReviewFlag, ReviewStatus, ReviewWindow
 from governance.types import Decision
 
 
@@ -16,6 +20,8 @@ class StepRef(BaseModel):
     step: int
     agent: str
     started_by: str = ""
+    tenant: str = "default"
+    """From the workflow memo key `tenant`; kill switches may stop one tenant."""
 
     def key(self, kind: str) -> str:
         """Idempotency key of this step's `kind` record (and of its side effect)."""
@@ -43,6 +49,10 @@ class ToolCall(BaseModel):
     args: dict[str, JsonValue]
     decision: Decision | None = None
     record: bool = True
+    approvals: list[ApprovalDecision] = Field(default_factory=list)
+    """The signed approvals of an approve-tier step; the tool checks them before running."""
+    compensates: str = ""
+    """Set when this call compensates an earlier step: that step's effect idempotency key."""
 
 
 class ModelCallInput(BaseModel):
@@ -54,6 +64,22 @@ class ModelCallInput(BaseModel):
     json_schema: dict[str, JsonValue] = Field(default_factory=dict)
     repair_error: str = ""
     """Set on the repair attempt: the validation error of the previous output."""
+    max_output_tokens: int = 1024
+    """The provider stops there; with the prompt it bounds the call's worst-case cost."""
+    budget_override: str = ""
+    """The approved request id that lets this call overspend its agent's budget."""
+
+
+class BudgetBreachDetails(BaseModel):
+    """Details of a refused model call (`KillSwitchEngaged`, `BudgetApprovalNeeded`)."""
+
+    rule: str = ""
+    subject: str = ""
+    approver_role: str = ""
+    approvers: list[str] = Field(default_factory=list)
+    reason: str = ""
+    requested_tokens: int = 0
+    requested_cost_usd: float = 0.0
 
 
 class ModelCallResult(BaseModel):
@@ -73,3 +99,56 @@ class NotifyInput(BaseModel):
     resource: str
     decision: Decision
     result_digest: str = ""
+    review: bool = False
+    """A review window follows: the notification announces when it ends."""
+    webhook_attempts: int = 5
+    """Webhook delivery attempts before the notification is recorded as partly failed."""
+
+
+class NotifyResult(BaseModel):
+    sinks: list[str] = Field(default_factory=list)
+    """The sinks that were told."""
+    failed: dict[str, str] = Field(default_factory=dict)
+    """Sinks that could not be told, with the last error."""
+    window_seconds: int = 0
+    review_until: datetime | None = None
+
+
+class CompensationRef(BaseModel):
+    """The tool a flag runs to undo a step, and how to run it."""
+
+    tool: str
+    activity_name: str
+    action: str = ""
+    idempotent: bool = False
+    timeout_seconds: float = 60.0
+    heartbeat_seconds: float = 5.0
+
+
+class ReviewWindowInput(BaseModel):
+    """The input of the `ReviewWindow` workflow."""
+
+    ref: StepRef
+    """The reviewed step (of the parent workflow)."""
+    action: str
+    resource: str
+    tool: str
+    compensation: CompensationRef | None = None
+    args: dict[str, JsonValue] = Field(default_factory=dict)
+    decision: Decision
+    window_seconds: int
+    until: datetime
+    reviewer_role: str = ""
+    reviewers: list[str] = Field(default_factory=list)
+
+
+class RecordReviewInput(BaseModel):
+    """A review window changes state: index it and record `kind` in the ledger."""
+
+    window: ReviewWindow
+    kind: str
+    status: ReviewStatus
+    actor: str
+    flag: ReviewFlag | None = None
+    payload: dict[str, JsonValue] = Field(default_factory=dict)
+    content: list[JsonValue] = Field(default_factory=list)

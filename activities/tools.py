@@ -23,8 +23,11 @@ from typing import Any, TypeVar, cast, get_type_hints
 
 from pydantic import BaseModel, JsonValue
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities.payloads import StepRef, ToolCall
+from governance.signing import verify_decision
+from governance.types import Tier
 from verification.ledger import Ledger, LedgerEvent, digest
 
 F = TypeVar("F", bound=Callable[..., Awaitable[BaseModel]])
@@ -46,6 +49,9 @@ class ToolSpec:
     timeout: timedelta
     heartbeat: timedelta
     """The tool activity heartbeats; a worker that dies is noticed after this long."""
+    compensation: str | None = None
+    """The tool that undoes this one when a reviewer flags it (notify tier). It takes the
+    same args type and reads the undone step's key from `tool_context().compensates`."""
 
     @property
     def activity_name(self) -> str:
@@ -65,8 +71,13 @@ def tool(
     idempotent: bool = False,
     timeout: timedelta = timedelta(seconds=60),
     heartbeat: timedelta = timedelta(seconds=5),
+    compensate: str | None = None,
 ) -> Callable[[F], F]:
-    """Declare an async function or method (taking one pydantic model) as a tool."""
+    """Declare an async function or method (taking one pydantic model) as a tool.
+
+    `compensate` names the tool that undoes this one (e.g. `refund_vendor` for
+    `pay_vendor`); `ToolActivities` checks it is bound and takes the same args type.
+    """
 
     def wrap(fn: F) -> F:
         hints = get_type_hints(fn)
@@ -83,6 +94,7 @@ def tool(
             idempotent=idempotent or not side_effect,
             timeout=timeout,
             heartbeat=heartbeat,
+            compensation=compensate,
         )
         setattr(fn, TOOL_ATTR, spec)
         REGISTRY[spec.name] = spec
@@ -102,6 +114,8 @@ def spec_of(fn: Callable[..., Awaitable[BaseModel]]) -> ToolSpec:
 class ToolContext:
     ref: StepRef
     idempotency_key: str
+    compensates: str = ""
+    """When this run compensates an earlier step: that step's effect idempotency key."""
 
 
 _context: contextvars.ContextVar[ToolContext] = contextvars.ContextVar("tether_tool_context")
@@ -121,8 +135,11 @@ async def _heartbeat(every: timedelta) -> None:
 class ToolActivities:
     """Activities for the bound tools of the given objects (or plain tool functions)."""
 
-    def __init__(self, ledger: Ledger, providers: list[object]) -> None:
+    def __init__(
+        self, ledger: Ledger, providers: list[object], trusted_keys: list[str] | None = None
+    ) -> None:
         self.ledger = ledger
+        self.trusted_keys = list(trusted_keys or [])
         self.bound: dict[str, tuple[ToolSpec, Callable[[BaseModel], Awaitable[BaseModel]]]] = {}
         for provider in providers:
             candidates = (
@@ -134,6 +151,24 @@ class ToolActivities:
                 spec = getattr(member, TOOL_ATTR, None)
                 if isinstance(spec, ToolSpec):
                     self.bound[spec.name] = (spec, cast(Any, member))
+        for spec, _ in self.bound.values():
+            self._check_compensation(spec)
+
+    def _check_compensation(self, spec: ToolSpec) -> None:
+        if spec.compensation is None:
+            return
+        undo = self.bound.get(spec.compensation)
+        if undo is None:
+            raise TypeError(
+                f"tool {spec.name!r} declares compensate={spec.compensation!r}, which is not a "
+                "tool on this worker; pass its provider in extra_tools or fix the name"
+            )
+        if undo[0].args_type is not spec.args_type:
+            raise TypeError(
+                f"tool {spec.name!r} declares compensate={spec.compensation!r}, which takes "
+                f"{undo[0].args_type.__name__}, not {spec.args_type.__name__}; a compensation "
+                "takes the same args type as the tool it undoes"
+            )
 
     def activities(self) -> list[Callable[..., Any]]:
         return [self._make(spec, fn) for spec, fn in self.bound.values()]
@@ -144,13 +179,25 @@ class ToolActivities:
         async def run(call: ToolCall) -> BaseModel:
             args = spec.args_type.model_validate(call.args)
             attempt = activity.info().attempt
+            if call.record:
+                check = self._authorise_compensation if call.compensates else self._authorise
+                problem = await asyncio.to_thread(check, call)
+                if problem:
+                    info = activity.info()  # every caller's attempt is its own record
+                    kind = f"tool.refused.{info.workflow_run_id}.{info.activity_id}"
+                    await asyncio.to_thread(
+                        self._record, call, kind, "refused", {"why": problem}, []
+                    )
+                    raise ApplicationError(problem, type="ToolRefused", non_retryable=True)
             if call.record and spec.side_effect:
                 # Before the effect: if this attempt never reports back, the ledger shows the
                 # action was dispatched and its outcome is unknown, not that it never ran.
                 await asyncio.to_thread(
                     self._record, call, f"tool.dispatched.{attempt}", "dispatched", {}, []
                 )
-            token = _context.set(ToolContext(call.ref, call.ref.key("effect")))
+            token = _context.set(
+                ToolContext(call.ref, call.ref.key("effect"), compensates=call.compensates)
+            )
             beat = asyncio.create_task(_heartbeat(spec.heartbeat / 3))
             try:
                 result = await fn(args)
@@ -182,6 +229,57 @@ class ToolActivities:
 
         run.__name__ = f"tool_{spec.name}"
         return activity.defn(name=spec.activity_name)(run)
+
+    def _authorise_compensation(self, call: ToolCall) -> str:
+        """Empty when this tool is a declared compensation of a step a reviewer flagged."""
+        declared = {spec.compensation for spec, _ in self.bound.values()}
+        if call.tool not in declared:
+            return f"tool {call.tool!r} is no tool's declared compensation; it cannot undo steps"
+        step = call.compensates.removesuffix(":effect")
+        if self.ledger.get(f"{step}:review.flagged") is None:
+            return (
+                f"no reviewer flagged the step {step!r}; a compensation runs only for a "
+                "flagged step"
+            )
+        return ""
+
+    def _authorise(self, call: ToolCall) -> str:
+        """ "" when the ledger's decision for this step allows exactly these arguments.
+
+        The backstop behind `act()`: a tool runs only for a recorded decision on the same
+        arguments, never for a denied one, and an approve-tier step only with a signed
+        approval bound to this step and these arguments.
+        """
+        ref = call.ref
+        decided = self.ledger.get(ref.key("decision"))
+        if decided is None:
+            return (
+                f"no decision is recorded for step {ref.step} of workflow {ref.workflow_id!r}; "
+                "tools run only through act(), which asks the policy first"
+            )
+        args_digest = digest(call.args)
+        if decided.payload.get("args_digest") != args_digest:
+            return (
+                f"the arguments of step {ref.step} ({args_digest}) are not those the policy "
+                f"decided ({decided.payload.get('args_digest')}); they need a decision anew"
+            )
+        if decided.tier == Tier.DENY.value:
+            return f"the policy denied step {ref.step} under rule {decided.rule!r}"
+        if decided.tier != Tier.APPROVE.value:
+            return ""
+        for grant in call.approvals:
+            bound = (grant.workflow_id, grant.run_id, grant.step, grant.args_digest) == (
+                ref.workflow_id,
+                ref.run_id,
+                ref.step,
+                args_digest,
+            )
+            if grant.approve and bound and not verify_decision(grant, self.trusted_keys):
+                return ""
+        return (
+            f"step {ref.step} of workflow {ref.workflow_id!r} needs approval and carries no "
+            "valid signed approval for these arguments; it needs approval again"
+        )
 
     def _record(
         self,

@@ -17,6 +17,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import Progress
 
+from bench.decide import casbin_samples, run_decide
 from bench.ledger import run_ledger
 from bench.plot import histogram_svg
 from bench.report import Report, flat_table, progress_console
@@ -63,9 +64,17 @@ async def _ledger(args: argparse.Namespace) -> Report:
     return Report(figures, flat_table("Ledger benchmark", figures))
 
 
+async def _decide(args: argparse.Namespace) -> Report:
+    fixed: int | None = args.casbin_samples
+    casbin = casbin_samples if fixed is None else (lambda size: fixed)
+    with Progress(console=progress_console(), transient=True) as progress:
+        figures = await asyncio.to_thread(run_decide, args.sizes, args.samples, casbin, progress)
+    return Report(figures, flat_table("Decision benchmark (µs)", figures))
+
+
 Benchmark = Callable[[argparse.Namespace], Coroutine[object, object, Report]]
 
-BENCHMARKS: dict[str, Benchmark] = {"workflow": _workflow, "ledger": _ledger}
+BENCHMARKS: dict[str, Benchmark] = {"workflow": _workflow, "ledger": _ledger, "decide": _decide}
 """Subcommand name → benchmark; each gets its options in `parser()`."""
 
 
@@ -94,6 +103,18 @@ def parser() -> argparse.ArgumentParser:
     ld.add_argument("--postgres", help="also measure this PostgreSQL URL")
     ld.add_argument("--tree-size", type=int, default=1_000_000, help="proof tree size")
     ld.add_argument("--verify-events", type=int, default=100_000, help="chain to verify")
+
+    dc = sub.add_parser("decide", parents=[common], help="fast decision path vs casbin")
+    dc.add_argument(
+        "--sizes", type=int, nargs="+", default=[100, 1_000, 10_000], help="policy sizes (rows)"
+    )
+    dc.add_argument("--samples", type=int, default=20_000, help="fast-path requests per kind")
+    dc.add_argument(
+        "--casbin-samples",
+        type=int,
+        default=None,
+        help="casbin requests per kind (default: 1,500,000 / rows, 40 to 1,000)",
+    )
 
     missing = set(BENCHMARKS) - set(sub.choices)
     assert not missing, f"benchmarks without a subcommand: {sorted(missing)}"

@@ -7,12 +7,16 @@ both sides refuse the same attempts with the same words.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from governance.errors import ApprovalError
+from governance.errors import ApprovalError, PolicyError
+
+AGENT_PREFIX = "agent:"
+"""Identities with this prefix are agents: they never approve, flag or edit policy."""
 
 
 class ApprovalStatus(StrEnum):
@@ -20,6 +24,40 @@ class ApprovalStatus(StrEnum):
     APPROVED = "approved"
     REJECTED = "rejected"
     EXPIRED = "expired"
+    ESCALATED = "escalated"
+    """The stage's deadline passed; the request moved to the next approver role."""
+
+
+class ApprovalStage(BaseModel):
+    """One link of an escalation chain: who may approve, and how many must."""
+
+    model_config = ConfigDict(frozen=True)
+
+    role: str
+    quorum: int = 1
+    """Distinct people of `role` who must approve; one rejection rejects."""
+    members: list[str] = Field(default_factory=list)
+
+
+_STAGE = re.compile(r"^(?P<role>[^#>\s]+)(?:#(?P<quorum>[1-9][0-9]?))?$")
+
+
+def parse_chain(approver: str) -> list[tuple[str, int]]:
+    """Parse a policy's approver field: `ROLE[#QUORUM][>ROLE[#QUORUM]...]`.
+
+    `role:ap-approver>role:controller` escalates to controllers when the first stage's
+    deadline passes; `role:treasury#2` needs two distinct treasury approvers.
+    """
+    stages: list[tuple[str, int]] = []
+    for part in approver.split(">"):
+        match = _STAGE.match(part.strip())
+        if match is None:
+            raise PolicyError(
+                f"approver {approver!r}: stage {part!r} is not ROLE or ROLE#N (N from 1 to "
+                "99); write e.g. 'role:ap-approver#2>role:controller'"
+            )
+        stages.append((match["role"], int(match["quorum"] or 1)))
+    return stages
 
 
 class PendingApproval(BaseModel):
@@ -45,10 +83,21 @@ class PendingApproval(BaseModel):
     approvers: list[str] = Field(default_factory=list)
     deadline: datetime | None = None
     status: ApprovalStatus = ApprovalStatus.PENDING
+    stage: int = 0
+    """Index in `stages` of the approver role now asked."""
+    stages: list[ApprovalStage] = Field(default_factory=list)
+    quorum: int = 1
+    approved_by: list[str] = Field(default_factory=list)
+    """Approvals collected so far in this stage (quorum counts distinct people)."""
 
 
 class ApprovalDecision(BaseModel):
-    """An approver's answer, sent as the `decide` update or the `approve` signal."""
+    """An approver's answer, sent as the `decide` update or the `approve` signal.
+
+    The binding fields echo the request, and the approving service signs them all
+    (`governance.signing`): a decision covers one step, one argument digest and one
+    policy version, and its nonce is consumed once.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -56,6 +105,40 @@ class ApprovalDecision(BaseModel):
     approver: str
     approve: bool
     comment: str = ""
+    workflow_id: str = ""
+    run_id: str = ""
+    step: int = 0
+    args_digest: str = ""
+    policy_version: str = ""
+    issued_at: str = ""
+    nonce: str = ""
+    key_id: str = ""
+    signature: str = ""
+
+    @classmethod
+    def for_request(
+        cls, pending: PendingApproval, approver: str, approve: bool, comment: str, nonce: str
+    ) -> ApprovalDecision:
+        """An unsigned decision bound to `pending`."""
+        return cls(
+            request_id=pending.request_id,
+            approver=approver,
+            approve=approve,
+            comment=comment,
+            workflow_id=pending.workflow_id,
+            run_id=pending.run_id,
+            step=pending.step,
+            args_digest=pending.args_digest,
+            policy_version=pending.policy_version,
+            nonce=nonce,
+        )
+
+
+class HaltRequest(BaseModel):
+    """The `halt` signal: a kill switch ends a pending approval wait as rejected."""
+
+    reason: str
+    engaged_by: str = "kill-switch"
 
 
 class ApprovalOutcome(BaseModel):
@@ -83,6 +166,10 @@ def check_approval(pending: PendingApproval, decision: ApprovalDecision, now: da
         raise ApprovalError(
             f"approval request {pending.request_id!r} expired at {pending.deadline.isoformat()}"
         )
+    if decision.approver.startswith(AGENT_PREFIX):
+        raise ApprovalError(
+            f"{decision.approver!r} is an agent identity; agents never approve actions"
+        )
     if decision.approver in (pending.requested_by, pending.agent):
         raise ApprovalError(
             f"{decision.approver!r} asked for request {pending.request_id!r} and cannot "
@@ -93,4 +180,21 @@ def check_approval(pending: PendingApproval, decision: ApprovalDecision, now: da
         raise ApprovalError(
             f"{decision.approver!r} does not hold {pending.approver_role!r}, which request "
             f"{pending.request_id!r} needs; ask one of {', '.join(pending.approvers) or 'nobody'}"
+        )
+
+
+def check_binding(pending: PendingApproval, decision: ApprovalDecision) -> None:
+    """Raise ApprovalError when a (signed) decision was issued for another request."""
+    for field in ("workflow_id", "run_id", "step", "args_digest", "policy_version"):
+        want, got = getattr(pending, field), getattr(decision, field)
+        if want != got:
+            raise ApprovalError(
+                f"the decision by {decision.approver!r} was issued for {field} {got!r}, but "
+                f"request {pending.request_id!r} is for {want!r}; an approval covers one "
+                "step, one set of arguments and one policy version — decide this request anew"
+            )
+    if decision.approver in pending.approved_by:
+        raise ApprovalError(
+            f"{decision.approver!r} has already approved request {pending.request_id!r}; "
+            f"its quorum of {pending.quorum} needs distinct people"
         )

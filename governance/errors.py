@@ -3,7 +3,9 @@
 TetherError
 └── GovernanceError
     ├── PolicyError          the model or policy file cannot be loaded
-    └── ApprovalError        an approval attempt is not acceptable
+    ├── ApprovalError        an approval attempt is not acceptable
+    ├── InvalidNameError     an agent, action or resource name is refused
+    └── ReviewError          a review flag is not acceptable
 """
 
 from __future__ import annotations
@@ -23,3 +25,11 @@ class PolicyError(GovernanceError):
 
 class ApprovalError(GovernanceError):
     """An approval attempt was refused; the message says why."""
+
+
+class ReviewError(GovernanceError):
+    """A flag on a notify-tier action was refused; the message says why."""
+
+
+class InvalidNameError(GovernanceError):
+    """An agent, action or resource name cannot be canonicalised; the message names it."""

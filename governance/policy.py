@@ -14,6 +14,16 @@ Contract:
   auto): rows are kept in that order, so casbin's first match is the most restrictive.
 - A condition that cannot be evaluated for a request (a missing context field) denies.
 - `version` is a digest of the model text and the normalised policy rows.
+- Names are canonical (governance.names): policy rows' subjects, actions, patterns and `g`
+  rows at load, a request's agent, action and resource before deciding; a request with a
+  refused name is denied under the rule `invalid-request`, the reason naming the value.
+- `decide` uses the fast path (governance.fastpath), which finds the row casbin's
+  Enforcer would find; `decide_with_casbin` asks the Enforcer itself (the reference the
+  differential tests and `python -m bench decide` compare against). Both build their
+  Decision with `_matched`/`_unmatched`, so they differ in speed only. A model whose
+  matcher is not the shipped one is decided by the Enforcer.
+- At load, a resource pattern that is not a valid regex for keyMatch2, or a condition that
+  does not parse as one expression, is a PolicyError (casbin would fail per request).
 """
 
 from __future__ import annotations
@@ -28,7 +38,15 @@ from pathlib import Path
 
 import casbin
 
-from governance.errors import PolicyError
+from governance import fastpath
+from governance.errors import InvalidNameError, PolicyError
+from governance.names import (
+    INVALID_REQUEST_RULE,
+    canonical_action,
+    canonical_agent,
+    canonical_pattern,
+    canonical_resource,
+)
 from governance.types import NO_MATCH_RULE, Decision, DecisionRequest, Tier
 
 _P_FIELDS = ("sub", "obj", "act", "cond", "tier", "rule", "approver", "timeout")
@@ -92,6 +110,11 @@ def _parse_rule(fields: list[str], where: str) -> PolicyRule:
         )
     sub, obj, act, cond, tier, rule, approver, timeout = fields
     try:
+        sub, obj = canonical_agent(sub, "subject"), canonical_pattern(obj)
+        act = canonical_action(act)
+    except InvalidNameError as exc:
+        raise PolicyError(f"{where}: {exc}") from None
+    try:
         tier_value = Tier(tier)
     except ValueError:
         raise PolicyError(
@@ -146,7 +169,15 @@ def parse_policy(text: str, source: str = "<policy>") -> PolicyDocument:
                 raise PolicyError(
                     f"{where}: a {kind!r} row needs 2 fields (member, role), got {rest!r}"
                 )
-            (agent_roles if kind == "g" else approver_roles).append((rest[0], rest[1]))
+            if kind == "g":
+                try:
+                    agent_roles.append(
+                        (canonical_agent(rest[0], "member"), canonical_agent(rest[1], "role"))
+                    )
+                except InvalidNameError as exc:
+                    raise PolicyError(f"{where}: {exc}") from None
+            else:
+                approver_roles.append((rest[0], rest[1]))
         else:
             raise PolicyError(f"{where}: row type {kind!r} is unknown; use 'p', 'g' or 'g2'")
     # Most restrictive first: casbin returns the first matching row.
@@ -173,6 +204,11 @@ class PolicyEngine:
                 "g2", [list(r) for r in document.approver_roles]
             )
         self._by_rule = {r.rule: r for r in document.rules}
+        members: dict[str, set[str]] = {}
+        for person, role in document.approver_roles:
+            members.setdefault(role, set()).add(person)
+        self._members = {role: sorted(people) for role, people in members.items()}
+        self._fast = self._fast_index(model)
         # JSON, not a joined string: no field content can mimic a field boundary.
         canonical = json.dumps(
             {
@@ -205,48 +241,176 @@ class PolicyEngine:
         document = parse_policy(texts[1], source=str(policy_path))
         try:
             return cls(texts[0], document, texts[1])
+        except PolicyError:
+            raise
         except Exception as exc:  # casbin raises bare errors on a bad model
             raise PolicyError(f"casbin rejected {str(model_path)!r}: {exc}") from None
 
+    @classmethod
+    def from_texts(
+        cls, model_text: str, policy_text: str, source: str = "<policy>"
+    ) -> PolicyEngine:
+        """Load a model and policy held in memory (a database row); PolicyError when bad."""
+        document = parse_policy(policy_text, source=source)
+        try:
+            return cls(model_text, document, policy_text)
+        except PolicyError:
+            raise
+        except Exception as exc:  # casbin raises bare errors on a bad model
+            raise PolicyError(f"casbin rejected the model of {source!r}: {exc}") from None
+
+    def _fast_index(self, model: casbin.model.Model) -> fastpath.FastIndex | None:
+        """The fast path for this policy, or None when the model is not the shipped shape
+        (then the Enforcer decides). PolicyError names a row casbin could not evaluate."""
+        shape = (
+            model["r"]["r"].tokens,
+            model["p"]["p"].tokens,
+            model["e"]["e"].value,
+            model["m"]["m"].value,
+            sorted(model.model.get("g") or {}),  # a Model has no __contains__
+        )
+        expected = (
+            ["r_sub", "r_obj", "r_act", "r_ctx"],
+            [f"p_{f}" for f in _P_FIELDS],
+            "some(where (p_eft == allow))",
+            fastpath.SUPPORTED_MATCHER,
+            ["g", "g2"],
+        )
+        if shape != expected:
+            return None
+        functions = self._enforcer.fm.get_functions()
+        for key, assertion in model["g"].items():
+            functions[key] = casbin.util.generate_g_function(assertion.rm)
+        matcher = model["m"]["m"].value
+        rows: list[fastpath.Row] = []
+        for rule in self.document.rules:
+            values = {f"p_{f}": v for f, v in zip(_P_FIELDS, rule.row(), strict=True)}
+            # The very text and AST casbin's enforce_ex builds for this row.
+            text = casbin.util.replace_eval(matcher, [casbin.util.escape_assertion(rule.condition)])
+            try:
+                parsed = casbin.Enforcer._get_expression(text, functions)
+            except SyntaxError as exc:
+                raise PolicyError(
+                    f"rule {rule.rule!r}: condition {rule.condition!r} is not an expression "
+                    f"({exc.msg}); write it like 'r.ctx.amount <= 1000'"
+                ) from None
+            rows.append(
+                fastpath.Row(
+                    rule.subject,
+                    rule.resource,
+                    rule.action,
+                    parsed.ast_parsed_value,
+                    parsed.expr,
+                    values,
+                )
+            )
+
+        def fallback(row: fastpath.Row) -> fastpath.Evaluator:
+            def evaluate(names: fastpath.Names) -> object:
+                return casbin.util.SimpleEval(row.text, functions).eval({**names, **row.values})
+
+            return evaluate
+
+        try:
+            return fastpath.FastIndex(rows, self.document.agent_roles, fallback)
+        except fastpath.Unsupported as exc:
+            raise PolicyError(str(exc)) from None
+        except re.error as exc:
+            bad = next(r for r in self.document.rules if not _compiles(r.resource))
+            raise PolicyError(
+                f"rule {bad.rule!r}: resource pattern {bad.resource!r} is not a valid keyMatch2 "
+                f"pattern ({exc}); use literals, ':name' and '*'"
+            ) from None
+
     def decide(self, request: DecisionRequest) -> Decision:
-        """Decide one request. Deterministic for this policy version."""
+        """Decide one request with the fast path; the same answer as `decide_with_casbin`.
+        Deterministic for this policy version."""
+        if self._fast is None:
+            return self.decide_with_casbin(request)
+        try:
+            agent, action, resource = _canonical(request)
+        except InvalidNameError as exc:
+            return self._refused(exc)
+        try:
+            order = self._fast.first_match(agent, resource, action, dict(request.context))
+        except Exception as exc:  # what casbin raises: a condition that cannot be evaluated
+            return self._failed(exc)
+        if order is None:
+            return self._unmatched(agent, action, resource)
+        return self._matched(self.document.rules[order])
+
+    def decide_with_casbin(self, request: DecisionRequest) -> Decision:
+        """Decide one request with casbin's Enforcer (linear in the rules): the reference."""
+        try:
+            agent, action, resource = _canonical(request)
+        except InvalidNameError as exc:
+            return self._refused(exc)
         try:
             matched, explain = self._enforcer.enforce_ex(
-                request.agent, request.resource, request.action, dict(request.context)
+                agent, resource, action, dict(request.context)
             )
         except Exception as exc:  # a condition referring to a missing context field
-            return Decision(
-                tier=Tier.DENY,
-                rule=NO_MATCH_RULE,
-                policy_version=self.version,
-                reason=f"a rule's condition could not be evaluated for this request: {exc}",
-            )
+            return self._failed(exc)
         if not matched:
-            return Decision(
-                tier=Tier.DENY,
-                rule=NO_MATCH_RULE,
-                policy_version=self.version,
-                reason=(
-                    f"no rule allows {request.agent!r} to {request.action!r} "
-                    f"on {request.resource!r}"
-                ),
-            )
-        rule = self._by_rule[explain[5]]
-        approvers = self.members(rule.approver_role) if rule.approver_role else []
+            return self._unmatched(agent, action, resource)
+        return self._matched(self._by_rule[explain[5]])
+
+    def _matched(self, rule: PolicyRule) -> Decision:
+        """The decision a matched rule gives (both decision paths end here)."""
         return Decision(
             tier=rule.tier,
             rule=rule.rule,
             policy_version=self.version,
             reason=f"rule {rule.rule!r} ({rule.condition}) gives tier {rule.tier.value!r}",
             approver_role=rule.approver_role,
-            approvers=approvers,
+            approvers=self.members(rule.approver_role) if rule.approver_role else [],
             timeout_seconds=rule.timeout_seconds,
+        )
+
+    def _unmatched(self, agent: str, action: str, resource: str) -> Decision:
+        return Decision(
+            tier=Tier.DENY,
+            rule=NO_MATCH_RULE,
+            policy_version=self.version,
+            reason=f"no rule allows {agent!r} to {action!r} on {resource!r}",
+        )
+
+    def _failed(self, exc: Exception) -> Decision:
+        return Decision(
+            tier=Tier.DENY,
+            rule=NO_MATCH_RULE,
+            policy_version=self.version,
+            reason=f"a rule's condition could not be evaluated for this request: {exc}",
+        )
+
+    def _refused(self, exc: InvalidNameError) -> Decision:
+        return Decision(
+            tier=Tier.DENY,
+            rule=INVALID_REQUEST_RULE,
+            policy_version=self.version,
+            reason=f"the request is refused: {exc}",
         )
 
     def members(self, role: str) -> list[str]:
         """People holding an approver role (`g2` rows)."""
-        rows: list[list[str]] = self._enforcer.get_filtered_named_grouping_policy("g2", 1, role)
-        return sorted({row[0] for row in rows})
+        return list(self._members.get(role, ()))
 
     def holds_role(self, person: str, role: str) -> bool:
         return person in self.members(role)
+
+
+def _canonical(request: DecisionRequest) -> tuple[str, str, str]:
+    """(agent, action, resource) canonical; InvalidNameError names a refused one."""
+    return (
+        canonical_agent(request.agent),
+        canonical_action(request.action),
+        canonical_resource(request.resource),
+    )
+
+
+def _compiles(pattern: str) -> bool:
+    try:
+        re.compile(fastpath.key_match2_regex(pattern))
+    except re.error:
+        return False
+    return True

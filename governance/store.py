@@ -53,6 +53,14 @@ class ApprovalStore:
                 row.status = status.value
                 row.decided_by = decided_by
 
+    def count_open(self, *, agent: str, excluding_workflow: str = "") -> int:
+        """Pending requests of `agent` (other than those of one workflow)."""
+        count = 0
+        for pending in self.list(ApprovalStatus.PENDING):
+            if pending.agent == agent and pending.workflow_id != excluding_workflow:
+                count += 1
+        return count
+
     def get(self, request_id: str) -> PendingApproval:
         """The request with this id; ApprovalError naming it when there is none."""
         with Session(self.engine) as session:

@@ -43,6 +43,7 @@ def settings(tmp_path: Path, temporal_env: WorkflowEnvironment) -> Settings:
         database_url=f"sqlite:///{tmp_path / 'tether.db'}",
         task_queue=f"tq-{uuid.uuid4().hex[:12]}",
         state_dir=tmp_path / "state",
+        approval_key=tmp_path / "keys" / "approval.pem",
     )
 
 

@@ -20,7 +20,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from governance.approvals import ApprovalStatus
-from tether.approvals import decide_request
+from tether.approvals import decide_request, signing_key
 from tether.binaries import temporal_cli
 from tether.client import start_task
 from tether.config import Settings
@@ -59,6 +59,7 @@ async def _record(
             approver="user:alice",
             approve=True,
             comment="recorded",
+            key=signing_key(settings),
         )
     await handle.result()
     history = await handle.fetch_history()

@@ -17,7 +17,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
 from tests.conftest import new_id
-from tether.approvals import decide_request
+from tether.approvals import decide_request, signing_key
 from tether.client import start_task
 from tether.config import Settings
 from verification.bundle import build_bundle, verify_bundle
@@ -82,6 +82,7 @@ async def _approved_invoice(
         approver="user:alice",
         approve=True,
         comment="checked",
+        key=signing_key(settings),
     )
     assert (await handle.result()).status == "paid"
     return handle

@@ -10,6 +10,7 @@ import pytest
 from temporalio.client import Client
 
 from bench.__main__ import main
+from bench.decide import run_decide
 from bench.ledger import run_ledger
 from bench.plot import histogram_svg
 from bench.workflow import run_workflow
@@ -60,6 +61,23 @@ def test_ledger_benchmark_reports_pairs_and_proofs() -> None:
     proofs = result["proofs"]
     assert proofs["tree_size"] == 4096 and proofs["proof_hashes"] == 12
     assert proofs["proof_bytes"] == 32 * 12
+
+
+def test_decide_benchmark_reports_both_paths_and_their_agreement() -> None:
+    measured = run_decide(sizes=[40, 120], ours=60, casbin=lambda size: 8)
+    figures: Any = json.loads(json.dumps(measured))
+    assert set(figures) == {"benchmark", "sizes", "stale_after_reload", "target"}
+    assert figures["benchmark"] == "decide" and set(figures["sizes"]) == {"40", "120"}
+    assert figures["stale_after_reload"] == 0
+    for size, per_size in figures["sizes"].items():
+        assert per_size["rules"] == int(size)
+        for kind in ("allow", "deny"):
+            part = per_size[kind]
+            assert part["ours"]["samples"] == 60 and part["casbin"]["samples"] == 8
+            for path in ("ours", "casbin"):
+                assert part[path]["p99_us"] >= part[path]["p50_us"] > 0
+            assert part["speedup_p50"] > 0 and part["speedup_p99"] > 0
+            assert part["disagreements"] == 0
 
 
 def test_histogram_svg(tmp_path: Path) -> None:

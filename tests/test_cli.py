@@ -29,6 +29,7 @@ async def tether(
         "TETHER_DATABASE_URL": settings.database_url,
         "TETHER_TEMPORAL_ADDRESS": settings.temporal_address,
         "TETHER_TASK_QUEUE": settings.task_queue,
+        "TETHER_APPROVAL_KEY": str(settings.approval_key),
         "COLUMNS": "200",
         **env,
     }

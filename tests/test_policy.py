@@ -667,7 +667,13 @@ def test_the_requester_cannot_approve_even_holding_the_role() -> None:
 def test_the_agent_cannot_approve_its_own_request() -> None:
     with pytest.raises(ApprovalError) as raised:
         _attempt("agent:ap-clerk")
-    assert "'agent:ap-clerk'" in str(raised.value) and "cannot approve" in str(raised.value)
+    assert "'agent:ap-clerk'" in str(raised.value) and "never approve" in str(raised.value)
+
+
+def test_no_agent_identity_approves_even_holding_the_role() -> None:
+    pending = PENDING.model_copy(update={"approvers": ["agent:other"]})
+    with pytest.raises(ApprovalError, match="agents never approve"):
+        _attempt("agent:other", pending=pending)
 
 
 def test_a_non_holder_is_refused_and_told_whom_to_ask() -> None:

@@ -20,16 +20,23 @@ from governance.errors import TetherError
 from governance.policy import PolicyEngine
 from governance.types import DecisionRequest
 from tether.cli_audit import audit_app
-from tether.cli_common import _run, _settings, _stores, friendly, out
+from tether.cli_common import _run, _settings, _stores, err, friendly, out
+from tether.cli_kill import budget_app, kill_app
+from tether.cli_policy import add_policy_commands, configured_engine
+from tether.cli_review import review_app
 
 app = typer.Typer(
     help="Tether: governed, durable, evidenced AI agents on Temporal.", no_args_is_help=True
 )
 approvals_app = typer.Typer(help="Decide pending approval requests.", no_args_is_help=True)
-policy_app = typer.Typer(help="Inspect the policy.", no_args_is_help=True)
+policy_app = typer.Typer(help="Inspect, lint, test and change the policy.", no_args_is_help=True)
 app.add_typer(approvals_app, name="approvals")
 app.add_typer(policy_app, name="policy")
+add_policy_commands(policy_app)
 app.add_typer(audit_app, name="audit")
+app.add_typer(review_app, name="review")
+app.add_typer(kill_app, name="kill")
+app.add_typer(budget_app, name="budget")
 
 # -- stack ------------------------------------------------------------------------------
 
@@ -84,6 +91,9 @@ def run(
     ] = "user:cli",
     workflow_id: Annotated[str | None, typer.Option("--id", help="Workflow id.")] = None,
     wait: Annotated[bool, typer.Option(help="Wait for the result.")] = True,
+    tenant: Annotated[
+        str, typer.Option(help="The tenant the task runs for (kill switches may stop one).")
+    ] = "default",
 ) -> None:
     """Start a governed workflow."""
     from tether.client import connect, start_task
@@ -119,6 +129,7 @@ def run(
             task_queue=settings.task_queue,
             started_by=as_user,
             result_type=dict,
+            tenant=tenant,
         )
         out.print(f"started {workflow} as {handle.id}")
         if wait:
@@ -168,7 +179,7 @@ def approvals_list(
 
 
 def _decide(request_id: str, as_user: str, approve: bool, comment: str) -> None:
-    from tether.approvals import decide_request
+    from tether.approvals import decide_request, signing_key
     from tether.client import connect
 
     settings = _settings()
@@ -178,11 +189,30 @@ def _decide(request_id: str, as_user: str, approve: bool, comment: str) -> None:
     async def go() -> None:
         client = await connect(settings)
         outcome = await decide_request(
-            client, store, ledger, request_id, approver=as_user, approve=approve, comment=comment
+            client,
+            store,
+            ledger,
+            request_id,
+            approver=as_user,
+            approve=approve,
+            comment=comment,
+            key=signing_key(settings),
         )
         out.print(f"{outcome.request_id}: {outcome.status.value} by {outcome.approver}")
 
     _run(go())
+
+
+@approvals_app.command("key")
+@friendly
+def approvals_key() -> None:
+    """Print the approving service's public key (hex), for workers' approval_trusted_keys."""
+    from governance.signing import key_id_of, public_hex
+    from tether.approvals import signing_key
+
+    public = public_hex(signing_key(_settings()))
+    out.print(public)
+    err.print(f"key id {key_id_of(public)}; workers trust it via TETHER_APPROVAL_TRUSTED_KEYS")
 
 
 @approvals_app.command("approve")
@@ -222,7 +252,7 @@ def policy_explain(
 ) -> None:
     """Show the tier, the deciding rule and the policy version for one request."""
     settings = _settings()
-    engine = PolicyEngine.from_files(settings.policy_model, policy or settings.policy_path)
+    engine = configured_engine(settings, policy)
     try:
         ctx = json.loads(context)
     except json.JSONDecodeError as exc:

@@ -42,13 +42,16 @@ async def start_task(
     task_queue: str,
     started_by: str,
     result_type: type[T],
+    tenant: str = "default",
 ) -> WorkflowHandle[Any, T]:
-    """Start a governed workflow, recording the human who started it."""
+    """Start a governed workflow, recording the human who started it and its tenant."""
+    if not tenant.strip():
+        raise TetherError(f"tenant {tenant!r} is empty; name one, e.g. 'acme', or leave it out")
     return await client.start_workflow(
         workflow,
         arg,
         id=workflow_id,
         task_queue=task_queue,
-        memo={"started_by": started_by},
+        memo={"started_by": started_by, "tenant": tenant.strip()},
         result_type=result_type,
     )

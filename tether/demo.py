@@ -13,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from rich.console import Console
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from governance.errors import ApprovalError
-from tether.approvals import decide_request
+from tether.approvals import decide_request, signing_key
 from tether.binaries import temporal_cli
 from tether.client import start_task
 from tether.config import Settings
@@ -55,7 +56,7 @@ def print_events(console: Console, events: list[RecordedEvent]) -> None:
 
 
 async def _approve_large(
-    client: Client, runtime: Runtime, workflow_id: str, console: Console
+    client: Client, runtime: Runtime, workflow_id: str, console: Console, key: Ed25519PrivateKey
 ) -> None:
     for _ in range(400):
         pending = [p for p in runtime.approvals.list() if p.workflow_id == workflow_id]
@@ -77,6 +78,7 @@ async def _approve_large(
             request.request_id,
             approver=REQUESTER,
             approve=True,
+            key=key,
         )
         raise RuntimeError("self-approval was accepted")
     except ApprovalError as exc:
@@ -89,6 +91,7 @@ async def _approve_large(
         approver=APPROVER,
         approve=True,
         comment="PO 7781 matches; approved",
+        key=key,
     )
     console.print(f"  [green]{outcome.status.value}[/] by {outcome.approver}: {outcome.comment}")
 
@@ -122,7 +125,9 @@ async def run_demo(settings: Settings, console: Console) -> int:
                     result_type=InvoiceResult,
                 )
                 if invoice == "INV-1003":
-                    await _approve_large(env.client, runtime, handle.id, console)
+                    await _approve_large(
+                        env.client, runtime, handle.id, console, signing_key(settings)
+                    )
                 result = await handle.result()
                 print_events(console, runtime.ledger.events(handle.id))
                 ok = result.status == EXPECTED[invoice]

@@ -19,7 +19,7 @@ from temporalio.worker import Replayer
 from verification.forensics import Divergence, HistoryFact, cross_check
 from verification.ledger import Ledger, digest
 from verification.query import EventSource
-from workflows import ALL_WORKFLOWS
+from workflows import ALL_WORKFLOWS, WORKFLOW_RUNNER
 
 
 class ReplayReport(BaseModel):
@@ -94,7 +94,9 @@ async def replay_history(
     history: WorkflowHistory, ledger: EventSource, run_id: str, workflows: Sequence[type] = ()
 ) -> ReplayReport:
     replayer = Replayer(
-        workflows=[*ALL_WORKFLOWS, *workflows], data_converter=pydantic_data_converter
+        workflows=[*ALL_WORKFLOWS, *workflows],
+        data_converter=pydantic_data_converter,
+        workflow_runner=WORKFLOW_RUNNER,
     )
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     events = [e for e in ledger.events(history.workflow_id) if not run_id or e.run_id == run_id]

@@ -388,6 +388,14 @@ class Ledger:
             found = [_to_event(r) for r in session.execute(stmt).scalars()]
         return found[::-1]
 
+    def get(self, idempotency_key: str) -> RecordedEvent | None:
+        """The event stored under `idempotency_key`, or None."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(EVENTS).where(EVENTS.c.idempotency_key == idempotency_key)
+            ).one_or_none()
+        return None if row is None else _event_from(dict(row._mapping))
+
     def events_of_kind(self, kind: str) -> list[RecordedEvent]:
         stmt = select(EventRow).where(EventRow.kind == kind).order_by(EventRow.seq)
         with Session(self.engine) as session:

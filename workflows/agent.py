@@ -27,14 +27,14 @@ from typing import ClassVar, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel, JsonValue, ValidationError
 
-    from activities.governance import CloseApprovalInput, approval_event
     from activities.payloads import (
+        BudgetBreachDetails,
         DecideInput,
         ModelCallInput,
         ModelCallResult,
@@ -42,24 +42,18 @@ with workflow.unsafe.imports_passed_through():
         StepRef,
         ToolCall,
     )
-    from activities.tools import spec_of
-    from governance.approvals import (
-        ApprovalDecision,
-        ApprovalOutcome,
-        ApprovalStatus,
-        PendingApproval,
-        check_approval,
-    )
-    from governance.errors import ApprovalError
+    from activities.tools import ToolSpec, spec_of
+    from governance.approvals import ApprovalDecision, PendingApproval
     from governance.types import Decision, Tier
     from verification.ledger import LedgerEvent, canonical_json, digest
+    from workflows.approvals import ApprovalsMixin
     from workflows.errors import (
         ActionAmbiguous,
         ActionDenied,
-        ActionRejected,
         BudgetExceeded,
         ModelOutputInvalid,
     )
+    from workflows.review import notify_step
 
 M = TypeVar("M", bound=BaseModel)
 R = TypeVar("R", bound=BaseModel)
@@ -92,9 +86,11 @@ class AgentStatus(BaseModel):
     step: int
     usage: Usage
     pending: PendingApproval | None = None
+    paused: bool = False
+    """The agent is over its cap of open approval requests and waits."""
 
 
-class AgentWorkflow:
+class AgentWorkflow(ApprovalsMixin):
     """Base class: subclass it, set `agent`, decorate with `@workflow.defn(name=...)`."""
 
     agent: ClassVar[str] = "agent:unnamed"
@@ -105,9 +101,7 @@ class AgentWorkflow:
         self._agent = type(self).agent
         self._usage = Usage()
         self._budget = Budget()
-        self._pending: PendingApproval | None = None
-        self._decision: ApprovalDecision | None = None
-        self._refused: list[tuple[ApprovalDecision, str]] = []
+        self._init_approvals()
         self._inputs: list[str] = []
         """Model call ids and tool results so far: what may have influenced the next step."""
 
@@ -117,6 +111,12 @@ class AgentWorkflow:
     def started_by(self) -> str:
         value = workflow.memo_value("started_by", default="", type_hint=str)
         return value or "unknown"
+
+    @property
+    def tenant(self) -> str:
+        """The tenant the run belongs to, from the memo key `tenant` (kill switches use it)."""
+        value = workflow.memo_value("tenant", default="", type_hint=str)
+        return value or "default"
 
     def _ref(self) -> StepRef:
         self._step += 1
@@ -131,6 +131,7 @@ class AgentWorkflow:
             step=self._step,
             agent=self._agent,
             started_by=self.started_by,
+            tenant=self.tenant,
         )
 
     def _charge(self, result: ModelCallResult) -> None:
@@ -148,12 +149,21 @@ class AgentWorkflow:
     # -- ask: a validated model call -----------------------------------------------------
 
     async def ask(
-        self, schema: type[M], *, task: str, prompt: str, sensitivity: str = "internal"
+        self,
+        schema: type[M],
+        *,
+        task: str,
+        prompt: str,
+        sensitivity: str = "internal",
+        max_output_tokens: int = 1024,
     ) -> M:
         """Call a model through the gateway; return its output validated into `schema`.
 
         An invalid output gets one repair attempt carrying the validation error; a second
-        failure raises ModelOutputInvalid.
+        failure raises ModelOutputInvalid. A kill switch in scope raises ActionDenied; an
+        agent budget that would be overspent raises BudgetExceeded, or, when its policy is
+        to escalate, waits for approval (`budget.exceed` on `agent/<agent>`) and then runs
+        the call beyond the budget (ActionRejected when not approved).
         """
         ref = self._ref()
         request = ModelCallInput(
@@ -163,15 +173,12 @@ class AgentWorkflow:
             sensitivity=sensitivity,
             schema_name=schema.__name__,
             json_schema=schema.model_json_schema(),
+            max_output_tokens=max_output_tokens,
         )
         error = ""
         for _ in range(2):
-            result = await workflow.execute_activity(
-                "call_model",
-                request.model_copy(update={"repair_error": error}),
-                result_type=ModelCallResult,
-                start_to_close_timeout=timedelta(seconds=60),
-                retry_policy=MODEL_RETRY,
+            result, request = await self._call_model(
+                request.model_copy(update={"repair_error": error})
             )
             self._charge(result)
             self._inputs.append(result.call_id)
@@ -219,8 +226,18 @@ class AgentWorkflow:
             raise ActionDenied(
                 f"policy denies {action!r} on {resource!r}: {decision.reason}", decision.rule
             )
+        grants: list[ApprovalDecision] = []
         if decision.tier is Tier.APPROVE:
-            await self._await_approval(ref, action, resource, args_json, summary, decision)
+            grants = await self._await_approval(ref, action, resource, args_json, summary, decision)
+            if grants:
+                # The approval covers the arguments as approved: read them again now, and
+                # if they changed while the request waited, govern them as a new step.
+                dispatched: dict[str, JsonValue] = args.model_dump(mode="json")
+                if digest(dispatched) != grants[0].args_digest:
+                    await self._record_invalidated(ref, action, resource, decision, dispatched)
+                    return await self.act(
+                        action, resource=resource, tool=tool, args=args, context=context
+                    )
         call = ToolCall(
             ref=ref,
             tool=spec.name,
@@ -229,6 +246,7 @@ class AgentWorkflow:
             args=args_json,
             decision=decision,
             record=self.governed,
+            approvals=grants,
         )
         try:
             result: R = await workflow.execute_activity(
@@ -250,84 +268,8 @@ class AgentWorkflow:
             raise
         self._inputs.append(f"step:{ref.step}:{digest(result.model_dump(mode='json'))}")
         if decision.tier is Tier.NOTIFY:
-            await workflow.execute_local_activity(
-                "notify",
-                NotifyInput(
-                    ref=ref,
-                    action=action,
-                    resource=resource,
-                    decision=decision,
-                    result_digest=digest(result.model_dump(mode="json")),
-                ),
-                start_to_close_timeout=LOCAL,
-            )
+            await self._notify(ref, action, resource, spec, args_json, decision, result)
         return result
-
-    # -- approvals -----------------------------------------------------------------------
-
-    async def _await_approval(
-        self,
-        ref: StepRef,
-        action: str,
-        resource: str,
-        args_json: dict[str, JsonValue],
-        summary: str,
-        decision: Decision,
-    ) -> None:
-        timeout = timedelta(seconds=decision.timeout_seconds or 86400)
-        pending = PendingApproval(
-            request_id="apr-" + digest(ref.key("approval"))[7:19],
-            workflow_id=ref.workflow_id,
-            run_id=ref.run_id,
-            step=ref.step,
-            agent=ref.agent,
-            action=action,
-            resource=resource,
-            args_summary=summary[:500],
-            args_digest=digest(args_json),
-            reason=decision.reason,
-            rule=decision.rule,
-            policy_version=decision.policy_version,
-            requested_by=ref.started_by,
-            approver_role=decision.approver_role or "",
-            approvers=decision.approvers,
-            deadline=workflow.now() + timeout,
-        )
-        self._pending, self._decision = pending, None
-        await workflow.execute_local_activity(
-            "open_approval", pending, start_to_close_timeout=LOCAL
-        )
-        expired = False
-        while self._decision is None and not expired:
-            remaining = (pending.deadline or workflow.now()) - workflow.now()
-            try:
-                await workflow.wait_condition(
-                    lambda: self._decision is not None or bool(self._refused),
-                    timeout=max(remaining, timedelta(seconds=1)),
-                )
-            except TimeoutError:
-                expired = self._decision is None
-            await self._record_refused(ref, pending)
-        decided = self._decision
-        if decided is None:
-            status, approver, comment = ApprovalStatus.EXPIRED, "deadline", "deadline passed"
-        else:
-            status = ApprovalStatus.APPROVED if decided.approve else ApprovalStatus.REJECTED
-            approver, comment = decided.approver, decided.comment
-        self._pending = pending.model_copy(update={"status": status})
-        await workflow.execute_local_activity(
-            "close_approval",
-            CloseApprovalInput(pending=pending, status=status, approver=approver, comment=comment),
-            start_to_close_timeout=LOCAL,
-        )
-        self._pending = None
-        if status is not ApprovalStatus.APPROVED:
-            raise ActionRejected(
-                f"{action!r} on {resource!r} was not approved: {status.value}"
-                + (f" by {approver!r}" if decided else "")
-                + (f" ({comment})" if comment else ""),
-                comment,
-            )
 
     async def _record_ambiguous(self, call: ToolCall, decision: Decision) -> None:
         ref = call.ref
@@ -356,58 +298,125 @@ class AgentWorkflow:
             start_to_close_timeout=LOCAL,
         )
 
-    async def _record_refused(self, ref: StepRef, pending: PendingApproval) -> None:
-        while self._refused:
-            attempt, why = self._refused.pop(0)
-            await workflow.execute_local_activity(
-                "record_event",
-                approval_event(
-                    pending,
-                    "approval.refused",
-                    "refused",
-                    attempt.approver,
-                    {"request_id": attempt.request_id, "why": why, "via": "signal"},
-                    key_suffix=f".{workflow.uuid4()}",
-                ),
-                start_to_close_timeout=LOCAL,
-            )
-
-    def _check(self, decision: ApprovalDecision) -> PendingApproval:
-        if self._pending is None or self._decision is not None:
-            raise ApprovalError(
-                f"workflow {workflow.info().workflow_id!r} has no open approval request "
-                f"{decision.request_id!r}; list open requests with 'tether approvals list'"
-            )
-        check_approval(self._pending, decision, workflow.now())
-        return self._pending
-
-    @workflow.update(name="decide")
-    def decide(self, decision: ApprovalDecision) -> ApprovalOutcome:
-        # The validator has just run `_check` against this same state.
-        self._decision = decision
-        status = ApprovalStatus.APPROVED if decision.approve else ApprovalStatus.REJECTED
-        return ApprovalOutcome(
-            request_id=decision.request_id,
-            status=status,
-            approver=decision.approver,
-            comment=decision.comment,
+    async def _record_invalidated(
+        self,
+        ref: StepRef,
+        action: str,
+        resource: str,
+        decision: Decision,
+        dispatched: dict[str, JsonValue],
+    ) -> None:
+        await workflow.execute_local_activity(
+            "record_event",
+            LedgerEvent(
+                idempotency_key=ref.key("approval.invalidated"),
+                kind="approval.invalidated",
+                workflow_id=ref.workflow_id,
+                run_id=ref.run_id,
+                step=ref.step,
+                agent=ref.agent,
+                action=action,
+                resource=resource,
+                tier=decision.tier.value,
+                rule=decision.rule,
+                policy_version=decision.policy_version,
+                actor=ref.agent,
+                outcome="invalidated",
+                payload={
+                    "why": "the arguments changed after approval; they need approval again",
+                    "args_digest": digest(dispatched),
+                },
+            ),
+            start_to_close_timeout=LOCAL,
         )
-
-    @decide.validator
-    def _validate_decide(self, decision: ApprovalDecision) -> None:
-        self._check(decision)
-
-    @workflow.signal(name="approve")
-    def approve_signal(self, decision: ApprovalDecision) -> None:
-        try:
-            self._check(decision)
-        except ApprovalError as exc:
-            self._refused.append((decision, str(exc)))
-            return
-        self._decision = decision
 
     @workflow.query(name="status")
     def status(self) -> AgentStatus:
         return AgentStatus(
-            agent=self._agent, step=self._step, usage=self._usage, pending=self._pending
+            agent=self._agent,
+            step=self._step,
+            usage=self._usage,
+            pending=self._pending,
+            paused=self._paused,
         )
+
+    # -- model calls under kill switches and agent budgets -------------------------------
+
+    async def _call_model(self, request: ModelCallInput) -> tuple[ModelCallResult, ModelCallInput]:
+        """Run `call_model`; return its result and the request as finally sent."""
+        while True:
+            try:
+                result = await workflow.execute_activity(
+                    "call_model",
+                    request,
+                    result_type=ModelCallResult,
+                    start_to_close_timeout=timedelta(seconds=60),
+                    retry_policy=MODEL_RETRY,
+                )
+                return result, request
+            except ActivityError as exc:
+                cause = exc.cause
+                if not isinstance(cause, ApplicationError):
+                    raise
+                details = BudgetBreachDetails.model_validate(
+                    cause.details[0] if cause.details else {}
+                )
+                if cause.type == "KillSwitchEngaged":
+                    raise ActionDenied(cause.message, details.rule) from None
+                if cause.type == "BudgetExceeded":
+                    raise BudgetExceeded(cause.message) from None
+                if cause.type != "BudgetApprovalNeeded" or request.budget_override:
+                    raise
+                granted = await self._approve_overspend(request, details)
+                request = request.model_copy(update={"budget_override": granted})
+
+    async def _approve_overspend(
+        self, request: ModelCallInput, details: BudgetBreachDetails
+    ) -> str:
+        """Wait for approval to overspend an agent budget; return the approved request id."""
+        ref = request.ref
+        args_json: dict[str, JsonValue] = {
+            "task": request.task,
+            "budget": details.subject,
+            "requested_tokens": details.requested_tokens,
+            "requested_cost_usd": details.requested_cost_usd,
+        }
+        decision = Decision(
+            tier=Tier.APPROVE,
+            rule=details.rule,
+            policy_version="",
+            reason=details.reason,
+            approver_role=details.approver_role,
+            approvers=details.approvers,
+        )
+        grants = await self._await_approval(
+            ref,
+            "budget.exceed",
+            f"agent/{ref.agent}",
+            args_json,
+            canonical_json(args_json),
+            decision,
+        )
+        return grants[0].request_id if grants else "apr-" + digest(ref.key("approval"))[7:19]
+
+    # -- notify tier ---------------------------------------------------------------------
+
+    async def _notify(
+        self,
+        ref: StepRef,
+        action: str,
+        resource: str,
+        spec: ToolSpec,
+        args_json: dict[str, JsonValue],
+        decision: Decision,
+        result: BaseModel,
+    ) -> None:
+        """Tell the notify sinks, then open the step's review window (`workflows.review`)."""
+        notice = NotifyInput(
+            ref=ref,
+            action=action,
+            resource=resource,
+            decision=decision,
+            result_digest=digest(result.model_dump(mode="json")),
+        )
+        await notify_step(notice, spec, args_json)

@@ -1,0 +1,363 @@
+"""The decision fast path: an immutable index that finds the row casbin would find.
+
+casbin's `enforce_ex` walks every `p` row in order and evaluates the whole matcher
+`g(r.sub, p.sub) && keyMatch2(r.obj, p.obj) && r.act == p.act && eval(p.cond)` for each,
+so a decision costs time linear in the policy. This index answers the same question from
+the same rows, built once per PolicyEngine (a reload builds a new engine, so no decision
+can come from an older policy):
+
+- rows are grouped by action (`r.act == p.act` is string equality, so a dict lookup),
+  then by subject; an agent's subjects are itself plus every role reachable through `g`
+  rows within casbin's default role manager's hierarchy limit (10 levels: the agent and
+  9 hops), computed at build time for every name that has roles;
+- within a group, rows whose resource pattern is a plain literal sit in a dict keyed by
+  that literal; the others are keyed by the literal prefix of their keyMatch2 regex,
+  looked up by the request resource's prefixes of those lengths;
+- each pattern is turned into the regex pycasbin's `key_match2` builds (`/*` becomes
+  `/.*`, `:name` becomes `[^/]+`, a lone `*` matches anything; other regex syntax in a
+  pattern keeps its meaning, as in casbin) and compiled once;
+- each condition is compiled once from the very AST casbin parses for that row, into
+  closures that apply simpleeval's own operator table with simpleeval's semantics for
+  `and`/`or` (short-circuit, returning the deciding operand), chained comparisons and
+  attribute access (attribute first, then dict key; a missing one raises simpleeval's
+  AttributeDoesNotExist). Conditions using anything else (calls, subscripts,
+  collections, other names) are evaluated by casbin's own evaluator, per request;
+- candidates are tried in row order and the first whose regex and condition hold wins,
+  as casbin's `some(where (p.eft == allow))` stops at its first match. A condition
+  value is read as casbin reads the matcher result: a bool as itself, a float as
+  `!= 0`, anything else raises RuntimeError; an exception from an earlier candidate's
+  condition propagates, exactly where casbin's loop would raise.
+
+Request fields are only ever compared, looked up or matched against a row's regex:
+nothing in a request is parsed as a pattern or an expression.
+
+Deterministic, no I/O, thread-safe (nothing is mutated after construction).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from operator import itemgetter
+from typing import Any
+
+import simpleeval
+
+Names = Mapping[str, object]
+"""The matcher's variables: `r_sub`, `r_obj`, `r_act`, `r_ctx` (and `p_*` for a row)."""
+Evaluator = Callable[[Names], object]
+
+MAX_HIERARCHY_LEVEL = 10
+"""casbin's default role manager follows at most this many levels (the agent included)."""
+
+SUPPORTED_MATCHER = "g(r_sub, p_sub) && keyMatch2(r_obj, p_obj) && r_act == p_act && eval(p_cond)"
+"""The matcher (as casbin stores it, dots escaped) the index reproduces."""
+
+_R_TOKENS = frozenset({"r_sub", "r_obj", "r_act", "r_ctx"})
+_KEY_MATCH2 = re.compile(r"(.*?):[^\/]+(.*?)")  # pycasbin's KEY_MATCH2_PATTERN
+_SPECIAL = frozenset(".^$*+?{}[]\\|()")
+_QUANTIFIERS = frozenset("*+?{")
+_HEAD = ast.parse("g(r_sub, p_sub) and keyMatch2(r_obj, p_obj) and r_act == p_act and (c)")
+_HEAD_DUMPS = tuple(ast.dump(v) for v in _HEAD.body[0].value.values[:3])  # type: ignore[attr-defined]
+_OPS: dict[type[ast.AST], Callable[..., Any]] = simpleeval.DEFAULT_OPERATORS
+_RESULT_ERROR = "matcher result should be bool, int or float"  # casbin's own message
+
+
+class Unsupported(ValueError):
+    """A row's matcher is not the supported shape (its condition leaves its parentheses)."""
+
+
+def key_match2_regex(pattern: str) -> str:
+    """The regex pycasbin's `key_match2` matches a resource against, for this pattern."""
+    key = pattern.replace("/*", "/.*")
+    key = _KEY_MATCH2.sub(r"\g<1>[^\/]+\g<2>", key, 0)
+    if key == "*":
+        key = "(.*)"
+    return "^" + key + "$"
+
+
+def literal_prefix(regex: str) -> tuple[str, bool]:
+    """(prefix every match starts with, whether the regex is that literal and nothing
+    else) for a regex `^...$` made by key_match2_regex."""
+    body = regex[1:-1]
+    if "|" in body:  # an alternation may bypass any prefix
+        return "", False
+    for i, char in enumerate(body):
+        if char in _SPECIAL:
+            # a quantifier makes the character before it optional or repeated
+            return body[: i - 1 if char in _QUANTIFIERS and i else i], False
+    return body, True
+
+
+@dataclass(frozen=True)
+class Row:
+    """One `p` row as the index needs it."""
+
+    subject: str
+    pattern: str
+    action: str
+    expression: ast.expr
+    """The whole matcher for this row, as casbin parses it."""
+    text: str
+    """The matcher's source text (casbin's error messages quote it)."""
+    values: Mapping[str, str]
+    """The row's `p_*` variables."""
+
+
+class _NotCompiled(Exception):
+    pass
+
+
+def _compile(node: ast.expr, values: Mapping[str, str], text: str) -> Evaluator:
+    """Closures mirroring simpleeval's evaluation of `node`; _NotCompiled otherwise."""
+    if isinstance(node, ast.Constant):
+        constant: object = node.value
+        if hasattr(constant, "__len__") and len(constant) > simpleeval.MAX_STRING_LENGTH:
+            raise _NotCompiled
+        return lambda names: constant
+    if isinstance(node, ast.Name):
+        if node.id in values:
+            value = values[node.id]
+            return lambda names: value
+        if node.id in _R_TOKENS:
+            return itemgetter(node.id)
+        raise _NotCompiled  # a function name or an undefined one: casbin decides
+    if isinstance(node, ast.Attribute):
+        return _attribute(node, values, text)
+    if isinstance(node, ast.Compare):
+        return _compare(node, values, text)
+    if isinstance(node, ast.BoolOp):
+        return _boolop(node, values, text)
+    if isinstance(node, ast.UnaryOp):
+        unary = _OPS[type(node.op)]
+        operand = _compile(node.operand, values, text)
+        return lambda names: unary(operand(names))
+    if isinstance(node, ast.BinOp):
+        if type(node.op) not in _OPS:
+            raise _NotCompiled
+        binary = _OPS[type(node.op)]
+        left = _compile(node.left, values, text)
+        right = _compile(node.right, values, text)
+        return lambda names: binary(left(names), right(names))
+    if isinstance(node, ast.IfExp):
+        test = _compile(node.test, values, text)
+        body = _compile(node.body, values, text)
+        orelse = _compile(node.orelse, values, text)
+        return lambda names: body(names) if test(names) else orelse(names)
+    raise _NotCompiled
+
+
+def _attribute(node: ast.Attribute, values: Mapping[str, str], text: str) -> Evaluator:
+    attr = node.attr
+    if attr.startswith(tuple(simpleeval.DISALLOW_PREFIXES)) or attr in simpleeval.DISALLOW_METHODS:
+        raise _NotCompiled  # simpleeval refuses it; its own error is the one to give
+    inner = _compile(node.value, values, text)
+    on_dict = hasattr(dict, attr)  # a plain dict has no attributes but its class's
+
+    def attribute(names: Names) -> object:
+        value: Any = inner(names)
+        if type(value) is not dict or on_dict:
+            try:
+                item = getattr(value, attr)
+            except (AttributeError, TypeError):
+                pass
+            else:
+                if callable(item) and item in simpleeval.DISALLOW_FUNCTIONS:
+                    raise simpleeval.FeatureNotAvailable("This function is forbidden")
+                return item
+        try:
+            return value[attr]
+        except (KeyError, TypeError):
+            raise simpleeval.AttributeDoesNotExist(attr, text) from None
+
+    return attribute
+
+
+def _compare(node: ast.Compare, values: Mapping[str, str], text: str) -> Evaluator:
+    left = _compile(node.left, values, text)
+    steps = [
+        (_OPS[type(op)], _compile(comp, values, text))
+        for op, comp in zip(node.ops, node.comparators, strict=True)
+    ]
+    if len(steps) == 1:
+        ((op, right),) = steps
+        return lambda names: op(left(names), right(names))
+
+    def chained(names: Names) -> object:
+        right_value = left(names)
+        result: object = True
+        for step, comparator in steps:
+            if not result:
+                break
+            left_value, right_value = right_value, comparator(names)
+            result = step(left_value, right_value)
+        return result
+
+    return chained
+
+
+def _boolop(node: ast.BoolOp, values: Mapping[str, str], text: str) -> Evaluator:
+    operands = [_compile(v, values, text) for v in node.values]
+    if isinstance(node.op, ast.And):
+
+        def conjunction(names: Names) -> object:
+            result: object = False
+            for operand in operands:
+                result = operand(names)
+                if not result:
+                    break
+            return result
+
+        return conjunction
+
+    def disjunction(names: Names) -> object:
+        result: object = False
+        for operand in operands:
+            result = operand(names)
+            if result:
+                break
+        return result
+
+    return disjunction
+
+
+def condition_of(row: Row) -> ast.expr:
+    """The condition part of a row's matcher; Unsupported if the matcher has another shape."""
+    expression = row.expression
+    if (
+        not isinstance(expression, ast.BoolOp)
+        or not isinstance(expression.op, ast.And)
+        or len(expression.values) != 4
+        or tuple(ast.dump(v) for v in expression.values[:3]) != _HEAD_DUMPS
+    ):
+        raise Unsupported(
+            f"condition {row.values.get('p_cond')!r} does not stay one expression inside the "
+            "matcher's eval(); balance its parentheses"
+        )
+    return expression.values[3]
+
+
+Candidate = tuple[int, Callable[[str], object] | None, Evaluator]
+"""(row order, the pattern's compiled `match` or None for a literal, the condition)."""
+
+
+class _Bucket:
+    """The rows of one (action, subject), by resource pattern."""
+
+    __slots__ = ("exact", "lengths", "prefixed")
+
+    def __init__(self, entries: Sequence[tuple[str, bool, Candidate]]) -> None:
+        exact: dict[str, list[Candidate]] = {}
+        prefixed: dict[str, list[Candidate]] = {}
+        for prefix, literal, candidate in entries:
+            (exact if literal else prefixed).setdefault(prefix, []).append(candidate)
+        self.exact = exact
+        self.prefixed = prefixed
+        self.lengths = tuple(sorted({len(p) for p in prefixed}))
+
+    def collect(self, resource: str, into: list[list[Candidate]]) -> None:
+        found = self.exact.get(resource)
+        if found is not None:
+            into.append(found)
+        if resource.endswith("\n"):  # `$` also matches before a final newline
+            found = self.exact.get(resource[:-1])
+            if found is not None:
+                into.append(found)
+        size = len(resource)
+        for length in self.lengths:
+            if length > size:
+                break
+            found = self.prefixed.get(resource[:length])
+            if found is not None:
+                into.append(found)
+
+
+def role_closures(links: Sequence[tuple[str, str]]) -> dict[str, tuple[str, ...]]:
+    """Every name with roles → itself plus the roles casbin's `g` finds for it."""
+    roles: dict[str, set[str]] = {}
+    for member, role in links:
+        roles.setdefault(member, set()).add(role)
+    closures: dict[str, tuple[str, ...]] = {}
+    for name in roles:
+        seen = {name}
+        frontier = {name}
+        for _ in range(MAX_HIERARCHY_LEVEL - 1):
+            frontier = {r for n in frontier for r in roles.get(n, ())} - seen
+            if not frontier:
+                break
+            seen |= frontier
+        closures[name] = tuple(sorted(seen))
+    return closures
+
+
+class FastIndex:
+    """Immutable: finds the first row (in order) casbin's enforcer would match."""
+
+    def __init__(
+        self,
+        rows: Sequence[Row],
+        links: Sequence[tuple[str, str]],
+        fallback: Callable[[Row], Evaluator],
+    ) -> None:
+        """`links` are the `g` rows; `fallback(row)` evaluates a row's whole matcher with
+        casbin's evaluator, for conditions this module does not compile. Raises
+        Unsupported or re.error naming the row that cannot be indexed."""
+        grouped: dict[str, dict[str, list[tuple[str, bool, Candidate]]]] = {}
+        self.compiled = 0
+        for order, row in enumerate(rows):
+            condition = condition_of(row)
+            try:
+                evaluate = _compile(condition, row.values, row.text)
+                self.compiled += 1
+            except _NotCompiled:
+                evaluate = fallback(row)
+            regex = key_match2_regex(row.pattern)
+            prefix, literal = literal_prefix(regex)
+            match = None if literal else re.compile(regex).match
+            by_subject = grouped.setdefault(row.action, {})
+            by_subject.setdefault(row.subject, []).append(
+                (prefix, literal, (order, match, evaluate))
+            )
+        self._index = {
+            action: {subject: _Bucket(entries) for subject, entries in subjects.items()}
+            for action, subjects in grouped.items()
+        }
+        self._closures = role_closures(links)
+
+    def subjects(self, agent: str) -> tuple[str, ...]:
+        """The agent and every role it holds, directly or through other roles."""
+        return self._closures.get(agent) or (agent,)
+
+    def first_match(self, agent: str, resource: str, action: str, context: object) -> int | None:
+        """The order of the first matching row, or None; raises what casbin would raise."""
+        by_subject = self._index.get(action)
+        if by_subject is None:
+            return None
+        lists: list[list[Candidate]] = []
+        for subject in self._closures.get(agent) or (agent,):
+            bucket = by_subject.get(subject)
+            if bucket is not None:
+                bucket.collect(resource, lists)
+        if not lists:
+            return None
+        candidates = (
+            lists[0]
+            if len(lists) == 1
+            else sorted((c for found in lists for c in found), key=itemgetter(0))
+        )
+        names = {"r_sub": agent, "r_obj": resource, "r_act": action, "r_ctx": context}
+        for order, match, evaluate in candidates:
+            if match is not None and match(resource) is None:
+                continue
+            result = evaluate(names)
+            if isinstance(result, bool):
+                if result:
+                    return order
+            elif isinstance(result, float):
+                if result != 0:
+                    return order
+            else:
+                raise RuntimeError(_RESULT_ERROR)
+        return None

@@ -1,0 +1,103 @@
+"""Canonical agent, action and resource names: one spelling per name before any decision.
+
+Every name goes through Unicode NFKC, so compatibility forms (fullwidth letters such as U+FF41,
+ligatures, superscripts) fold to the spelling a policy author types. Then:
+
+- agents and actions are lowercased (`Agent:AP-Clerk` is `agent:ap-clerk`): they are
+  identifiers the policy author chose, and two spellings of one must not be two names;
+- resources keep their case: vendor names and ids are case-sensitive (`vendor/ACME` and
+  `vendor/acme` may be different vendors), so folding them could merge two of them;
+- a name is refused when it is empty, longer than MAX_NAME_LENGTH characters, has a
+  non-printable character (control, format, private-use, unassigned, line separators),
+  has leading or trailing whitespace, or (resources) has a `.` or `..` path segment.
+
+A refusal raises InvalidNameError naming the value and what to do. Policy rows are
+canonicalised the same way at load, so a request and a row meet in one spelling.
+
+Request fields are opaque literals: nothing here (or in the decision path) gives `*`,
+`..`, `,`, `:name`, regex metacharacters or code such as `__import__('os')` a meaning
+when it arrives in a request; only policy rows hold patterns and conditions.
+
+Pure functions, deterministic, no I/O.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+from governance.errors import InvalidNameError
+
+MAX_NAME_LENGTH = 256
+"""Longest canonical name, in characters."""
+
+INVALID_REQUEST_RULE = "invalid-request"
+"""The rule named by a decision whose request carried a refused name."""
+
+_FOLD_ROUNDS = 4
+"""NFKC and lowercasing alternate until the name stops changing (one round in practice)."""
+
+
+def _nfkc(kind: str, value: str) -> str:
+    # NFKC expands a character to at most 18; refuse before normalising a huge string.
+    if len(value) > MAX_NAME_LENGTH * 18:
+        raise InvalidNameError(
+            f"{kind} {value[:40]!r}... is {len(value)} characters; "
+            f"use a name of at most {MAX_NAME_LENGTH}"
+        )
+    return unicodedata.normalize("NFKC", value)
+
+
+def _check(kind: str, original: str, value: str) -> str:
+    if not value:
+        raise InvalidNameError(f"{kind} {original!r} is empty; give a name")
+    if len(value) > MAX_NAME_LENGTH:
+        raise InvalidNameError(
+            f"{kind} {original[:40]!r}... is {len(value)} characters; "
+            f"use a name of at most {MAX_NAME_LENGTH}"
+        )
+    if not value.isprintable():
+        bad = next(c for c in value if not c.isprintable())
+        raise InvalidNameError(
+            f"{kind} {original!r} has the non-printable character U+{ord(bad):04X}; remove it"
+        )
+    if value != value.strip():
+        raise InvalidNameError(f"{kind} {original!r} has leading or trailing whitespace; strip it")
+    return value
+
+
+def _identifier(kind: str, value: str) -> str:
+    name = _nfkc(kind, value)
+    for _ in range(_FOLD_ROUNDS):
+        folded = unicodedata.normalize("NFKC", name.lower())
+        if folded == name:
+            break
+        name = folded
+    return _check(kind, value, name)
+
+
+def canonical_agent(value: str, kind: str = "agent") -> str:
+    """An agent (or a policy row's subject or role, named `kind` in errors): NFKC,
+    lowercased, checked."""
+    return _identifier(kind, value)
+
+
+def canonical_action(value: str) -> str:
+    """An action: NFKC, lowercased, checked."""
+    return _identifier("action", value)
+
+
+def canonical_resource(value: str) -> str:
+    """A resource: NFKC, case kept (vendor names are case-sensitive), checked; no `.` or
+    `..` segment."""
+    name = _check("resource", value, _nfkc("resource", value))
+    if "." in name and any(part in (".", "..") for part in name.split("/")):
+        raise InvalidNameError(
+            f"resource {value!r} has a '.' or '..' path segment; name the resource directly"
+        )
+    return name
+
+
+def canonical_pattern(value: str) -> str:
+    """A policy row's resource pattern: NFKC with case kept, like the resources it
+    matches; its `*`, `:name` and regex syntax keep their meaning."""
+    return _check("resource pattern", value, _nfkc("resource pattern", value))

@@ -1,0 +1,206 @@
+"""The policy store: policy versions in the database, one of them active (production source).
+
+Contract:
+- `push` refuses an agent identity as author (an `agent:` id, or any name the current or
+  the pushed policy's `p`/`g` rows give to an agent or its role): recorded in the ledger as
+  `policy.refused`, nothing else changes, PolicyError raised.
+- `push` lints and loads the policy before storing it; a policy with a lint error or one
+  that does not load is recorded as `policy.rejected` and refused with PolicyError.
+- A stored push deactivates the previous version and activates the new one in one
+  transaction, and records `policy.changed` (author, both versions, texts in the content
+  store) under the key `policy.changed:db:<id>`, which workers reuse when they pick it up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import UTC, datetime
+from typing import NoReturn
+
+from pydantic import BaseModel
+from sqlalchemy import Boolean, Engine, Integer, String, Text, select, text, update
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from governance.errors import PolicyError
+from governance.lint import check_and_load
+from governance.policy import PolicyDocument, PolicyEngine, parse_policy
+from tether.db import Base, create_tables
+from verification.ledger import Ledger, LedgerEvent, digest
+
+_PUSH_LOCK = 0x7E7E_0002
+"""PostgreSQL advisory lock id that serialises pushes between processes."""
+
+
+class PolicyVersionRow(Base):
+    __tablename__ = "policy_versions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    digest: Mapped[str] = mapped_column(String(71), index=True)
+    model_text: Mapped[str] = mapped_column(Text)
+    policy_text: Mapped[str] = mapped_column(Text)
+    author: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[str] = mapped_column(String(40))
+    active: Mapped[bool] = mapped_column(Boolean, index=True, default=False)
+
+
+class PolicyVersion(BaseModel):
+    """One stored policy version."""
+
+    id: int
+    version: str
+    author: str
+    created_at: str
+    active: bool
+    model_text: str
+    policy_text: str
+
+    @property
+    def revision(self) -> str:
+        return f"db:{self.id}"
+
+
+def _version(row: PolicyVersionRow) -> PolicyVersion:
+    return PolicyVersion(
+        id=row.id,
+        version=row.digest,
+        author=row.author,
+        created_at=row.created_at,
+        active=row.active,
+        model_text=row.model_text,
+        policy_text=row.policy_text,
+    )
+
+
+def agent_names(document: PolicyDocument) -> set[str]:
+    """Every name a policy gives an agent or an agent's role (p subjects, g members/roles)."""
+    names = {rule.subject for rule in document.rules}
+    for member, role in document.agent_roles:
+        names.update((member, role))
+    return names
+
+
+def policy_changed_event(
+    revision: str, actor: str, previous: PolicyEngine | None, new: PolicyEngine, source: str
+) -> tuple[LedgerEvent, list[str]]:
+    """The ledger record of a policy change and the texts that go to the content store."""
+    payload: dict[str, str | int | None] = {
+        "source": source,
+        "revision": revision,
+        "previous_version": previous.version if previous else None,
+        "previous_model_digest": digest(previous.model_text) if previous else None,
+        "previous_policy_digest": digest(previous.policy_text) if previous else None,
+        "model_digest": digest(new.model_text),
+        "policy_digest": digest(new.policy_text),
+        "rules": len(new.document.rules),
+    }
+    event = LedgerEvent(
+        idempotency_key=f"policy.changed:{revision}",
+        kind="policy.changed",
+        policy_version=new.version,
+        actor=actor,
+        outcome="changed",
+        payload=dict(payload),
+    )
+    return event, [new.model_text, new.policy_text]
+
+
+class PolicyStore:
+    def __init__(self, engine: Engine, ledger: Ledger) -> None:
+        self.engine = engine
+        self.ledger = ledger
+        create_tables(engine)
+
+    def active(self) -> PolicyVersion | None:
+        """The version in force, or None before the first push."""
+        stmt = select(PolicyVersionRow).where(PolicyVersionRow.active.is_(True))
+        with Session(self.engine) as session:
+            row = session.execute(stmt.order_by(PolicyVersionRow.id.desc())).scalars().first()
+            return None if row is None else _version(row)
+
+    def history(self) -> list[PolicyVersion]:
+        """Every pushed version, newest first."""
+        stmt = select(PolicyVersionRow).order_by(PolicyVersionRow.id.desc())
+        with Session(self.engine) as session:
+            return [_version(r) for r in session.execute(stmt).scalars()]
+
+    def push(self, model_text: str, policy_text: str, actor: str) -> PolicyVersion:
+        """Store and activate a policy written by `actor`; PolicyError (recorded) if refused."""
+        if not actor.strip():
+            raise PolicyError("no author given; push as a person, e.g. --as user:alice")
+        current = self.active()
+        current_engine = (
+            PolicyEngine.from_texts(current.model_text, current.policy_text, current.revision)
+            if current
+            else None
+        )
+        agents = agent_names(current_engine.document) if current_engine else set()
+        # A policy that does not parse is refused below, after the identity check.
+        with contextlib.suppress(PolicyError):
+            agents |= agent_names(parse_policy(policy_text, source="pushed policy"))
+        if actor.startswith("agent:") or actor in agents:
+            self._refusal(
+                "policy.refused",
+                actor,
+                policy_text,
+                current_engine,
+                f"{actor!r} is an agent identity; agents may not change the policy that "
+                "governs them, so push as a person (e.g. --as user:alice)",
+            )
+        try:
+            new = check_and_load(model_text, policy_text, source="pushed policy")
+        except PolicyError as exc:
+            self._refusal("policy.rejected", actor, policy_text, current_engine, str(exc))
+        return self._store(model_text, policy_text, actor, new)
+
+    def _store(
+        self, model_text: str, policy_text: str, actor: str, new: PolicyEngine
+    ) -> PolicyVersion:
+        with Session(self.engine) as session, session.begin():
+            if session.connection().dialect.name == "postgresql":
+                session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PUSH_LOCK})
+            stmt = select(PolicyVersionRow).where(PolicyVersionRow.active.is_(True))
+            previous_row = session.execute(stmt).scalars().first()
+            previous = (
+                PolicyEngine.from_texts(
+                    previous_row.model_text, previous_row.policy_text, f"db:{previous_row.id}"
+                )
+                if previous_row
+                else None
+            )
+            session.execute(update(PolicyVersionRow).values(active=False))
+            row = PolicyVersionRow(
+                digest=new.version,
+                model_text=model_text,
+                policy_text=policy_text,
+                author=actor,
+                created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+                active=True,
+            )
+            session.add(row)
+            session.flush()
+            stored = _version(row)
+        event, content = policy_changed_event(stored.revision, actor, previous, new, "database")
+        self.ledger.append(event, content)
+        return stored
+
+    def _refusal(
+        self,
+        kind: str,
+        actor: str,
+        policy_text: str,
+        current: PolicyEngine | None,
+        why: str,
+    ) -> NoReturn:
+        attempt = digest(policy_text)
+        self.ledger.append(
+            LedgerEvent(
+                idempotency_key=f"{kind}:{actor}:{attempt}:{datetime.now(UTC).isoformat()}",
+                kind=kind,
+                policy_version=current.version if current else "",
+                actor=actor,
+                outcome=kind.removeprefix("policy."),
+                payload={"policy_digest": attempt, "error": why, "source": "database"},
+            ),
+            [policy_text],
+        )
+        raise PolicyError(why)

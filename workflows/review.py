@@ -1,0 +1,308 @@
+"""`ReviewWindowWorkflow`: after a notify-tier action, a window in which a reviewer may flag it.
+
+`notify_step` is the parent's side (called by `AgentWorkflow.act`): tell the sinks, then
+start the window as a child workflow `<workflow_id>-review-<step>` that outlives the run
+(ParentClosePolicy.ABANDON). Guarded by `workflow.patched("notify-review-window")`, so
+histories recorded before it replay unchanged.
+
+The window waits for the `flag` update until `until`. The update's validator (the
+authority) refuses agents, people outside the rule's approver role when the rule names
+one, a second flag, and a closed window; `tether review flag` records refused flags in
+the ledger. An accepted flag records `review.flagged`, runs the compensation the tool
+declared (its own idempotency key: this workflow's id, run and step) and records
+`compensation.executed` or `compensation.failed`; the update answers once that is done.
+A window that ends unflagged records `review.closed`. Deterministic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, WorkflowAlreadyStartedError
+
+with workflow.unsafe.imports_passed_through():
+    from pydantic import JsonValue
+
+    from activities.payloads import (
+        CompensationRef,
+        NotifyInput,
+        NotifyResult,
+        RecordReviewInput,
+        ReviewWindowInput,
+        StepRef,
+        ToolCall,
+    )
+    from activities.tools import REGISTRY, ToolSpec
+    from governance.errors import ReviewError
+    from governance.reviews import (
+        ReviewFlag,
+        ReviewOutcome,
+        ReviewStatus,
+        ReviewWindow,
+        check_flag,
+        review_id,
+    )
+    from verification.ledger import LedgerEvent, digest
+
+LOCAL = timedelta(seconds=30)
+NOTIFY_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30)
+)
+"""Unbounded: the activity itself stops retrying a failing webhook (`webhook_attempts`)."""
+COMPENSATION_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=5)
+ONCE = RetryPolicy(maximum_attempts=1)
+PATCH = "notify-review-window"
+
+
+def _compensation(spec: ToolSpec) -> CompensationRef | None:
+    if spec.compensation is None:
+        return None
+    undo = REGISTRY.get(spec.compensation)
+    if undo is None:  # the worker refuses to start with such a tool; run it and let it fail
+        return CompensationRef(tool=spec.compensation, activity_name=f"tool.{spec.compensation}")
+    return CompensationRef(
+        tool=undo.name,
+        activity_name=undo.activity_name,
+        action=undo.action,
+        idempotent=undo.idempotent,
+        timeout_seconds=undo.timeout.total_seconds(),
+        heartbeat_seconds=undo.heartbeat.total_seconds(),
+    )
+
+
+async def notify_step(inp: NotifyInput, spec: ToolSpec, args: dict[str, JsonValue]) -> None:
+    """Tell the notify sinks of a step that ran; then open its review window."""
+    if not workflow.patched(PATCH):
+        await workflow.execute_local_activity("notify", inp, start_to_close_timeout=LOCAL)
+        return
+    told = await workflow.execute_local_activity(
+        "notify",
+        inp.model_copy(update={"review": True}),
+        result_type=NotifyResult,
+        start_to_close_timeout=LOCAL,
+        retry_policy=NOTIFY_RETRY,
+    )
+    if told.review_until is None:
+        return
+    ref, decision = inp.ref, inp.decision
+    window = ReviewWindowInput(
+        ref=ref,
+        action=inp.action,
+        resource=inp.resource,
+        tool=spec.name,
+        compensation=_compensation(spec),
+        args=args,
+        decision=decision,
+        window_seconds=told.window_seconds,
+        until=told.review_until,
+        reviewer_role=decision.approver_role or "",
+        reviewers=list(decision.approvers),
+    )
+    try:
+        await workflow.start_child_workflow(
+            "ReviewWindow",
+            window,
+            id=review_id(ref.workflow_id, ref.step),
+            parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+        )
+    except WorkflowAlreadyStartedError:
+        # A run reusing this workflow id while the last run's window is still open.
+        await workflow.execute_local_activity(
+            "record_event",
+            LedgerEvent(
+                idempotency_key=ref.key("review.not_opened"),
+                kind="review.not_opened",
+                workflow_id=ref.workflow_id,
+                run_id=ref.run_id,
+                step=ref.step,
+                agent=ref.agent,
+                action=inp.action,
+                resource=inp.resource,
+                tier=decision.tier.value,
+                rule=decision.rule,
+                policy_version=decision.policy_version,
+                actor="notify",
+                outcome="not_opened",
+                payload={
+                    "review_id": review_id(ref.workflow_id, ref.step),
+                    "why": "a review window with this id is still open (workflow id reused)",
+                },
+            ),
+            start_to_close_timeout=LOCAL,
+        )
+
+
+@workflow.defn(name="ReviewWindow")
+class ReviewWindowWorkflow:
+    @workflow.init
+    def __init__(self, inp: ReviewWindowInput) -> None:
+        ref = inp.ref
+        # Built here, not in `run`, so a flag validated in the first task sees the window.
+        self._window = ReviewWindow(
+            review_id=workflow.info().workflow_id,
+            workflow_id=ref.workflow_id,
+            run_id=ref.run_id,
+            step=ref.step,
+            agent=ref.agent,
+            action=inp.action,
+            resource=inp.resource,
+            tool=inp.tool,
+            compensation=inp.compensation.tool if inp.compensation else "",
+            rule=inp.decision.rule,
+            policy_version=inp.decision.policy_version,
+            reviewer_role=inp.reviewer_role,
+            reviewers=inp.reviewers,
+            until=inp.until,
+        )
+        self._flag: ReviewFlag | None = None
+        self._outcome: ReviewOutcome | None = None
+
+    @workflow.run
+    async def run(self, inp: ReviewWindowInput) -> ReviewOutcome:
+        opened = self._window
+        await workflow.execute_local_activity("open_review", opened, start_to_close_timeout=LOCAL)
+        remaining = inp.until - workflow.now()
+        if self._flag is None and remaining > timedelta(0):
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(lambda: self._flag is not None, timeout=remaining)
+        flag = self._flag
+        if flag is None:
+            self._window = opened.model_copy(update={"status": ReviewStatus.CLOSED})
+            await self._record("review.closed", ReviewStatus.CLOSED, "review-window", None, {})
+            outcome = ReviewOutcome(
+                review_id=opened.review_id,
+                status=ReviewStatus.CLOSED,
+                reviewer="",
+                detail=f"the window ended at {inp.until.isoformat()} without a flag",
+            )
+        else:
+            outcome = await self._compensate(inp, flag)
+        self._outcome = outcome
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return outcome
+
+    async def _compensate(self, inp: ReviewWindowInput, flag: ReviewFlag) -> ReviewOutcome:
+        await self._record("review.flagged", ReviewStatus.FLAGGED, flag.reviewer, flag, {})
+        rid = self._window.review_id
+        comp = inp.compensation
+        if comp is None:
+            return ReviewOutcome(
+                review_id=rid,
+                status=ReviewStatus.FLAGGED,
+                reviewer=flag.reviewer,
+                detail=f"tool {inp.tool!r} declares no compensation; undo it by hand",
+            )
+        info = workflow.info()
+        ref = StepRef(
+            workflow_id=info.workflow_id,
+            run_id=info.run_id,
+            workflow_type=info.workflow_type,
+            step=inp.ref.step,
+            agent=inp.ref.agent,
+            started_by=flag.reviewer,
+        )
+        undone = inp.ref.key("effect")
+        call = ToolCall(
+            ref=ref,
+            tool=comp.tool,
+            action=comp.action or inp.action,
+            resource=inp.resource,
+            args=inp.args,
+            decision=inp.decision,
+            compensates=undone,
+        )
+        facts: dict[str, JsonValue] = {
+            "tool": comp.tool,
+            "compensates": undone,
+            "idempotency_key": ref.key("effect"),
+        }
+        try:
+            result: dict[str, JsonValue] = await workflow.execute_activity(
+                comp.activity_name,
+                call,
+                result_type=dict,
+                start_to_close_timeout=timedelta(seconds=comp.timeout_seconds),
+                heartbeat_timeout=timedelta(seconds=comp.heartbeat_seconds),
+                retry_policy=COMPENSATION_RETRY if comp.idempotent else ONCE,
+            )
+        except ActivityError as exc:
+            error = str(exc.cause or exc)
+            await self._record(
+                "compensation.failed",
+                ReviewStatus.COMPENSATION_FAILED,
+                flag.reviewer,
+                flag,
+                {**facts, "error": error[:1000]},
+            )
+            return ReviewOutcome(
+                review_id=rid,
+                status=ReviewStatus.COMPENSATION_FAILED,
+                reviewer=flag.reviewer,
+                compensation=comp.tool,
+                detail=f"{comp.tool} failed: {error[:300]}; check the target system "
+                f"(idempotency key {ref.key('effect')!r}) and undo it by hand",
+            )
+        await self._record(
+            "compensation.executed",
+            ReviewStatus.COMPENSATED,
+            flag.reviewer,
+            flag,
+            {**facts, "result_digest": digest(result)},
+            [inp.args, result],
+        )
+        return ReviewOutcome(
+            review_id=rid,
+            status=ReviewStatus.COMPENSATED,
+            reviewer=flag.reviewer,
+            compensation=comp.tool,
+            detail=f"{comp.tool} ran",
+        )
+
+    async def _record(
+        self,
+        kind: str,
+        status: ReviewStatus,
+        actor: str,
+        flag: ReviewFlag | None,
+        payload: dict[str, JsonValue],
+        content: list[JsonValue] | None = None,
+    ) -> None:
+        await workflow.execute_local_activity(
+            "record_review",
+            RecordReviewInput(
+                window=self._window,
+                kind=kind,
+                status=status,
+                actor=actor,
+                flag=flag,
+                payload=payload,
+                content=content or [],
+            ),
+            start_to_close_timeout=LOCAL,
+        )
+
+    @workflow.update(name="flag")
+    async def flag(self, flag: ReviewFlag) -> ReviewOutcome:
+        self._flag = flag
+        self._window = self._window.model_copy(
+            update={"status": ReviewStatus.FLAGGED, "flagged_by": flag.reviewer}
+        )
+        await workflow.wait_condition(lambda: self._outcome is not None)
+        assert self._outcome is not None
+        return self._outcome
+
+    @flag.validator
+    def _validate_flag(self, flag: ReviewFlag) -> None:
+        if self._flag is not None:
+            raise ReviewError(
+                f"review window {self._window.review_id!r} was already flagged by "
+                f"{self._flag.reviewer!r}; nothing more to do"
+            )
+        check_flag(self._window, flag, workflow.now())
+
+    @workflow.query(name="window")
+    def window(self) -> ReviewWindow:
+        return self._window
