@@ -96,18 +96,11 @@ class GovernanceActivities:
                 tier=Tier.AUTO, rule="ungoverned", policy_version="", reason="governance is off"
             )
         self.ledger.append(
-            LedgerEvent(
-                idempotency_key=inp.ref.key("decision"),
-                kind="decision",
-                workflow_id=inp.ref.workflow_id,
-                run_id=inp.ref.run_id,
-                step=inp.ref.step,
-                agent=inp.ref.agent,
+            inp.ref.event(
+                "decision",
                 action=inp.action,
                 resource=inp.resource,
-                tier=decision.tier.value,
-                rule=decision.rule,
-                policy_version=decision.policy_version,
+                decision=decision,
                 actor="policy",
                 outcome={Tier.DENY: "denied", Tier.APPROVE: "needs-approval"}.get(
                     decision.tier, "allowed"
@@ -135,18 +128,12 @@ class GovernanceActivities:
         open_now = self.approvals.count_open(agent=ref.agent, excluding_workflow=ref.workflow_id)
         if open_now >= self.approval_cap:
             self.ledger.append(
-                LedgerEvent(
-                    idempotency_key=f"{ref.key('agent.paused')}.{open_now}",
-                    kind="agent.paused",
-                    workflow_id=ref.workflow_id,
-                    run_id=ref.run_id,
-                    step=ref.step,
-                    agent=ref.agent,
+                ref.event(
+                    "agent.paused",
+                    key=f"agent.paused.{open_now}",
                     action=inp.action,
                     resource=inp.resource,
-                    tier=inp.decision.tier.value,
-                    rule=inp.decision.rule,
-                    policy_version=inp.decision.policy_version,
+                    decision=inp.decision,
                     actor="approvals",
                     outcome="paused",
                     payload={"open_requests": open_now, "cap": self.approval_cap},

@@ -217,18 +217,11 @@ class NotifyActivities:
             payload["review_id"] = note.review_id
             payload["review_until"] = note.body()["review_until"]
         self.ledger.append(
-            LedgerEvent(
-                idempotency_key=ref.key("notify"),
-                kind="notify",
-                workflow_id=ref.workflow_id,
-                run_id=ref.run_id,
-                step=ref.step,
-                agent=ref.agent,
+            ref.event(
+                "notify",
                 action=inp.action,
                 resource=inp.resource,
-                tier=decision.tier.value,
-                rule=decision.rule,
-                policy_version=decision.policy_version,
+                decision=decision,
                 actor="notify",
                 outcome="partial" if failed else "sent",
                 payload=payload,

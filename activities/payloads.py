@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field, JsonValue
 from governance.approvals import ApprovalDecision
 from governance.reviews import ReviewFlag, ReviewStatus, ReviewWindow
 from governance.types import Decision
+from verification.ledger import LedgerEvent
 
 
 class StepRef(BaseModel):
@@ -26,6 +27,36 @@ class StepRef(BaseModel):
     def key(self, kind: str) -> str:
         """Idempotency key of this step's `kind` record (and of its side effect)."""
         return f"{self.workflow_id}:{self.run_id}:{self.step}:{kind}"
+
+    def event(
+        self,
+        kind: str,
+        *,
+        action: str,
+        resource: str,
+        decision: Decision | None,
+        actor: str,
+        outcome: str,
+        payload: dict[str, JsonValue],
+        key: str = "",
+    ) -> LedgerEvent:
+        """A ledger event about this step, keyed `key(key or kind)`, under `decision`."""
+        return LedgerEvent(
+            idempotency_key=self.key(key or kind),
+            kind=kind,
+            workflow_id=self.workflow_id,
+            run_id=self.run_id,
+            step=self.step,
+            agent=self.agent,
+            action=action,
+            resource=resource,
+            tier=decision.tier.value if decision else "",
+            rule=decision.rule if decision else "",
+            policy_version=decision.policy_version if decision else "",
+            actor=actor,
+            outcome=outcome,
+            payload=payload,
+        )
 
 
 class DecideInput(BaseModel):

@@ -28,7 +28,7 @@ from temporalio.exceptions import ApplicationError
 from activities.payloads import StepRef, ToolCall
 from governance.signing import verify_decision
 from governance.types import Tier
-from verification.ledger import Ledger, LedgerEvent, digest
+from verification.ledger import Ledger, digest
 
 F = TypeVar("F", bound=Callable[..., Awaitable[BaseModel]])
 
@@ -289,20 +289,13 @@ class ToolActivities:
         payload: dict[str, JsonValue],
         content: list[JsonValue],
     ) -> None:
-        d = call.decision
         self.ledger.append(
-            LedgerEvent(
-                idempotency_key=call.ref.key(kind),
-                kind=kind.split(".")[0] + "." + kind.split(".")[1],
-                workflow_id=call.ref.workflow_id,
-                run_id=call.ref.run_id,
-                step=call.ref.step,
-                agent=call.ref.agent,
+            call.ref.event(
+                kind.split(".")[0] + "." + kind.split(".")[1],
+                key=kind,
                 action=call.action,
                 resource=call.resource,
-                tier=d.tier.value if d else "",
-                rule=d.rule if d else "",
-                policy_version=d.policy_version if d else "",
+                decision=call.decision,
                 actor=call.ref.agent,
                 outcome=outcome,
                 payload={"tool": call.tool, "args_digest": digest(call.args), **payload},

@@ -309,47 +309,32 @@ async def test_a_tool_refuses_to_run_without_a_decision_and_approval_for_its_arg
         agent=pending.agent,
     )
     args = {"vendor": "globex", "amount": 20000.0, "invoice_id": "INV-T", "currency": "USD"}
+    pay = ToolCall(
+        ref=ref,
+        tool="pay_vendor",
+        action="payments.pay",
+        resource="vendor/globex",
+        args=args,
+        decision=decision,
+    )
     calls = {
-        "no decision is recorded": ToolCall(
-            ref=ref.model_copy(update={"step": 99}),
-            tool="pay_vendor",
-            action="payments.pay",
-            resource="vendor/globex",
-            args=args,
-            decision=decision,
+        "no decision is recorded": pay.model_copy(
+            update={"ref": ref.model_copy(update={"step": 99})}
         ),
-        "needs approval": ToolCall(
-            ref=ref,
-            tool="pay_vendor",
-            action="payments.pay",
-            resource="vendor/globex",
-            args=args,
-            decision=decision,
+        "needs approval": pay,
+        "not those the policy decided": pay.model_copy(
+            update={"args": args | {"amount": 19999.0}, "approvals": [grant]}
         ),
-        "not those the policy decided": ToolCall(
-            ref=ref,
-            tool="pay_vendor",
-            action="payments.pay",
-            resource="vendor/globex",
-            args=args | {"amount": 19999.0},
-            decision=decision,
-            approvals=[grant],
+        "no tool's declared compensation": pay.model_copy(
+            update={"decision": None, "compensates": ref.key("effect")}
         ),
-        "no tool's declared compensation": ToolCall(
-            ref=ref,
-            tool="pay_vendor",
-            action="payments.pay",
-            resource="vendor/globex",
-            args=args,
-            compensates=ref.key("effect"),
-        ),
-        "no reviewer flagged": ToolCall(
-            ref=ref,
-            tool="refund_vendor",
-            action="payments.refund",
-            resource="vendor/globex",
-            args=args,
-            compensates=ref.key("effect"),
+        "no reviewer flagged": pay.model_copy(
+            update={
+                "tool": "refund_vendor",
+                "action": "payments.refund",
+                "decision": None,
+                "compensates": ref.key("effect"),
+            }
         ),
     }
     for expected, call in calls.items():

@@ -45,8 +45,8 @@ with workflow.unsafe.imports_passed_through():
     from activities.tools import ToolSpec, spec_of
     from governance.approvals import ApprovalDecision, PendingApproval
     from governance.types import Decision, Tier
-    from verification.ledger import LedgerEvent, canonical_json, digest
-    from workflows.approvals import ApprovalsMixin
+    from verification.ledger import canonical_json, digest
+    from workflows.approvals import ApprovalsMixin, request_id_of
     from workflows.errors import (
         ActionAmbiguous,
         ActionDenied,
@@ -275,18 +275,11 @@ class AgentWorkflow(ApprovalsMixin):
         ref = call.ref
         await workflow.execute_local_activity(
             "record_event",
-            LedgerEvent(
-                idempotency_key=ref.key("tool.ambiguous"),
-                kind="tool.ambiguous",
-                workflow_id=ref.workflow_id,
-                run_id=ref.run_id,
-                step=ref.step,
-                agent=ref.agent,
+            ref.event(
+                "tool.ambiguous",
                 action=call.action,
                 resource=call.resource,
-                tier=decision.tier.value,
-                rule=decision.rule,
-                policy_version=decision.policy_version,
+                decision=decision,
                 actor=ref.agent,
                 outcome="ambiguous",
                 payload={
@@ -308,18 +301,11 @@ class AgentWorkflow(ApprovalsMixin):
     ) -> None:
         await workflow.execute_local_activity(
             "record_event",
-            LedgerEvent(
-                idempotency_key=ref.key("approval.invalidated"),
-                kind="approval.invalidated",
-                workflow_id=ref.workflow_id,
-                run_id=ref.run_id,
-                step=ref.step,
-                agent=ref.agent,
+            ref.event(
+                "approval.invalidated",
                 action=action,
                 resource=resource,
-                tier=decision.tier.value,
-                rule=decision.rule,
-                policy_version=decision.policy_version,
+                decision=decision,
                 actor=ref.agent,
                 outcome="invalidated",
                 payload={
@@ -397,7 +383,7 @@ class AgentWorkflow(ApprovalsMixin):
             canonical_json(args_json),
             decision,
         )
-        return grants[0].request_id if grants else "apr-" + digest(ref.key("approval"))[7:19]
+        return grants[0].request_id if grants else request_id_of(ref)
 
     # -- notify tier ---------------------------------------------------------------------
 

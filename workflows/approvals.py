@@ -100,29 +100,19 @@ class ApprovalsMixin:
         self._v2 = True
         context = await self._prepare(ref, action, resource, decision)
         self._trusted = context.trusted_keys
-        base_id = "apr-" + digest(ref.key("approval"))[7:19]
+        first = _request(ref, action, resource, args_json, summary, decision)
         timeout = timedelta(seconds=decision.timeout_seconds or 0) or DEFAULT_APPROVAL_TIMEOUT
         for index, stage in enumerate(context.stages):
-            pending = PendingApproval(
-                request_id=base_id if index == 0 else f"{base_id}-s{index}",
-                workflow_id=ref.workflow_id,
-                run_id=ref.run_id,
-                step=ref.step,
-                agent=ref.agent,
-                action=action,
-                resource=resource,
-                args_summary=summary[:500],
-                args_digest=digest(args_json),
-                reason=decision.reason,
-                rule=decision.rule,
-                policy_version=decision.policy_version,
-                requested_by=ref.started_by,
-                approver_role=stage.role,
-                approvers=stage.members,
-                deadline=workflow.now() + timeout,
-                stage=index,
-                stages=context.stages,
-                quorum=stage.quorum,
+            pending = first.model_copy(
+                update={
+                    "request_id": first.request_id + (f"-s{index}" if index else ""),
+                    "approver_role": stage.role,
+                    "approvers": stage.members,
+                    "deadline": workflow.now() + timeout,
+                    "stage": index,
+                    "stages": context.stages,
+                    "quorum": stage.quorum,
+                }
             )
             self._pending, self._grants, self._rejection = pending, [], None
             await workflow.execute_local_activity(
@@ -333,23 +323,8 @@ class ApprovalsMixin:
         decision: Decision,
     ) -> None:
         timeout = timedelta(seconds=decision.timeout_seconds or 86400)
-        pending = PendingApproval(
-            request_id="apr-" + digest(ref.key("approval"))[7:19],
-            workflow_id=ref.workflow_id,
-            run_id=ref.run_id,
-            step=ref.step,
-            agent=ref.agent,
-            action=action,
-            resource=resource,
-            args_summary=summary[:500],
-            args_digest=digest(args_json),
-            reason=decision.reason,
-            rule=decision.rule,
-            policy_version=decision.policy_version,
-            requested_by=ref.started_by,
-            approver_role=decision.approver_role or "",
-            approvers=decision.approvers,
-            deadline=workflow.now() + timeout,
+        pending = _request(ref, action, resource, args_json, summary, decision).model_copy(
+            update={"deadline": workflow.now() + timeout}
         )
         self._pending, self._decision = pending, None
         await workflow.execute_local_activity(
@@ -432,6 +407,39 @@ class ApprovalsMixin:
             self._refused.append((decision, str(exc)))
             return
         self._decision = decision
+
+
+def request_id_of(ref: StepRef) -> str:
+    """The id of the approval request a step opens first."""
+    return "apr-" + digest(ref.key("approval"))[7:19]
+
+
+def _request(
+    ref: StepRef,
+    action: str,
+    resource: str,
+    args_json: dict[str, JsonValue],
+    summary: str,
+    decision: Decision,
+) -> PendingApproval:
+    """The approval request of one step, asking the decision's approver role."""
+    return PendingApproval(
+        request_id=request_id_of(ref),
+        workflow_id=ref.workflow_id,
+        run_id=ref.run_id,
+        step=ref.step,
+        agent=ref.agent,
+        action=action,
+        resource=resource,
+        args_summary=summary[:500],
+        args_digest=digest(args_json),
+        reason=decision.reason,
+        rule=decision.rule,
+        policy_version=decision.policy_version,
+        requested_by=ref.started_by,
+        approver_role=decision.approver_role or "",
+        approvers=decision.approvers,
+    )
 
 
 def _field(raw: JsonValue, name: str) -> str:

@@ -45,7 +45,7 @@ with workflow.unsafe.imports_passed_through():
         check_flag,
         review_id,
     )
-    from verification.ledger import LedgerEvent, digest
+    from verification.ledger import digest
 
 LOCAL = timedelta(seconds=30)
 NOTIFY_RETRY = RetryPolicy(
@@ -112,18 +112,11 @@ async def notify_step(inp: NotifyInput, spec: ToolSpec, args: dict[str, JsonValu
         # A run reusing this workflow id while the last run's window is still open.
         await workflow.execute_local_activity(
             "record_event",
-            LedgerEvent(
-                idempotency_key=ref.key("review.not_opened"),
-                kind="review.not_opened",
-                workflow_id=ref.workflow_id,
-                run_id=ref.run_id,
-                step=ref.step,
-                agent=ref.agent,
+            ref.event(
+                "review.not_opened",
                 action=inp.action,
                 resource=inp.resource,
-                tier=decision.tier.value,
-                rule=decision.rule,
-                policy_version=decision.policy_version,
+                decision=decision,
                 actor="notify",
                 outcome="not_opened",
                 payload={
