@@ -239,14 +239,29 @@ def condition_of(row: Row) -> ast.expr:
     return expression.values[3]
 
 
-Candidate = tuple[int, Callable[[str], object] | None, Evaluator]
-"""(row order, the pattern's compiled `match` or None for a literal, the condition)."""
+Candidate = tuple[int, Callable[[str], object] | None, Evaluator | None]
+"""(row order, the pattern's compiled `match` or None for a literal, the condition or None
+when it is the constant `True`)."""
+
+_ORDER = itemgetter(0)
+
+WHOLE_FACTOR, WHOLE_SLACK = 4, 1024
+"""A bucket precomputes each key's whole candidate list unless that would hold more than
+WHOLE_FACTOR times its own rows plus WHOLE_SLACK: past it, lookups merge lists instead."""
 
 
 class _Bucket:
-    """The rows of one (action, subject), by resource pattern."""
+    """The rows of one (action, subject) — or of all of an agent's subjects — by resource
+    pattern.
 
-    __slots__ = ("exact", "lengths", "prefixed")
+    `exact` holds literal patterns by their text and `prefixed` the others by their
+    literal prefix. A resource's candidates are the exact list of its own text plus the
+    prefixed list of each of its prefixes. Those prefixes are all prefixes of the longest
+    one, so each key's whole list (its own rows and those of every key that is a prefix of
+    it, in row order) is built once: a lookup then returns one list and sorts nothing.
+    """
+
+    __slots__ = ("exact", "lengths", "longest_first", "prefixed", "whole_exact", "whole_prefixed")
 
     def __init__(self, entries: Sequence[tuple[str, bool, Candidate]]) -> None:
         exact: dict[str, list[Candidate]] = {}
@@ -256,8 +271,39 @@ class _Bucket:
         self.exact = exact
         self.prefixed = prefixed
         self.lengths = tuple(sorted({len(p) for p in prefixed}))
+        self.longest_first = self.lengths[::-1]
+        shortest_first = sorted(prefixed, key=len)
+
+        def under(key: str) -> list[Candidate]:
+            return [c for q in shortest_first if key.startswith(q) for c in prefixed[q]]
+
+        whole_prefixed = {p: sorted(under(p), key=_ORDER) for p in prefixed}
+        whole_exact = {k: sorted(v + under(k), key=_ORDER) for k, v in exact.items()}
+        held = sum(map(len, whole_prefixed.values())) + sum(map(len, whole_exact.values()))
+        fits = held <= WHOLE_FACTOR * len(entries) + WHOLE_SLACK
+        self.whole_prefixed = whole_prefixed if fits else None
+        self.whole_exact = whole_exact if fits else None
+
+    def candidates(self, resource: str) -> list[Candidate] | None:
+        """Every row that may match `resource`, in row order (None: none)."""
+        whole_exact, whole_prefixed = self.whole_exact, self.whole_prefixed
+        if whole_exact is None or whole_prefixed is None or resource.endswith("\n"):
+            lists: list[list[Candidate]] = []
+            self.collect(resource, lists)
+            return _ordered(lists)
+        found = whole_exact.get(resource)
+        if found is not None:
+            return found
+        size = len(resource)
+        for length in self.longest_first:
+            if length <= size:
+                found = whole_prefixed.get(resource[:length])
+                if found is not None:
+                    return found
+        return None
 
     def collect(self, resource: str, into: list[list[Candidate]]) -> None:
+        """Append each list of rows that may match `resource` (each in row order)."""
         found = self.exact.get(resource)
         if found is not None:
             into.append(found)
@@ -272,6 +318,15 @@ class _Bucket:
             found = self.prefixed.get(resource[:length])
             if found is not None:
                 into.append(found)
+
+
+def _ordered(lists: list[list[Candidate]]) -> list[Candidate] | None:
+    """The candidates of several lists in row order."""
+    if not lists:
+        return None
+    if len(lists) == 1:
+        return lists[0]
+    return sorted((c for found in lists for c in found), key=_ORDER)
 
 
 def role_closures(links: Sequence[tuple[str, str]]) -> dict[str, tuple[str, ...]]:
@@ -292,6 +347,39 @@ def role_closures(links: Sequence[tuple[str, str]]) -> dict[str, tuple[str, ...]
     return closures
 
 
+MERGE_BUDGET = 2_000_000
+"""Most candidate references the merged per-agent buckets may hold in all; past it, the
+remaining agents are decided by walking their subjects' buckets one by one."""
+
+
+def _merge(
+    grouped: Mapping[str, Mapping[str, Sequence[tuple[str, bool, Candidate]]]],
+    closures: Mapping[str, tuple[str, ...]],
+    budget: int,
+) -> dict[str, dict[str, _Bucket]]:
+    """action → name with roles → one bucket of the rows of all its subjects, in row
+    order. Names with the same subjects share a bucket. Stops adding when the budget of
+    candidate references is spent (those names take the per-subject walk)."""
+    merged: dict[str, dict[str, _Bucket]] = {}
+    shared: dict[tuple[str, tuple[str, ...]], _Bucket] = {}
+    spent = 0
+    for name, subjects in closures.items():
+        for action, by_subject in grouped.items():
+            key = (action, subjects)
+            bucket = shared.get(key)
+            if bucket is None:
+                entries = [e for s in subjects for e in by_subject.get(s, ())]
+                if not entries:
+                    continue
+                spent += len(entries)
+                if spent > budget:
+                    return merged
+                entries.sort(key=lambda e: e[2][0])
+                bucket = shared[key] = _Bucket(entries)
+            merged.setdefault(action, {})[name] = bucket
+    return merged
+
+
 class FastIndex:
     """Immutable: finds the first row (in order) casbin's enforcer would match."""
 
@@ -308,11 +396,16 @@ class FastIndex:
         self.compiled = 0
         for order, row in enumerate(rows):
             condition = condition_of(row)
-            try:
-                evaluate = _compile(condition, row.values, row.text)
+            evaluate: Evaluator | None
+            if isinstance(condition, ast.Constant) and condition.value is True:
+                evaluate = None  # always holds: nothing to evaluate
                 self.compiled += 1
-            except _NotCompiled:
-                evaluate = fallback(row)
+            else:
+                try:
+                    evaluate = _compile(condition, row.values, row.text)
+                    self.compiled += 1
+                except _NotCompiled:
+                    evaluate = fallback(row)
             regex = key_match2_regex(row.pattern)
             prefix, literal = literal_prefix(regex)
             match = None if literal else re.compile(regex).match
@@ -325,6 +418,7 @@ class FastIndex:
             for action, subjects in grouped.items()
         }
         self._closures = role_closures(links)
+        self._merged = _merge(grouped, self._closures, MERGE_BUDGET)
 
     def subjects(self, agent: str) -> tuple[str, ...]:
         """The agent and every role it holds, directly or through other roles."""
@@ -335,22 +429,25 @@ class FastIndex:
         by_subject = self._index.get(action)
         if by_subject is None:
             return None
-        lists: list[list[Candidate]] = []
-        for subject in self._closures.get(agent) or (agent,):
-            bucket = by_subject.get(subject)
-            if bucket is not None:
-                bucket.collect(resource, lists)
-        if not lists:
+        merged = self._merged.get(action)
+        bucket = merged.get(agent) if merged is not None else None
+        if bucket is not None:  # every subject of this agent, merged at build time
+            candidates = bucket.candidates(resource)
+        else:
+            lists: list[list[Candidate]] = []
+            for subject in self._closures.get(agent) or (agent,):
+                bucket = by_subject.get(subject)
+                if bucket is not None:
+                    bucket.collect(resource, lists)
+            candidates = _ordered(lists)
+        if candidates is None:
             return None
-        candidates = (
-            lists[0]
-            if len(lists) == 1
-            else sorted((c for found in lists for c in found), key=itemgetter(0))
-        )
         names = {"r_sub": agent, "r_obj": resource, "r_act": action, "r_ctx": context}
         for order, match, evaluate in candidates:
             if match is not None and match(resource) is None:
                 continue
+            if evaluate is None:  # the condition is `True`
+                return order
             result = evaluate(names)
             if isinstance(result, bool):
                 if result:

@@ -66,6 +66,8 @@ def _check(kind: str, original: str, value: str) -> str:
 
 
 def _identifier(kind: str, value: str) -> str:
+    if value.isascii():  # NFKC leaves ASCII as it is, and so does lowercasing it again
+        return _check(kind, value, value.lower())
     name = _nfkc(kind, value)
     for _ in range(_FOLD_ROUNDS):
         folded = unicodedata.normalize("NFKC", name.lower())
@@ -89,7 +91,7 @@ def canonical_action(value: str) -> str:
 def canonical_resource(value: str) -> str:
     """A resource: NFKC, case kept (vendor names are case-sensitive), checked; no `.` or
     `..` segment."""
-    name = _check("resource", value, _nfkc("resource", value))
+    name = _check("resource", value, value if value.isascii() else _nfkc("resource", value))
     if "." in name and any(part in (".", "..") for part in name.split("/")):
         raise InvalidNameError(
             f"resource {value!r} has a '.' or '..' path segment; name the resource directly"

@@ -222,6 +222,8 @@ class PolicyEngine:
         )
         digest = hashlib.sha256(canonical.encode()).hexdigest()
         self.version = f"sha256:{digest[:16]}"
+        # A matched rule always gives the same decision under this policy: built once.
+        self._decisions = {r.rule: self._decision_of(r) for r in document.rules}
 
     @classmethod
     def from_files(cls, model_path: Path, policy_path: Path) -> PolicyEngine:
@@ -357,6 +359,9 @@ class PolicyEngine:
 
     def _matched(self, rule: PolicyRule) -> Decision:
         """The decision a matched rule gives (both decision paths end here)."""
+        return self._decisions[rule.rule]
+
+    def _decision_of(self, rule: PolicyRule) -> Decision:
         return Decision(
             tier=rule.tier,
             rule=rule.rule,

@@ -9,11 +9,13 @@ casbin Enforcer holding the same rows agree."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 import casbin
 import pytest
@@ -21,6 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import JsonValue
 
+from governance import fastpath
 from governance.errors import InvalidNameError, PolicyError
 from governance.fastpath import key_match2_regex, literal_prefix, role_closures
 from governance.names import (
@@ -177,14 +180,29 @@ class _Tally:
 TALLY = _Tally()
 
 
+LAYOUTS: dict[str, dict[str, int]] = {
+    "merged": {},
+    # No per-agent merged buckets and no precomputed whole lists: the walk over subjects
+    # and the merge at lookup, which large policies fall back to, decide the same.
+    "walked": {"MERGE_BUDGET": 0, "WHOLE_FACTOR": 0, "WHOLE_SLACK": -1},
+}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
 @settings(max_examples=400, deadline=None)
 @given(policy=_policy(), requests=st.lists(_request(), min_size=5, max_size=20))
 def test_fast_path_decides_exactly_as_casbin(
+    layout: str,
     policy: tuple[str, list[tuple[str, str]]],
     requests: list[tuple[str, str, str, dict[str, JsonValue]]],
 ) -> None:
     text, groups = policy
-    engine = _engine(text)
+    with contextlib.ExitStack() as stack:
+        for name, value in LAYOUTS[layout].items():
+            stack.enter_context(mock.patch.object(fastpath, name, value))
+        engine = _engine(text)
+    if layout == "walked" and engine._fast is not None:
+        assert not engine._fast._merged
     plain = casbin.Enforcer(str(MODEL))  # casbin alone, on the same rows
     plain.add_named_policies("p", [r.row() for r in engine.document.rules])
     if groups:
