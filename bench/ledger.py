@@ -4,7 +4,8 @@ Measured in one run, on the same database:
 - appends per second through `Ledger.append` (hash chain, idempotency check, head lock,
   one transaction each) against raw SQLAlchemy inserts of the same rows into a table of
   the same shape (one transaction each), with 1 writer and with N concurrent writers
-  (threads, each with its own engine, as separate workers would have);
+  (threads, each with its own engine, as separate workers would have); the two peers
+  take turns in rounds, so both see the same machine;
 - full verification rate (`Ledger.verify`, events per second);
 - inclusion-proof size and verification time in a tree of one million events (proofs
   depend only on tree size, so the tree is built in memory from synthetic event hashes).
@@ -96,6 +97,11 @@ def _parallel(writers: int, work: Callable[[int], None]) -> float:
     return time.perf_counter() - start
 
 
+ROUNDS = 6
+"""Raw inserts and appends take turns, in this many rounds, so a change in the machine's
+load during a case reaches both peers alike."""
+
+
 def _case(
     url: str,
     schema: str | None,
@@ -105,45 +111,56 @@ def _case(
     shared: bool,
     advance: Callable[[], None],
 ) -> dict[str, JsonValue]:
-    """Raw inserts, then ledger appends, of `writers` x `per` rows.
+    """Raw inserts and ledger appends of `writers` x `per` rows, in alternating rounds.
 
     shared: the writers are threads of one process sharing one engine (raw) or one Ledger
     (ours) — one worker with several activity threads; otherwise each writer has its own
-    engine, as separate worker processes would.
+    engine, as separate worker processes would. Engines are made and connected before
+    the clock starts.
     """
     run = uuid.uuid4().hex[:8]
     raw_insert = insert(raw_table)  # one statement object: SQLAlchemy caches its compilation
-    raw_engine = _engine(url, schema) if shared else None
-    ledger = Ledger(_engine(url, schema)) if shared else None
+    if shared:
+        raw_engines = [_engine(url, schema)] * writers
+        ledgers = [Ledger(_engine(url, schema))] * writers
+    else:
+        raw_engines = [_engine(url, schema) for _ in range(writers)]
+        ledgers = [Ledger(_engine(url, schema)) for _ in range(writers)]
+    for engine in {*raw_engines, *(led.engine for led in ledgers)}:
+        with engine.connect():
+            pass
+    per_round = max(1, per // ROUNDS)
 
-    def raw(w: int) -> None:
-        eng = raw_engine or _engine(url, schema)
-        for i in range(per):
+    def raw(w: int, rnd: int) -> None:
+        eng = raw_engines[w]
+        for i in range(rnd * per_round, (rnd + 1) * per_round):
             seq = next(_RAW_SEQ)
             with eng.begin() as conn:
                 conn.execute(raw_insert, _raw_row(_event(w, i, run), seq))
             advance()
-        if raw_engine is None:
-            eng.dispose()
 
-    def ours(w: int) -> None:
-        led = ledger or Ledger(_engine(url, schema))
-        for i in range(per):
+    def ours(w: int, rnd: int) -> None:
+        led = ledgers[w]
+        for i in range(rnd * per_round, (rnd + 1) * per_round):
             led.append(_event(w, i, run + "o"))
             advance()
-        if ledger is None:
-            led.engine.dispose()
 
-    raw_s = _parallel(writers, raw)
-    ours_s = _parallel(writers, ours)
-    for engine in (raw_engine, ledger.engine if ledger else None):
-        if engine is not None:
-            engine.dispose()
-    total = writers * per
+    raw_s = ours_s = 0.0
+    for rnd in range(ROUNDS):
+        if rnd % 2 == 0:
+            raw_s += _parallel(writers, lambda w: raw(w, rnd))  # noqa: B023 (run at once)
+            ours_s += _parallel(writers, lambda w: ours(w, rnd))  # noqa: B023
+        else:
+            ours_s += _parallel(writers, lambda w: ours(w, rnd))  # noqa: B023
+            raw_s += _parallel(writers, lambda w: raw(w, rnd))  # noqa: B023
+    for engine in {*raw_engines, *(led.engine for led in ledgers)}:
+        engine.dispose()
+    total = writers * per_round * ROUNDS
     return {
         "writers": writers,
         "shared_process": shared,
         "events": total,
+        "rounds": ROUNDS,
         "raw_inserts_per_s": round(total / raw_s, 1),
         "appends_per_s": round(total / ours_s, 1),
         "ratio": round(raw_s / ours_s, 3),

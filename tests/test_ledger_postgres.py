@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import JsonValue
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
@@ -45,7 +46,7 @@ from tests.test_ledger import (
     _tamperings,
 )
 from tether.db import make_engine
-from verification.ledger import Ledger, LedgerEvent
+from verification.ledger import Ledger, LedgerEvent, _Pending, digest
 
 URL = os.environ.get("TETHER_TEST_DATABASE_URL", "")
 pytestmark = [
@@ -277,3 +278,16 @@ def test_any_single_tampering_is_caught_at_its_entry(
             assert report.problem
         finally:
             led.engine.dispose()
+
+
+def test_content_is_stored_with_one_event_and_with_a_shared_transaction(ledger: Ledger) -> None:
+    """One event autocommits its content first; queued events share one transaction."""
+    alone = ledger.append(_event(0, "alone"), [{"prompt": "a"}, "shared"])
+    batch = [_Pending(_event(1, f"batch-{i}"), [f"body {i}", "shared"]) for i in range(3)]
+    stored = ledger._write_new_pg(batch)
+    assert sorted(e.seq for e in stored.values()) == [alone.seq + 1, alone.seq + 2, alone.seq + 3]
+    values: list[JsonValue] = [{"prompt": "a"}, "shared", "body 0", "body 1", "body 2"]
+    for value in values:
+        assert ledger.blob(digest(value)) == value
+    assert ledger.append(_event(1, "batch-1")) == stored[_event(1, "batch-1").idempotency_key]
+    assert ledger.verify().ok

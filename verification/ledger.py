@@ -9,6 +9,11 @@ Contract:
   stays linear: event `seq` n links to event n-1 by `prev_hash`.
 - `hash` = SHA-256 over the canonical JSON of every field but `hash` itself, seq included,
   so an edited, removed or reordered row breaks verification at that row.
+- Content goes to the content-addressed store before (PostgreSQL, one event) or with
+  (otherwise) the event that names it, so no stored event refers to missing content.
+- PostgreSQL: one event alone is one autocommitted statement, so the head lock is held
+  for the server-side append and its commit only, never across a network round trip;
+  several events queued by threads share one transaction (group commit).
 """
 
 from __future__ import annotations
@@ -217,6 +222,7 @@ class Ledger:
         self._insert_blobs = self._insert(BLOBS).on_conflict_do_nothing(index_elements=["digest"])
         self._pg = engine.dialect.name == "postgresql"
         self._pg_call = pg_append.call(engine.get_execution_options())
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
 
         def setup(conn: Connection) -> None:
             conn.execute(
@@ -335,34 +341,48 @@ class Ledger:
         return _event_from(dict(row._mapping))
 
     def _write_new_pg(self, items: list[_Pending]) -> dict[str, RecordedEvent]:
-        """PostgreSQL: one `tether_append` call per event, all in one transaction."""
-        results: dict[str, RecordedEvent] = {}
+        """PostgreSQL: one `tether_append` call per event; one event alone autocommits,
+        several share a transaction."""
         now = datetime.now(UTC).isoformat(timespec="microseconds")
+        contents = {digest(v): canonical_json(v) for item in items for v in item.content}
+        blobs = [{"digest": k, "content": v} for k, v in contents.items()]
+        if len(items) == 1:
+            with self._autocommit.connect() as conn:
+                if blobs:  # content first: an event never names content that is not there
+                    conn.execute(self._insert_blobs, blobs)
+                return self._append_pg(conn, items, now)
         with self.engine.begin() as conn:
-            for item in items:
-                fields: dict[str, Any] = {
-                    **item.event.model_dump(exclude={"payload"}),
-                    "payload": canonical_json(item.event.payload),
-                    "recorded_at": now,
-                }
-                params = {
-                    **{c: fields[c] for c in pg_append.COLUMNS},
-                    **pg_append.split_canonical(fields),
-                }
-                seq, prev, linked, new = conn.execute(self._pg_call, params).one()
-                key = item.event.idempotency_key
-                if not new:
-                    results[key] = self._stored(conn, key)
-                    continue
-                fields.update(seq=seq, prev_hash=prev, hash=linked)
-                if event_hash(fields) != linked:  # the server must hash what we would
-                    raise RuntimeError(f"the server hashed event {key!r} differently; not stored")
-                results[key] = _event_from(fields)
-            blobs = {digest(v): canonical_json(v) for item in items for v in item.content}
             if blobs:
-                conn.execute(
-                    self._insert_blobs, [{"digest": k, "content": v} for k, v in blobs.items()]
+                conn.execute(self._insert_blobs, blobs)
+            return self._append_pg(conn, items, now)
+
+    def _append_pg(
+        self, conn: Connection, items: list[_Pending], now: str
+    ) -> dict[str, RecordedEvent]:
+        results: dict[str, RecordedEvent] = {}
+        for item in items:
+            fields: dict[str, Any] = {
+                **item.event.model_dump(exclude={"payload"}),
+                "payload": canonical_json(item.event.payload),
+                "recorded_at": now,
+            }
+            params = {
+                **{c: fields[c] for c in pg_append.COLUMNS},
+                **pg_append.split_canonical(fields),
+            }
+            seq, prev, linked, new = conn.execute(self._pg_call, params).one()
+            key = item.event.idempotency_key
+            if not new:
+                results[key] = self._stored(conn, key)
+                continue
+            fields.update(seq=seq, prev_hash=prev, hash=linked)
+            if event_hash(fields) != linked:  # the server must hash what we would
+                raise LedgerError(
+                    f"the server hashed event {key!r} (seq {seq}) differently from this "
+                    "worker; 'tether audit verify' will name the row. Check that workers "
+                    "and the database function run the same Tether version"
                 )
+            results[key] = _event_from(fields)
         return results
 
     def events(self, workflow_id: str | None = None) -> list[RecordedEvent]:
