@@ -129,11 +129,11 @@ def _case(
     for engine in {*raw_engines, *(led.engine for led in ledgers)}:
         with engine.connect():
             pass
-    per_round = max(1, per // ROUNDS)
+    bounds = [per * rnd // ROUNDS for rnd in range(ROUNDS + 1)]  # round rnd: its slice of per
 
     def raw(w: int, rnd: int) -> None:
         eng = raw_engines[w]
-        for i in range(rnd * per_round, (rnd + 1) * per_round):
+        for i in range(bounds[rnd], bounds[rnd + 1]):
             seq = next(_RAW_SEQ)
             with eng.begin() as conn:
                 conn.execute(raw_insert, _raw_row(_event(w, i, run), seq))
@@ -141,7 +141,7 @@ def _case(
 
     def ours(w: int, rnd: int) -> None:
         led = ledgers[w]
-        for i in range(rnd * per_round, (rnd + 1) * per_round):
+        for i in range(bounds[rnd], bounds[rnd + 1]):
             led.append(_event(w, i, run + "o"))
             advance()
 
@@ -155,7 +155,7 @@ def _case(
             raw_s += _parallel(writers, lambda w: raw(w, rnd))  # noqa: B023
     for engine in {*raw_engines, *(led.engine for led in ledgers)}:
         engine.dispose()
-    total = writers * per_round * ROUNDS
+    total = writers * per
     return {
         "writers": writers,
         "shared_process": shared,
