@@ -23,6 +23,7 @@ import pytest
 from pydantic import BaseModel, SecretStr, ValidationError
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 from temporalio.worker import Replayer
 
@@ -37,7 +38,14 @@ from activities.notify import (
 from activities.tools import ToolActivities, tool
 from governance.errors import ReviewError
 from governance.feed import FeedStore
-from governance.reviews import ReviewFlag, ReviewStatus, ReviewWindow, check_flag, review_id
+from governance.reviews import (
+    ReviewFlag,
+    ReviewOutcome,
+    ReviewStatus,
+    ReviewWindow,
+    check_flag,
+    review_id,
+)
 from tests.conftest import new_id
 from tests.test_cli import tether
 from tether.client import start_task
@@ -329,6 +337,62 @@ async def test_notify_tells_every_sink_and_a_flag_refunds_the_payment(
                     await h.fetch_history(), raise_on_replay_failure=False
                 )
                 assert replayed.replay_failure is None, replayed.replay_failure
+
+
+async def test_flags_sent_straight_to_temporal_are_refused_and_recorded_by_the_window(
+    client: Client, settings: Settings, runtime: Runtime
+) -> None:
+    """No reviewing service in between: the window records each refusal itself."""
+    feed = FeedStore(runtime.ledger.engine)
+    s = notify_settings(settings, review_window_seconds=120)
+    async with build_worker(client, s, runtime):
+        handle = await pay_medium_invoice(client, s)
+        wid = handle.id
+        [notify] = events(runtime, wid, "notify")
+        step = notify.step or 0
+        await until(lambda: bool(feed.list_reviews()), "the review window to open")
+        review = client.get_workflow_handle(review_id(wid, step))
+        attempts: list[tuple[object, str, str]] = [
+            ({"reviewer": "agent:ap-clerk", "reason": "me"}, "agent:ap-clerk", "agent identity"),
+            ({"reviewer": ["user:carol"]}, "unknown", "malformed"),
+            ("flag it", "unknown", "malformed"),
+        ]
+        for payload, _, why in attempts:
+            with pytest.raises(WorkflowUpdateFailedError) as failed:
+                await review.execute_update("flag", payload)
+            assert isinstance(failed.value.cause, ApplicationError)
+            assert failed.value.cause.type == "ReviewRefused" and why in str(failed.value.cause)
+        refused = events(runtime, wid, "review.refused")
+        assert [(e.actor, e.payload["via"]) for e in refused] == [
+            (a, "update") for _, a, _ in attempts
+        ]
+        for event, (_, _, why) in zip(refused, attempts, strict=True):
+            assert why in str(event.payload["why"])
+        assert runtime.bank.refunds("INV-1002") == []
+        assert feed.get_review(review_id(wid, step)).status is ReviewStatus.OPEN
+
+        # The window is still open to a person, and a refusal seen by the reviewing
+        # service is not recorded twice.
+        outcome = await review.execute_update(
+            "flag",
+            ReviewFlag(reviewer="user:carol", reason="wrong vendor"),
+            result_type=ReviewOutcome,
+        )
+        assert outcome.status is ReviewStatus.COMPENSATED
+        with pytest.raises(ReviewError):
+            await flag_review(client, feed, runtime.ledger, wid, step, reviewer="user:alice")
+        assert len(events(runtime, wid, "review.refused")) == len(attempts) + 1
+        await review.result()
+        replayer = Replayer(
+            workflows=ALL_WORKFLOWS,
+            data_converter=pydantic_data_converter,
+            workflow_runner=WORKFLOW_RUNNER,
+        )
+        replayed = await replayer.replay_workflow(
+            await review.fetch_history(), raise_on_replay_failure=False
+        )
+        assert replayed.replay_failure is None, replayed.replay_failure
+        assert runtime.ledger.verify().ok
 
 
 async def test_a_window_that_ends_unflagged_closes_and_refuses_late_flags(

@@ -1,8 +1,9 @@
 """The reviewing service: the one path by which a person's flag reaches a review window.
 
-The CLI and (later) the console call `flag_review`. The window's update validator is
-the authority; a refused flag is recorded in the ledger (`review.refused`) here, because
-Temporal keeps no trace of a rejected update, nor of one sent to a closed window.
+The CLI and the console call `flag_review`. The window is the authority. A flag refused
+before it is sent (the same rules, checked here first), one refused by a window opened
+before refusals were recorded there, and one sent to a window that has ended are recorded
+in the ledger (`review.refused`) here; a window refusing a flag records it itself.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import uuid
 from datetime import UTC, datetime
 
 from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
 from activities.notify import review_event
@@ -62,6 +64,8 @@ async def flag_review(
         return outcome
     except WorkflowUpdateFailedError as exc:
         why = str(exc.cause.message if hasattr(exc.cause, "message") else exc.cause)
+        if isinstance(exc.cause, ApplicationError) and exc.cause.type == "ReviewRefused":
+            raise ReviewError(why) from None  # the window recorded it already
     except RPCError as exc:
         why = (
             f"review window {window.review_id!r} no longer accepts flags ({exc.message}); "

@@ -5,11 +5,17 @@ start the window as a child workflow `<workflow_id>-review-<step>` that outlives
 (ParentClosePolicy.ABANDON). Guarded by `workflow.patched("notify-review-window")`, so
 histories recorded before it replay unchanged.
 
-The window waits for the `flag` update until `until`. The update's validator (the
-authority) refuses agents, people outside the rule's approver role when the rule names
-one, a second flag, and a closed window; `tether review flag` records refused flags in
-the ledger. An accepted flag records `review.flagged`, runs the compensation the tool
-declared (its own idempotency key: this workflow's id, run and step) and records
+The window waits for the `flag` update until `until`. The window is the authority: it
+refuses agents, people outside the rule's approver role when the rule names one, a
+malformed flag, a second flag, and a closed window. Since the `review-refusals-recorded`
+patch the update handler refuses (ApplicationError `ReviewRefused`) after the update is
+accepted into history, and records `review.refused` first, so a refusal sent straight
+to Temporal is in the ledger too; windows opened before the patch refuse in the
+validator, as they did (`tether review flag` records those). A flag sent after the
+window's workflow ended reaches no code: the reviewing service records that one.
+
+An accepted flag records `review.flagged`, runs the compensation the tool declared (its
+own idempotency key: this workflow's id, run and step) and records
 `compensation.executed` or `compensation.failed`; the update answers once that is done.
 A window that ends unflagged records `review.closed`. Deterministic.
 """
@@ -21,11 +27,12 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, WorkflowAlreadyStartedError
+from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
-    from pydantic import JsonValue
+    from pydantic import JsonValue, ValidationError
 
+    from activities.notify import review_event
     from activities.payloads import (
         CompensationRef,
         NotifyInput,
@@ -55,6 +62,7 @@ NOTIFY_RETRY = RetryPolicy(
 COMPENSATION_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=5)
 ONCE = RetryPolicy(maximum_attempts=1)
 PATCH = "notify-review-window"
+REFUSALS_PATCH = "review-refusals-recorded"
 
 
 def _compensation(spec: ToolSpec) -> CompensationRef | None:
@@ -152,6 +160,7 @@ class ReviewWindowWorkflow:
         )
         self._flag: ReviewFlag | None = None
         self._outcome: ReviewOutcome | None = None
+        self._v2 = workflow.patched(REFUSALS_PATCH)
 
     @workflow.run
     async def run(self, inp: ReviewWindowInput) -> ReviewOutcome:
@@ -278,7 +287,15 @@ class ReviewWindowWorkflow:
         )
 
     @workflow.update(name="flag")
-    async def flag(self, flag: ReviewFlag) -> ReviewOutcome:
+    async def flag(self, raw: JsonValue) -> ReviewOutcome:
+        if self._v2:
+            admitted, why = self._admit(raw)
+            if admitted is None:
+                await self._record_refusal(raw, why)
+                raise ApplicationError(why, type="ReviewRefused", non_retryable=True)
+            flag = admitted
+        else:
+            flag = ReviewFlag.model_validate(raw)
         self._flag = flag
         self._window = self._window.model_copy(
             update={"status": ReviewStatus.FLAGGED, "flagged_by": flag.reviewer}
@@ -288,13 +305,51 @@ class ReviewWindowWorkflow:
         return self._outcome
 
     @flag.validator
-    def _validate_flag(self, flag: ReviewFlag) -> None:
+    def _validate_flag(self, raw: JsonValue) -> None:
+        # Only windows opened before the patch refuse here (so no trace is left); since
+        # then every flag is accepted into history and a refusal is recorded.
+        if not self._v2:
+            self._check(ReviewFlag.model_validate(raw))
+
+    def _check(self, flag: ReviewFlag) -> None:
         if self._flag is not None:
             raise ReviewError(
                 f"review window {self._window.review_id!r} was already flagged by "
                 f"{self._flag.reviewer!r}; nothing more to do"
             )
         check_flag(self._window, flag, workflow.now())
+
+    def _admit(self, raw: JsonValue) -> tuple[ReviewFlag | None, str]:
+        """(the flag, "") when it may flag this window, else (None, why not)."""
+        try:
+            flag = ReviewFlag.model_validate(raw)
+        except ValidationError as exc:
+            return None, f"the flag is malformed ({exc.error_count()} error(s): {exc}); " + (
+                "send {'reviewer': 'user:you', 'reason': '...'}"
+            )
+        try:
+            self._check(flag)
+        except ReviewError as exc:
+            return None, str(exc)
+        return flag, ""
+
+    async def _record_refusal(self, raw: JsonValue, why: str) -> None:
+        reviewer = raw.get("reviewer") if isinstance(raw, dict) else None
+        actor = reviewer if isinstance(reviewer, str) and reviewer else "unknown"
+        reason = raw.get("reason") if isinstance(raw, dict) else None
+        event = review_event(
+            self._window,
+            "review.refused",
+            actor[:255],
+            {
+                "reviewer": actor[:255],
+                "reason": reason[:1000] if isinstance(reason, str) else "",
+                "why": why[:1000],
+                "via": "update",
+            },
+            key_suffix=f".{workflow.uuid4()}",
+        )
+        await workflow.execute_local_activity("record_event", event, start_to_close_timeout=LOCAL)
 
     @workflow.query(name="window")
     def window(self) -> ReviewWindow:
