@@ -5,8 +5,11 @@ Measured in one run, on one engine per size: `PolicyEngine.decide` (the fast pat
 each call timed alone, p50 and p99 in microseconds, for allow requests (some row
 matches) and deny requests (no row matches: casbin's worst case, every row evaluated).
 Every request is distinct and there is no decision cache: the figures are the uncached
-path. Every request casbin is timed on is also decided by the fast path, and the two
-decisions must be equal (`disagreements` counts any that are not).
+path. Each decision is timed by the wall clock and by its thread's CPU clock: on a shared
+machine the OS preempting the bench sets most of the wall-clock tail, which the CPU time
+leaves out (what a decision costs on a core of its own). Every request casbin is timed
+on is also decided by the fast path, and the two decisions must be equal
+(`disagreements` counts any that are not).
 
 Policies are generated (seeded, so every run sees the same ones) at each size N:
 - N/40 roles (`role:team-i`, at least 4), each but the first under the role i // 4, so
@@ -189,16 +192,24 @@ class Generated:
 
 def _timed(
     decide: Callable[[DecisionRequest], Decision], requests: Sequence[DecisionRequest]
-) -> tuple[list[float], list[Decision]]:
-    micros: list[float] = []
+) -> tuple[list[float], list[float], list[Decision]]:
+    """Each decision's wall-clock time and the CPU time its thread spent on it, in µs.
+
+    The CPU time leaves out the time the thread waited while the OS ran something else,
+    which on a shared machine sets most of the wall-clock tail; it includes the cost of
+    reading the thread's CPU clock (about a microsecond here), so it errs high.
+    """
+    wall: list[float] = []
+    cpu: list[float] = []
     decisions: list[Decision] = []
-    clock = time.perf_counter_ns
+    clock, thread_clock = time.perf_counter_ns, time.thread_time_ns
     for request in requests:
-        start = clock()
+        start, start_cpu = clock(), thread_clock()
         decision = decide(request)
-        micros.append((clock() - start) / 1000)
+        cpu.append((thread_clock() - start_cpu) / 1000)
+        wall.append((clock() - start) / 1000)
         decisions.append(decision)
-    return micros, decisions
+    return wall, cpu, decisions
 
 
 def _percentiles(micros: list[float]) -> tuple[float, float]:
@@ -231,14 +242,29 @@ def run_decide(
                 progress.update(task, description=f"decide: {size:,} rules, {kind}")
             make = generated.allow if kind == "allow" else generated.deny
             requests = make(ours + casbin(size), engine)
-            fast_micros, _ = _timed(engine.decide, requests[:ours])
+            fast_micros, fast_cpu_micros, _ = _timed(engine.decide, requests[:ours])
             slow_requests = requests[ours:]
-            slow_micros, reference = _timed(engine.decide_with_casbin, slow_requests)
+            slow_micros, slow_cpu_micros, reference = _timed(
+                engine.decide_with_casbin, slow_requests
+            )
             fast_again = [engine.decide(r) for r in slow_requests]
             fast, slow = _percentiles(fast_micros), _percentiles(slow_micros)
+            fast_cpu, slow_cpu = _percentiles(fast_cpu_micros), _percentiles(slow_cpu_micros)
             per_size[kind] = {
-                "ours": {"samples": len(fast_micros), "p50_us": fast[0], "p99_us": fast[1]},
-                "casbin": {"samples": len(slow_micros), "p50_us": slow[0], "p99_us": slow[1]},
+                "ours": {
+                    "samples": len(fast_micros),
+                    "p50_us": fast[0],
+                    "p99_us": fast[1],
+                    "cpu_p50_us": fast_cpu[0],
+                    "cpu_p99_us": fast_cpu[1],
+                },
+                "casbin": {
+                    "samples": len(slow_micros),
+                    "p50_us": slow[0],
+                    "p99_us": slow[1],
+                    "cpu_p50_us": slow_cpu[0],
+                    "cpu_p99_us": slow_cpu[1],
+                },
                 "speedup_p50": round(slow[0] / fast[0], 1),
                 "speedup_p99": round(slow[1] / fast[1], 1),
                 "disagreements": sum(a != b for a, b in zip(fast_again, reference, strict=True)),

@@ -29,6 +29,7 @@ async def test_workflow_benchmark_reports_both_variants(client: Client) -> None:
         "ratio",
         "target_ratio",
         "design_goal_ratio",
+        "telemetry",
         "machine",
     }
     assert (figures["benchmark"], figures["workflows"], figures["concurrency"]) == (
@@ -47,6 +48,13 @@ async def test_workflow_benchmark_reports_both_variants(client: Client) -> None:
     assert figures["ratio"] > 0
     assert bench.governed.results == [3] * 6
     assert bench.ungoverned.results == [3] * 6
+    on = figures["telemetry"]
+    assert on["governed_traced"]["workflows"] == 6 and on["ratio"] > 0
+    assert on["target_ratio"] == 0.95
+    assert bench.traced.results == [3] * 6
+    # Each traced workflow exported at least its start, its run and, per step, the
+    # decision and tool activities.
+    assert on["spans_exported"] >= 6 * (2 + 2 * 3)
 
 
 def test_ledger_benchmark_reports_pairs_and_proofs() -> None:
@@ -76,6 +84,7 @@ def test_decide_benchmark_reports_both_paths_and_their_agreement() -> None:
             assert part["ours"]["samples"] == 60 and part["casbin"]["samples"] == 8
             for path in ("ours", "casbin"):
                 assert part[path]["p99_us"] >= part[path]["p50_us"] > 0
+                assert part[path]["cpu_p99_us"] >= part[path]["cpu_p50_us"] > 0
             assert part["speedup_p50"] > 0 and part["speedup_p99"] > 0
             assert part["disagreements"] == 0
 
