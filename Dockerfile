@@ -1,4 +1,4 @@
-# The Tether worker (and CLI) image.
+# The Tether worker, console and CLI image.
 FROM python:3.11.7-slim
 WORKDIR /app
 COPY constraints.txt pyproject.toml README.md ./
@@ -7,6 +7,7 @@ COPY workflows ./workflows
 COPY activities ./activities
 COPY governance ./governance
 COPY verification ./verification
+COPY console ./console
 COPY bench ./bench
 COPY worker.py ./
 RUN pip install --no-cache-dir -c constraints.txt . \

@@ -8,17 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import timedelta
 
 from temporalio.client import Client
+from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.worker import Worker
 
 from activities.bank import Bank, PaymentTools
+from activities.gateway import build_provider
 from activities.governance import GovernanceActivities
-from activities.models import ModelActivities, ScriptedProvider
+from activities.models import ModelActivities, ModelProvider
 from activities.notify import NotifyActivities
 from activities.tools import ToolActivities
 from governance.budget import Budgets
@@ -28,10 +33,12 @@ from governance.kill import KillSwitches
 from governance.policy import PolicyEngine
 from governance.reload import PolicyHolder, source_for
 from governance.store import ApprovalStore
+from tether import telemetry
 from tether.approvals import trusted_keys
 from tether.client import connect
-from tether.config import Settings
+from tether.config import Settings, load_settings
 from tether.db import make_engine
+from tether.health import HealthServer
 from verification.ledger import Ledger, LedgerEvent, digest
 from workflows import ALL_WORKFLOWS, WORKFLOW_RUNNER
 
@@ -104,8 +111,13 @@ def build_worker(
     task_queue: str | None = None,
     extra_workflows: Sequence[type] = (),
     extra_tools: Sequence[object] = (),
+    model_provider: ModelProvider | None = None,
 ) -> Worker:
-    """The worker for all of Tether's workflows plus an application's own, with their tools."""
+    """The worker for all of Tether's workflows plus an application's own, with their tools.
+
+    The model provider is the gateway over `settings.models`, or the scripted provider when
+    no endpoint is configured; pass `model_provider` to bring your own (and close it).
+    """
     keys = trusted_keys(settings)
     governance = GovernanceActivities(
         runtime.policies,
@@ -117,7 +129,7 @@ def build_worker(
         pause_seconds=settings.approval_pause_seconds,
     )
     models = ModelActivities(
-        ScriptedProvider.from_file(settings.model_script),
+        model_provider or build_provider(settings),
         runtime.ledger,
         kills=runtime.kills,
         budgets=runtime.budgets,
@@ -126,6 +138,9 @@ def build_worker(
     notify = NotifyActivities.from_settings(
         settings, runtime.ledger, FeedStore(runtime.ledger.engine)
     )
+    tracing = telemetry.active()
+    interceptor = tracing.interceptor() if tracing else None
+    traced = any(isinstance(i, TracingInterceptor) for i in client.config()["interceptors"])
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
@@ -144,28 +159,58 @@ def build_worker(
             *tools.activities(),
         ],
         activity_executor=ThreadPoolExecutor(max_workers=32),
+        interceptors=[interceptor] if interceptor and not traced else [],
+        graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_grace_seconds),
     )
 
 
 async def main() -> None:
-    settings = Settings()
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    settings = load_settings()
+    telemetry.configure_logging(settings.log_level, settings.log_format)
+    log = logging.getLogger("tether.worker")
+    tel = telemetry.setup(settings)
     runtime = Runtime.from_settings(settings)
+    tel.watch_kill_switches(runtime.kills)
     client = await connect(settings)
-    worker = build_worker(client, settings, runtime)
-    logging.getLogger("tether.worker").info(
+    provider = build_provider(settings)
+    worker = build_worker(client, settings, runtime, model_provider=provider)
+    stopping = asyncio.Event()
+    health = HealthServer(
+        lambda: worker.is_running and not stopping.is_set(),
+        settings.health_host,
+        settings.health_port,
+    )
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    if settings.health_port:
+        await health.start()
+    log.info(
         "worker polling %r on %s (policy %s)",
         settings.task_queue,
         settings.temporal_address,
         runtime.policy.version,
     )
     runtime.policies.start_polling(settings.policy_poll_seconds)
+    running = asyncio.create_task(worker.run())
     try:
-        await worker.run()
+        stop = asyncio.create_task(stopping.wait())
+        await asyncio.wait({running, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if not running.done():
+            # Running activities get shutdown_grace_seconds to finish; then they are
+            # cancelled and Temporal hands them to another worker.
+            log.info("shutting down: draining (grace %ss)", settings.shutdown_grace_seconds)
+            await worker.shutdown()
+        await running
+        log.info("worker stopped")
     finally:
         runtime.policies.stop_polling()
+        await health.close()
+        close = getattr(provider, "aclose", None)  # the gateway's HTTP connections
+        if close is not None:
+            await close()
+        tel.shutdown()
 
 
 if __name__ == "__main__":
@@ -173,6 +218,11 @@ if __name__ == "__main__":
         asyncio.run(main())
     except TetherError as exc:  # bad configuration or policy: one line, no traceback
         print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        sys.stderr.flush()
+        sys.stdout.flush()
+        # Not sys.exit: after a failed connect the Temporal SDK's native threads may still
+        # call into Python while the interpreter finalizes, which aborts the process now
+        # and then (seen here, 3 exits in 40). Nothing is left to flush or close.
+        os._exit(2)
     except KeyboardInterrupt:
         pass

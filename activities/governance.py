@@ -22,6 +22,7 @@ from governance.policy import PolicyEngine
 from governance.reload import PolicyHolder
 from governance.store import ApprovalStore
 from governance.types import Decision, DecisionRequest, Tier
+from tether import telemetry
 from verification.ledger import Ledger, LedgerEvent
 
 
@@ -116,6 +117,7 @@ class GovernanceActivities:
                 },
             )
         )
+        telemetry.record_decision(inp.ref.agent, inp.action, inp.resource, decision)
         return decision
 
     @activity.defn(name="prepare_approval")
@@ -175,6 +177,7 @@ class GovernanceActivities:
     @activity.defn(name="close_approval")
     def close_approval(self, inp: CloseApprovalInput) -> None:
         self.approvals.close(inp.pending.request_id, inp.status, inp.approver)
+        telemetry.approval_closed(self.ledger, inp.pending, inp.status.value)
         self._approval_event(
             inp.pending, "approval.decided", inp.status.value, inp.approver, inp.comment
         )

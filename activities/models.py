@@ -1,8 +1,14 @@
 """The model gateway's activity and its embedded default, the scripted provider.
 
 Contract: `call_model` is retryable (Temporal's retry policy is the only retry loop);
-each call appends one `model.call` event keyed by step and attempt purpose (first try or
-repair), carrying digests of prompt and output, never the text itself.
+each call appends one `model.call` event keyed by step and attempt purpose (the rung of
+the recovery ladder: first, repair, alternate), carrying digests of prompt and output,
+never the text itself, and every routing attempt (endpoint, reason, outcome, status,
+latency, tokens). The provider is `activities.gateway.Gateway` over the configured
+endpoints, or the scripted provider when none is configured. A call no endpoint answered
+is recorded as `model.failed` (once per Temporal try, with its attempts) and raised as
+`NoEligibleEndpoint` or `ModelRequestRejected` (non-retryable) or `ModelUnavailable`
+(retryable).
 
 Before the provider runs, `call_model` refuses a call a kill switch covers (non-retryable
 `KillSwitchEngaged`, recorded as `model.killed`) and reserves the call's worst-case
@@ -25,7 +31,12 @@ from pydantic import BaseModel, Field, JsonValue
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.payloads import BudgetBreachDetails, ModelCallInput, ModelCallResult
+from activities.payloads import (
+    BudgetBreachDetails,
+    ModelAttempt,
+    ModelCallInput,
+    ModelCallResult,
+)
 from governance.budget import Breach, Budgets
 from governance.kill import KillSwitches
 from verification.ledger import Ledger, LedgerEvent, digest
@@ -56,6 +67,29 @@ class Pricing(BaseModel):
         return (
             input_tokens * self.usd_per_1k_input + output_tokens * self.usd_per_1k_output
         ) / 1000
+
+    @classmethod
+    def per_million(cls, input_usd: float, output_usd: float) -> Pricing:
+        """From prices per million tokens (how `tether.toml` and providers state them)."""
+        return cls(usd_per_1k_input=input_usd / 1000, usd_per_1k_output=output_usd / 1000)
+
+
+class GatewayFailure(Exception):
+    """A call no endpoint answered. `kind` is the error type `call_model` raises:
+
+    - `NoEligibleEndpoint` (non-retryable): no endpoint may receive this call;
+    - `ModelRequestRejected` (non-retryable): an endpoint refused the request itself (4xx);
+    - `ModelUnavailable` (retryable): eligible endpoints exist, none answered.
+    """
+
+    def __init__(
+        self, kind: str, message: str, attempts: list[ModelAttempt], retryable: bool
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.attempts = attempts
+        self.retryable = retryable
 
 
 def estimate_tokens(text: str) -> int:
@@ -92,6 +126,14 @@ class ScriptedProvider:
             raise ScriptError(f"model script {str(path)!r} is not valid: {exc}") from None
 
     async def complete(self, request: ModelCallInput) -> ModelCallResult:
+        if self.name in request.exclude_endpoints:
+            raise GatewayFailure(
+                "NoEligibleEndpoint",
+                f"the scripted provider is the only model and this {request.task!r} call "
+                "excludes it; configure [[models.endpoints]] for another model",
+                [],
+                retryable=False,
+            )
         for entry in self.script.entries:
             if entry.task == request.task and entry.match in request.prompt:
                 out = (
@@ -113,6 +155,17 @@ class ScriptedProvider:
                     output_tokens=output_tokens,
                     cost_usd=self.pricing.cost(input_tokens, output_tokens),
                     tokens_estimated=True,
+                    endpoint=self.name,
+                    attempts=[
+                        ModelAttempt(
+                            endpoint=self.name,
+                            reason="embedded default",
+                            outcome="ok",
+                            input_tokens=input_tokens,
+                            output_tokens=output_tokens,
+                        )
+                    ],
+                    finish_reason="stop",
                 )
         raise ApplicationError(
             f"the model script has no entry for task {request.task!r} matching this prompt; "
@@ -139,14 +192,19 @@ class ModelActivities:
         self.pricing = pricing or getattr(provider, "pricing", None) or Pricing()
 
     def worst_case(self, request: ModelCallInput) -> tuple[int, float]:
-        """Tokens and cost a call can reach: its prompt estimate plus every output token."""
+        """Tokens and cost a call can reach: its prompt estimate plus every output token,
+        at the prices of the dearest endpoint the call may go to."""
         prompt = estimate_tokens(request.prompt + request.repair_error)
         out = request.max_output_tokens
-        return prompt + out, self.pricing.cost(prompt, out)
+        pricing = self.pricing
+        worst = getattr(self.provider, "worst_case_pricing", None)
+        if callable(worst):
+            pricing = worst(request)
+        return prompt + out, pricing.cost(prompt, out)
 
     @activity.defn(name="call_model")
     async def call_model(self, request: ModelCallInput) -> ModelCallResult:
-        purpose = "repair" if request.repair_error else "first"
+        purpose = request.rung or ("repair" if request.repair_error else "first")
         key = request.ref.key(f"model.{purpose}")
         if self.kills is not None:
             await asyncio.to_thread(self._refuse_if_killed, request, purpose)
@@ -154,6 +212,16 @@ class ModelActivities:
             await asyncio.to_thread(self._reserve, self.budgets, request, purpose, key)
         try:
             result = await self.provider.complete(request)
+        except GatewayFailure as failure:
+            if self.budgets is not None:
+                self.budgets.release(key)
+            await asyncio.to_thread(self._record_failure, request, purpose, failure)
+            raise ApplicationError(
+                failure.message,
+                [a.model_dump(mode="json") for a in failure.attempts],
+                type=failure.kind,
+                non_retryable=not failure.retryable,
+            ) from None
         except BaseException:  # failed or cancelled: give the reservation back, re-raise
             if self.budgets is not None:
                 self.budgets.release(key)
@@ -194,11 +262,42 @@ class ModelActivities:
                     "tokens_estimated": result.tokens_estimated,
                     "cost_usd": result.cost_usd,
                     "repair_of_error": request.repair_error[:500],
+                    "rung": purpose,
+                    "endpoint": result.endpoint,
+                    "finish_reason": result.finish_reason,
+                    "truncated": result.truncated,
+                    "tool_calls": [c.name for c in result.tool_calls],
+                    "attempts": [a.model_dump(mode="json") for a in result.attempts],
                 },
             ),
             [request.prompt, result.text],
         )
         return result
+
+    def _record_failure(
+        self, request: ModelCallInput, purpose: str, failure: GatewayFailure
+    ) -> None:
+        """`model.failed`: every attempt of a call no endpoint answered (one per try)."""
+        attempt = activity.info().attempt if activity.in_activity() else 1
+        self.ledger.append(
+            self._event(
+                request,
+                f"model.failed.{purpose}.{attempt}",
+                "model.failed",
+                "failed",
+                actor=request.ref.agent,
+                payload={
+                    "error": failure.kind,
+                    "retryable": failure.retryable,
+                    "message": failure.message[:500],
+                    "sensitivity": request.sensitivity,
+                    "rung": purpose,
+                    "try": attempt,
+                    "prompt_digest": digest(request.prompt),
+                    "attempts": [a.model_dump(mode="json") for a in failure.attempts],
+                },
+            )
+        )
 
     def _refuse_if_killed(self, request: ModelCallInput, purpose: str) -> None:
         assert self.kills is not None
@@ -295,6 +394,7 @@ class ModelActivities:
         outcome: str,
         *,
         rule: str = "",
+        actor: str = "",
         payload: dict[str, JsonValue],
     ) -> LedgerEvent:
         ref = request.ref
@@ -308,7 +408,7 @@ class ModelActivities:
             action=f"model.{request.task}",
             tier="deny" if outcome in ("refused", "denied") else "",
             rule=rule,
-            actor="budget" if kind.startswith("budget") else "kill-switch",
+            actor=actor or ("budget" if kind.startswith("budget") else "kill-switch"),
             outcome=outcome,
             payload=payload,
         )

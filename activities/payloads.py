@@ -86,6 +86,41 @@ class ToolCall(BaseModel):
     """Set when this call compensates an earlier step: that step's effect idempotency key."""
 
 
+class ModelTool(BaseModel):
+    """A tool offered to the model (OpenAI function calling)."""
+
+    name: str
+    description: str = ""
+    parameters: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+class ModelToolCall(BaseModel):
+    """A tool call the model answered with; `arguments` parsed from its JSON."""
+
+    id: str = ""
+    name: str
+    arguments: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+class ModelAttempt(BaseModel):
+    """One routing choice and what came of it."""
+
+    endpoint: str
+    reason: str
+    """Why this endpoint: the routing rank, a preference or failover after another."""
+    outcome: str
+    """`ok`, or the failure: timeout, connect, reset, rate_limited, server_error,
+    client_error, auth, oversized, invalid_response, empty_choices, unknown_tool,
+    stalled, breaker_open, cooling_down."""
+    status: int = 0
+    """HTTP status, 0 when none arrived."""
+    latency_ms: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    retry_after_s: float = 0.0
+    detail: str = ""
+
+
 class ModelCallInput(BaseModel):
     ref: StepRef
     task: str
@@ -99,6 +134,16 @@ class ModelCallInput(BaseModel):
     """The provider stops there; with the prompt it bounds the call's worst-case cost."""
     budget_override: str = ""
     """The approved request id that lets this call overspend its agent's budget."""
+    rung: str = ""
+    """Rung of the recovery ladder (`first`, `repair`, `alternate`); empty: first or repair."""
+    prefer_endpoint: str = ""
+    """Try this endpoint first when it is eligible (a repair goes to the same model)."""
+    exclude_endpoints: list[str] = Field(default_factory=list)
+    """Endpoints this call must not use (another model for the `alternate` rung)."""
+    latency_target_ms: int = 0
+    """Endpoints slower than this (live p50) rank last; 0: the gateway's default."""
+    tools: list[ModelTool] = Field(default_factory=list)
+    """Tools the model may call; a call naming any other tool is refused."""
 
 
 class BudgetBreachDetails(BaseModel):
@@ -122,6 +167,14 @@ class ModelCallResult(BaseModel):
     output_tokens: int = 0
     cost_usd: float = 0.0
     tokens_estimated: bool = False
+    endpoint: str = ""
+    """The endpoint that answered (`scripted` for the embedded default)."""
+    attempts: list[ModelAttempt] = Field(default_factory=list)
+    """Every routing choice of this call, failed ones first, the answering one last."""
+    finish_reason: str = ""
+    truncated: bool = False
+    """The answer stopped at `max_output_tokens`: it is never taken as valid output."""
+    tool_calls: list[ModelToolCall] = Field(default_factory=list)
 
 
 class NotifyInput(BaseModel):

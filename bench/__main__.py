@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from bench.decide import casbin_samples, run_decide
+from bench.gateway import run_gateway
 from bench.ledger import run_ledger
 from bench.plot import histogram_svg
 from bench.report import Report, flat_table, progress_console
@@ -37,6 +38,7 @@ async def _workflow(args: argparse.Namespace) -> Report:
         {
             f"ungoverned ({UNGOVERNED})": [s * 1000 for s in bench.ungoverned.latencies],
             f"governed ({GOVERNED})": [s * 1000 for s in bench.governed.latencies],
+            "governed, telemetry on": [s * 1000 for s in bench.traced.latencies],
         },
         "Workflow latency: governed vs ungoverned",
         "ms",
@@ -72,9 +74,26 @@ async def _decide(args: argparse.Namespace) -> Report:
     return Report(figures, flat_table("Decision benchmark (µs)", figures))
 
 
+async def _gateway(args: argparse.Namespace) -> Report:
+    calls, failover = (200, 100) if args.quick else (args.calls, args.failover_calls)
+    figures = await run_gateway(
+        calls=calls,
+        concurrency=args.concurrency,
+        rounds=2 if args.quick else args.rounds,
+        failover_calls=failover,
+        use_litellm=not args.no_litellm,
+    )
+    return Report(figures, flat_table("Model gateway benchmark (ms)", figures))
+
+
 Benchmark = Callable[[argparse.Namespace], Coroutine[object, object, Report]]
 
-BENCHMARKS: dict[str, Benchmark] = {"workflow": _workflow, "ledger": _ledger, "decide": _decide}
+BENCHMARKS: dict[str, Benchmark] = {
+    "workflow": _workflow,
+    "ledger": _ledger,
+    "decide": _decide,
+    "gateway": _gateway,
+}
 """Subcommand name → benchmark; each gets its options in `parser()`."""
 
 
@@ -115,6 +134,16 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         help="casbin requests per kind (default: 1,500,000 / rows, 40 to 1,000)",
     )
+
+    gw = sub.add_parser(
+        "gateway", parents=[common], help="model gateway vs direct httpx vs LiteLLM Router"
+    )
+    gw.add_argument("--calls", type=int, default=2000, help="calls per variant and level")
+    gw.add_argument("--concurrency", type=int, nargs="+", default=[1, 100], help="calls in flight")
+    gw.add_argument("--rounds", type=int, default=4, help="alternating rounds per variant")
+    gw.add_argument("--failover-calls", type=int, default=400, help="failover calls per variant")
+    gw.add_argument("--no-litellm", action="store_true", help="leave LiteLLM's Router out")
+    gw.add_argument("--quick", action="store_true", help="a short smoke run (200 calls)")
 
     missing = set(BENCHMARKS) - set(sub.choices)
     assert not missing, f"benchmarks without a subcommand: {sorted(missing)}"

@@ -8,6 +8,11 @@ three steps with governance off. Both run on one real Temporal dev server, again
 worker and one fresh SQLite ledger, at the same concurrency. After a warm-up of both, the
 variants alternate in rounds (which goes first alternates too), so drift on the machine
 hits both alike. The headline is the ratio of governed to ungoverned throughput.
+
+A third variant runs `GovernedSteps` with telemetry on — Temporal's tracing interceptor on
+the starting client and on a second worker of its own, spans batched to an exporter that
+counts them, every metric recorded — against the governed variant with telemetry off, in
+the same rounds. Its ratio is what observability costs.
 """
 
 from __future__ import annotations
@@ -20,11 +25,14 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from pydantic import JsonValue
 from rich.console import Group, RenderableType
 from rich.progress import Progress, TaskID
@@ -34,6 +42,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from tether import telemetry
 from tether.binaries import temporal_cli
 from tether.client import start_task
 from tether.config import Settings
@@ -46,6 +55,8 @@ TARGET_RATIO = 0.6
 """Governed throughput must be at least this share of ungoverned throughput."""
 DESIGN_GOAL_RATIO = 0.85
 """The share governance is designed to keep."""
+TELEMETRY_TARGET_RATIO = 0.95
+"""Governed throughput with tracing and metrics on must be at least this share of off."""
 STEPS = StepsInput().steps
 
 
@@ -70,6 +81,8 @@ class Variant:
     """Seconds from start to result, one per workflow."""
     results: list[int] = field(default_factory=list)
     """What each workflow returned (the number of steps it ran)."""
+    traced: bool = False
+    """Runs with telemetry on: its own worker and client, both tracing."""
 
     @property
     def throughput(self) -> float:
@@ -93,11 +106,19 @@ class WorkflowBench:
     rounds: int
     governed: Variant
     ungoverned: Variant
+    traced: Variant
+    spans: int = 0
+    """Spans the traced variant exported."""
 
     @property
     def ratio(self) -> float:
         u = self.ungoverned.throughput
         return self.governed.throughput / u if u else 0.0
+
+    @property
+    def telemetry_ratio(self) -> float:
+        g = self.governed.throughput
+        return self.traced.throughput / g if g else 0.0
 
     def figures(self) -> dict[str, JsonValue]:
         return {
@@ -110,6 +131,12 @@ class WorkflowBench:
             "ratio": round(self.ratio, 3),
             "target_ratio": TARGET_RATIO,
             "design_goal_ratio": DESIGN_GOAL_RATIO,
+            "telemetry": {
+                "governed_traced": self.traced.figures(),
+                "spans_exported": self.spans,
+                "ratio": round(self.telemetry_ratio, 3),
+                "target_ratio": TELEMETRY_TARGET_RATIO,
+            },
             "machine": {"cpus": os.cpu_count() or 0, "python": platform.python_version()},
         }
 
@@ -131,7 +158,11 @@ class WorkflowBench:
         table.add_column("workflows/s", justify="right")
         table.add_column("p50 ms", justify="right")
         table.add_column("p99 ms", justify="right")
-        for name, variant in (("ungoverned", self.ungoverned), ("governed", self.governed)):
+        for name, variant in (
+            ("ungoverned", self.ungoverned),
+            ("governed", self.governed),
+            ("governed, telemetry on", self.traced),
+        ):
             table.add_row(
                 name,
                 f"{variant.throughput:.1f}",
@@ -140,7 +171,10 @@ class WorkflowBench:
             )
         summary = Text(
             f"ratio governed/ungoverned {self.ratio:.3f}: {self.verdict()} "
-            f"(target {TARGET_RATIO}, design goal {DESIGN_GOAL_RATIO})"
+            f"(target {TARGET_RATIO}, design goal {DESIGN_GOAL_RATIO})\n"
+            f"ratio telemetry on/off {self.telemetry_ratio:.3f}: "
+            f"{'meets' if self.telemetry_ratio >= TELEMETRY_TARGET_RATIO else 'BELOW'} "
+            f"the target {TELEMETRY_TARGET_RATIO} ({self.spans} spans exported)"
         )
         return Group(table, summary)
 
@@ -190,6 +224,17 @@ def round_sizes(workflows: int, rounds: int) -> list[int]:
     return [s for s in sizes if s]
 
 
+class _CountingExporter(SpanExporter):
+    """Receives batched spans like a real exporter and keeps only their number."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.count += len(spans)
+        return SpanExportResult.SUCCESS
+
+
 async def measure(
     client: Client,
     settings: Settings,
@@ -200,7 +245,7 @@ async def measure(
     warmup: int | None = None,
     progress: Progress | None = None,
 ) -> WorkflowBench:
-    """Both variants on `client`, with one in-process worker built from `settings`.
+    """The three variants on `client`, with in-process workers built from `settings`.
 
     `warmup` workflows of each variant run first, unmeasured (default: `concurrency`).
     Raises BenchError if any workflow returns anything but its step count.
@@ -209,55 +254,86 @@ async def measure(
         raise ValueError("workflows, concurrency and rounds must be at least 1")
     runtime = Runtime.from_settings(settings)
     governed, ungoverned = Variant(GOVERNED), Variant(UNGOVERNED)
+    traced = Variant(GOVERNED, traced=True)
+    variants = (ungoverned, governed, traced)
     sizes = round_sizes(workflows, rounds)
     warm = concurrency if warmup is None else warmup
+    exporter = _CountingExporter()
+    tel = telemetry.setup(
+        settings, span_exporter=exporter, metric_reader=InMemoryMetricReader(), batch=True
+    )
+    traced_queue = f"{settings.task_queue}-traced"
     try:
-        async with build_worker(client, settings, runtime):
-            task = None
-            if progress is not None:
-                task = progress.add_task("warm-up", total=2 * warm)
-            for variant in (ungoverned, governed):
-                if warm:
-                    await _batch(
-                        client,
-                        variant,
-                        settings.task_queue,
-                        warm,
-                        concurrency,
-                        None if progress is None or task is None else (progress, task),
-                    )
-            if progress is not None:
-                if task is not None:
-                    progress.remove_task(task)
-                task = progress.add_task("measuring", total=2 * workflows)
-            for r, size in enumerate(sizes):
-                order = (ungoverned, governed) if r % 2 == 0 else (governed, ungoverned)
-                for variant in order:
-                    if progress is not None and task is not None:
-                        progress.update(
-                            task,
-                            description=f"round {r + 1}/{len(sizes)} {variant.workflow}",
+        interceptor = tel.interceptor()
+        assert interceptor is not None
+        config = client.config()
+        config["interceptors"] = [interceptor]
+        traced_client = Client(**config)
+        async with build_worker(client, settings, runtime, task_queue=traced_queue):
+            telemetry.activate(None)
+            async with build_worker(client, settings, runtime):
+
+                async def run_batch(
+                    variant: Variant, count: int, bar: tuple[Progress, TaskID] | None
+                ) -> tuple[float, list[tuple[float, int]]]:
+                    telemetry.activate(tel if variant.traced else None)
+                    try:
+                        return await _batch(
+                            traced_client if variant.traced else client,
+                            variant,
+                            traced_queue if variant.traced else settings.task_queue,
+                            count,
+                            concurrency,
+                            bar,
                         )
-                    seconds, runs = await _batch(
-                        client,
-                        variant,
-                        settings.task_queue,
-                        size,
-                        concurrency,
-                        None if progress is None or task is None else (progress, task),
-                    )
-                    variant.seconds += seconds
-                    variant.latencies.extend(latency for latency, _ in runs)
-                    variant.results.extend(result for _, result in runs)
+                    finally:
+                        telemetry.activate(None)
+
+                task = None
+                if progress is not None:
+                    task = progress.add_task("warm-up", total=len(variants) * warm)
+                for variant in variants:
+                    if warm:
+                        await run_batch(
+                            variant,
+                            warm,
+                            None if progress is None or task is None else (progress, task),
+                        )
+                if progress is not None:
+                    if task is not None:
+                        progress.remove_task(task)
+                    task = progress.add_task("measuring", total=len(variants) * workflows)
+                for r, size in enumerate(sizes):
+                    # Each variant goes first, second and third in turn.
+                    order = variants[r % 3 :] + variants[: r % 3]
+                    for variant in order if r % 2 == 0 else tuple(reversed(order)):
+                        if progress is not None and task is not None:
+                            progress.update(
+                                task,
+                                description=f"round {r + 1}/{len(sizes)} {variant.workflow}"
+                                + (" (telemetry on)" if variant.traced else ""),
+                            )
+                        seconds, runs = await run_batch(
+                            variant,
+                            size,
+                            None if progress is None or task is None else (progress, task),
+                        )
+                        variant.seconds += seconds
+                        variant.latencies.extend(latency for latency, _ in runs)
+                        variant.results.extend(result for _, result in runs)
+        tel.flush()
     finally:
+        tel.shutdown()
         runtime.ledger.engine.dispose()
-    for variant in (governed, ungoverned):
+    for variant in variants:
         wrong = [r for r in variant.results if r != STEPS]
         if wrong:
             raise BenchError(
                 f"{len(wrong)} {variant.workflow} workflows returned {wrong[0]}, expected {STEPS}"
             )
-    return WorkflowBench(workflows, concurrency, len(sizes), governed, ungoverned)
+    return WorkflowBench(
+        workflows, concurrency, len(sizes), governed, ungoverned, traced, exporter.count
+    )
 
 
 @contextmanager

@@ -16,7 +16,8 @@ import yaml
 from tether.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-REQUIRED = {"postgresql", "ledger-db", "temporal", "temporal-ui", "worker"}
+REQUIRED = {"postgresql", "ledger-db", "temporal", "temporal-ui", "worker", "console"}
+OBSERVABILITY = {"otel-collector", "jaeger", "prometheus"}
 SECRET_WORDS = ("PASSWORD", "SECRET", "TOKEN", "KEY")
 INTERPOLATION = re.compile(r"\$\{([A-Z0-9_]+)")
 
@@ -74,7 +75,8 @@ def host_ports(compose: dict[str, Any]) -> list[str]:
     problems = []
     for name, service in compose["services"].items():
         for port in service.get("ports", []):
-            host = str(port).split(":")[0]
+            parts = str(port).split(":")  # [address:]host:container
+            host = parts[-2]
             if host in seen:
                 problems.append(f"host port {host} is published by {seen[host]!r} and {name!r}")
             seen[host] = name
@@ -124,6 +126,73 @@ def test_images_pinned() -> None:
 
 def test_worker_sets_every_setting() -> None:
     assert worker_settings(_compose()) == []
+
+
+def test_console_runs_the_worker_image_with_the_worker_configuration() -> None:
+    services = _compose()["services"]
+    console, worker = services["console"], services["worker"]
+    assert console["image"] == worker["image"]
+    assert console["command"] == ["tether", "console"]
+    assert _env(console) == _env(worker)
+    assert set(worker["secrets"]) <= set(console["secrets"])
+    assert "approval_key" in console["secrets"]
+    env = _env(console)
+    assert f":{env['TETHER_CONSOLE_PORT']}" in console["ports"][0]
+    assert env["TETHER_CONSOLE_SECURE_COOKIES"] == "true"
+
+
+def _mounted(service: dict[str, Any], target_suffix: str) -> Path:
+    """The project file a service mounts at a path ending in `target_suffix`."""
+    for volume in service.get("volumes", []):
+        source, target = str(volume).split(":")[:2]
+        if target.endswith(target_suffix):
+            return ROOT / source
+    raise AssertionError(f"nothing is mounted at *{target_suffix}")
+
+
+def test_telemetry_reaches_the_trace_viewer_and_metrics_store() -> None:
+    services = _compose()["services"]
+    assert set(services) >= OBSERVABILITY
+    for name in OBSERVABILITY:
+        assert services[name].get("restart") == "unless-stopped", f"{name!r} has no restart"
+    env = _env(services["worker"])
+    assert env["TETHER_TELEMETRY_EXPORTER"] == "otlp"
+    assert env["TETHER_TELEMETRY_CAPTURE_CONTENT"] == "false"
+    endpoint = env["TETHER_TELEMETRY_OTLP_ENDPOINT"]
+    host, port = endpoint.removeprefix("http://").split(":")
+    assert host in services
+    collector = yaml.safe_load(_mounted(services[host], "config.yaml").read_text())
+    receiver = collector["receivers"]["otlp"]["protocols"]["http"]["endpoint"]
+    assert receiver.endswith(f":{port}")
+    pipelines = collector["service"]["pipelines"]
+    assert set(pipelines) == {"traces", "metrics"}
+    for pipeline in pipelines.values():
+        assert "otlp" in pipeline["receivers"]
+        assert set(pipeline["exporters"]) <= set(collector["exporters"])
+        assert set(pipeline["processors"]) <= set(collector["processors"])
+    trace_host = collector["exporters"]["otlp/jaeger"]["endpoint"].split(":")[0]
+    assert trace_host in services
+    scrape_port = collector["exporters"]["prometheus"]["endpoint"].split(":")[-1]
+    scrape = yaml.safe_load(_mounted(services["prometheus"], "prometheus.yml").read_text())
+    targets = [
+        t for job in scrape["scrape_configs"] for c in job["static_configs"] for t in c["targets"]
+    ]
+    assert f"{host}:{scrape_port}" in targets
+
+
+def test_workers_scale_report_health_and_drain() -> None:
+    worker = _compose()["services"]["worker"]
+    env = _env(worker)
+    assert worker["deploy"]["replicas"] >= 2
+    assert "ports" not in worker, "replicas cannot share a published host port"
+    assert env["TETHER_LOG_FORMAT"] == "json"
+    assert env["TETHER_HEALTH_HOST"] == "0.0.0.0"
+    probe = " ".join(worker["healthcheck"]["test"])
+    assert f":{env['TETHER_HEALTH_PORT']}/readyz" in probe
+    grace = float(env["TETHER_SHUTDOWN_GRACE_SECONDS"])
+    assert float(worker["stop_grace_period"].removesuffix("s")) > grace, (
+        "Docker would SIGKILL workers before running activities finish"
+    )
 
 
 def test_interpolated_variables_have_examples() -> None:

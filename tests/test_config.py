@@ -44,3 +44,24 @@ def test_example_file_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TETHER_CONFIG", str(example))
     settings = Settings()
     assert settings.task_queue == "tether" and settings.dev_ui_port == 8233
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "extra"),
+    [
+        ("console_session_secret", "change-me-console-session-0123456789", {}),
+        ("console_session_secret", "short", {}),
+        (
+            "notify_webhook_secret",
+            "change-me-webhook",
+            {"notify_sinks": ["webhook"], "notify_webhook_url": "https://hooks.example/t"},
+        ),
+    ],
+)
+def test_weak_secrets_are_refused(field: str, value: str, extra: dict[str, object]) -> None:
+    with pytest.raises(ValidationError, match=f"{field} is too weak") as refused:
+        Settings(**{field: value, **extra})  # type: ignore[arg-type]
+    assert "openssl rand -hex 32" in str(refused.value)
+    assert value not in str(refused.value)  # the secret itself is never echoed
+    strong = "0f" * 16
+    assert Settings(**{field: strong, **extra}).model_dump()[field]  # type: ignore[arg-type]

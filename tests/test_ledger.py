@@ -136,6 +136,23 @@ def test_append_is_idempotent_by_key(ledger: Ledger) -> None:
     assert report.ok and report.events == 2 and report.head_hash == second.hash
 
 
+def _check_altered_row_is_not_vouched_for(ledger: Ledger) -> None:
+    """A repeated append returns the stored event only if it still matches its hash."""
+    ledger.append(LedgerEvent(idempotency_key="a", kind="decision", payload={"amount": 10}))
+    _sql(
+        ledger,
+        "UPDATE ledger_events SET payload = :p WHERE idempotency_key = 'a'",
+        p='{"amount":99}',
+    )
+    with pytest.raises(LedgerError, match=r"'a' .*does not match its hash"):
+        ledger.append(LedgerEvent(idempotency_key="a", kind="decision", payload={"amount": 10}))
+    assert not ledger.verify().ok
+
+
+def test_an_altered_row_is_not_returned_by_a_repeated_append(ledger: Ledger) -> None:
+    _check_altered_row_is_not_vouched_for(ledger)
+
+
 def test_seqs_are_contiguous_and_linked(ledger: Ledger) -> None:
     appended = _fill(ledger, 12)
     stored = ledger.events()

@@ -34,6 +34,7 @@ from tests.test_ledger import (
     SHARED_EVERY,
     WRITERS,
     _append_all,
+    _check_altered_row_is_not_vouched_for,
     _check_awkward_text,
     _check_chain,
     _count,
@@ -291,3 +292,7 @@ def test_content_is_stored_with_one_event_and_with_a_shared_transaction(ledger: 
         assert ledger.blob(digest(value)) == value
     assert ledger.append(_event(1, "batch-1")) == stored[_event(1, "batch-1").idempotency_key]
     assert ledger.verify().ok
+
+
+def test_an_altered_row_is_not_returned_by_a_repeated_append(ledger: Ledger) -> None:
+    _check_altered_row_is_not_vouched_for(ledger)

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 from rich.table import Table
 from temporalio import workflow as temporal_workflow
 
+from console.cli import console_app
 from governance.errors import TetherError
 from governance.policy import PolicyEngine
 from governance.types import DecisionRequest
@@ -37,6 +38,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(review_app, name="review")
 app.add_typer(kill_app, name="kill")
 app.add_typer(budget_app, name="budget")
+app.add_typer(console_app, name="console")
 
 # -- stack ------------------------------------------------------------------------------
 
@@ -44,7 +46,7 @@ app.add_typer(budget_app, name="budget")
 @app.command()
 @friendly
 def dev() -> None:
-    """Start the Temporal dev server (state under .tether/) and a worker; Ctrl-C stops both."""
+    """Start the Temporal dev server (state under .tether/), a worker and the console."""
     from tether.dev import run_dev
 
     raise typer.Exit(run_dev(_settings(), out))

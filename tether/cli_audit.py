@@ -21,7 +21,7 @@ from verification.audit import (
     tree_head,
     verify_against,
 )
-from verification.bundle import Bundle, build_bundle, verify_bundle
+from verification.bundle import Bundle, verify_bundle
 from verification.checkpoint import load_or_create_key, read_checkpoint, sign, verify_signature
 from verification.forensics import timeline, what_if
 from verification.ledger import VerifyReport
@@ -305,23 +305,19 @@ def audit_export(
 ) -> None:
     """Write one self-contained, signed evidence bundle for a workflow."""
     from tether.client import connect
+    from tether.evidence import export_bundle
 
     settings = _settings()
     ledger, _ = _stores(settings)
     if not ledger.events(workflow_id):
         raise TetherError(f"the ledger has no events for workflow {workflow_id!r}; check the id")
 
-    async def history() -> str:
+    async def go() -> Bundle:
         client = await connect(settings)
-        return (await client.get_workflow_handle(workflow_id).fetch_history()).to_json()
+        key = load_or_create_key(settings.checkpoint_key)
+        return await export_bundle(client, ledger, workflow_id, key)
 
-    try:
-        history_json: str = _run(history())
-    except RPCError as exc:
-        raise TetherError(f"cannot fetch the history of {workflow_id!r}: {exc.message}") from None
-    bundle = build_bundle(
-        ledger, workflow_id, history_json, load_or_create_key(settings.checkpoint_key)
-    )
+    bundle: Bundle = _run(go())
     output.write_text(bundle.model_dump_json())
     out.print(
         f"{output}: {len(bundle.manifest.events)} events with proofs, checkpoint of "

@@ -8,12 +8,11 @@ from functools import wraps
 from typing import Any, TypeVar
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 
 from governance.errors import TetherError
 from governance.store import ApprovalStore
-from tether.config import Settings
+from tether.config import Settings, load_settings
 from tether.db import make_engine
 from verification.ledger import Ledger
 
@@ -37,12 +36,7 @@ def friendly(fn: F) -> F:
 
 
 def _settings() -> Settings:
-    try:
-        return Settings()
-    except ValidationError as exc:
-        raise TetherError(
-            f"configuration is invalid: {exc.errors()[0]['msg']} ({exc.errors()[0]['loc']})"
-        ) from None
+    return load_settings()
 
 
 def _run(coro: Coroutine[Any, Any, Any]) -> Any:

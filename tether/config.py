@@ -12,13 +12,15 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from tether.gateway_config import ModelsConfig
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_POLICY_DIR = PACKAGE_ROOT / "governance" / "policies"
@@ -28,7 +30,10 @@ NOTIFY_SINKS = ("log", "feed", "webhook")
 class Settings(BaseSettings):
     """Everything a worker, the CLI and the console need to find each other."""
 
-    model_config = SettingsConfigDict(env_prefix="TETHER_", extra="forbid")
+    # hide_input_in_errors: a validation error never echoes the input (it holds secrets).
+    model_config = SettingsConfigDict(
+        env_prefix="TETHER_", extra="forbid", hide_input_in_errors=True
+    )
 
     temporal_address: str = Field("localhost:7233", description="Temporal frontend host:port.")
     namespace: str = Field("default", description="Temporal namespace.")
@@ -55,6 +60,39 @@ class Settings(BaseSettings):
     dev_port: int = Field(7233, description="gRPC port of the dev server `tether dev` starts.")
     dev_ui_port: int = Field(8233, description="Web UI port of that dev server.")
     log_level: str = Field("INFO", description="Python logging level of worker and CLI.")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="Worker log lines: 'text', or 'json' (one object per line)."
+    )
+    telemetry_exporter: Literal["none", "console", "otlp"] = Field(
+        "none",
+        description="Where OpenTelemetry traces and metrics go: nowhere, stdout, or OTLP.",
+    )
+    telemetry_otlp_endpoint: str = Field(
+        "http://localhost:4318",
+        description="OTLP/HTTP base URL of the collector (/v1/traces, /v1/metrics appended).",
+    )
+    telemetry_service_name: str = Field(
+        "tether-worker", description="service.name of this process's telemetry."
+    )
+    telemetry_sample_ratio: float = Field(
+        1.0, ge=0, le=1, description="Share of new traces kept (children follow their parent)."
+    )
+    telemetry_metric_interval_seconds: float = Field(
+        15.0, gt=0, description="How often metrics are exported."
+    )
+    telemetry_capture_content: bool = Field(
+        False, description="Put prompts and model outputs in spans (they may be confidential)."
+    )
+    health_port: int = Field(
+        0, ge=0, le=65535, description="Worker health endpoint (/livez, /readyz) port; 0: off."
+    )
+    health_host: str = Field("127.0.0.1", description="Address the health endpoint binds.")
+    shutdown_grace_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="On SIGTERM, how long running activities may finish before they are "
+        "cancelled and handed back to Temporal.",
+    )
     checkpoint_key: Path = Field(
         Path(".tether/keys/checkpoint.pem"),
         description="Ed25519 key that signs ledger checkpoints (created when absent).",
@@ -94,6 +132,62 @@ class Settings(BaseSettings):
         gt=0,
         description="How long a notify-tier action may be flagged (a rule's timeout wins).",
     )
+    models: ModelsConfig = Field(
+        default_factory=ModelsConfig,
+        description="Model endpoints (`[[models.endpoints]]`) and routing; none: the "
+        "scripted provider answers.",
+    )
+    console_host: str = Field("127.0.0.1", description="Address `tether console` binds.")
+    console_port: int = Field(8400, ge=1, le=65535, description="Port `tether console` binds.")
+    console_users: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "Console sign-in: person (e.g. 'user:alice') to an argon2 password hash from "
+            "`tether console hash-password`, or 'token-sha256:<hex>' of a per-user token."
+        ),
+    )
+    console_session_secret: SecretStr = Field(
+        SecretStr(""),
+        description="Signs console session cookies; empty: a random secret per process.",
+    )
+    console_session_seconds: int = Field(
+        28800, gt=0, description="How long a console session lasts."
+    )
+    console_secure_cookies: bool = Field(
+        False, description="Send the session cookie only over HTTPS (set behind TLS)."
+    )
+    console_proxy_header: str = Field(
+        "",
+        description="Header naming the signed-in person, set by a trusted reverse proxy "
+        "(OIDC in front); empty: no proxy sign-in.",
+    )
+    console_trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses or networks (CIDR) whose console_proxy_header is believed.",
+    )
+    console_kill_roles: list[str] = Field(
+        default_factory=lambda: ["role:ops"],
+        description="Policy roles (g2 rows) whose holders may use the console's kill switch.",
+    )
+    console_auditor_roles: list[str] = Field(
+        default_factory=list,
+        description="Policy roles that may see runs and evidence; empty: every signed-in person.",
+    )
+    console_checkpoint_dir: Path = Field(
+        Path(".tether/checkpoints"),
+        description="Where signed checkpoints are kept; the console verifies against the newest.",
+    )
+
+    @model_validator(mode="after")
+    def _check_secrets(self) -> Settings:
+        secret = self.console_session_secret.get_secret_value()
+        if secret and (len(secret) < 32 or secret.lower().startswith("change-me")):
+            raise ValueError(
+                "console_session_secret is too weak to sign sessions (anyone who guesses it "
+                "can sign in as anyone): set TETHER_CONSOLE_SESSION_SECRET to at least 32 "
+                "random characters, e.g. the output of 'openssl rand -hex 32'"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_notify(self) -> Settings:
@@ -113,10 +207,48 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"notify_webhook_url {self.notify_webhook_url!r} is not an http(s) URL"
                 )
-            if not self.notify_webhook_secret.get_secret_value():
+            webhook_secret = self.notify_webhook_secret.get_secret_value()
+            if webhook_secret and (
+                len(webhook_secret) < 16 or webhook_secret.lower().startswith("change-me")
+            ):
+                raise ValueError(
+                    "notify_webhook_secret is too weak to sign webhooks: set "
+                    "TETHER_NOTIFY_WEBHOOK_SECRET to at least 16 random characters (the "
+                    "receiver verifies with the same), e.g. 'openssl rand -hex 32'"
+                )
+            if not webhook_secret:
                 raise ValueError(
                     "notify_sinks includes 'webhook' but notify_webhook_secret is empty; "
                     "set TETHER_NOTIFY_WEBHOOK_SECRET to the secret the receiver verifies with"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _check_telemetry(self) -> Settings:
+        if self.telemetry_exporter == "otlp" and not self.telemetry_otlp_endpoint.startswith(
+            ("http://", "https://")
+        ):
+            raise ValueError(
+                f"telemetry_otlp_endpoint {self.telemetry_otlp_endpoint!r} is not an http(s) "
+                "URL; give the collector's OTLP/HTTP address, e.g. http://otel-collector:4318"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _check_console(self) -> Settings:
+        for person, credential in self.console_users.items():
+            if person.startswith("agent:") or ":" not in person:
+                raise ValueError(
+                    f"console_users names {person!r}; name people like 'user:alice' "
+                    "(agent identities never sign in)"
+                )
+            token = credential.removeprefix("token-sha256:")
+            if not credential.startswith("$argon2") and not (
+                token != credential and len(token) == 64 and token.strip("0123456789abcdef") == ""
+            ):
+                raise ValueError(
+                    f"console_users[{person!r}] is neither an argon2 hash nor "
+                    "'token-sha256:<64 hex>'; make one with `tether console hash-password`"
                 )
         return self
 
@@ -135,3 +267,18 @@ class Settings(BaseSettings):
             env_settings,
             TomlConfigSettingsSource(settings_cls, toml_file=toml_file),
         )
+
+
+def load_settings() -> Settings:
+    """Settings from the file and the environment; a bad value raises TetherError with one
+    line naming it (never the value: it may be a secret)."""
+    from governance.errors import TetherError
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise TetherError(
+            f"configuration is invalid: {first['msg']}" + (f" ({where})" if where else "")
+        ) from None

@@ -1,7 +1,7 @@
-"""`tether dev`: the local stack — Temporal dev server (state on disk) plus one worker.
+"""`tether dev`: the local stack — Temporal dev server (state on disk), a worker, the console.
 
 The dev server keeps its state in `<state_dir>/temporal.db`, so workflows survive a
-restart of the stack. Ctrl-C (SIGINT) or SIGTERM stops both processes. A busy port is
+restart of the stack. Ctrl-C (SIGINT) or SIGTERM stops every process. A busy port is
 reported before anything starts.
 """
 
@@ -52,13 +52,14 @@ def _wait_listening(port: int, proc: subprocess.Popen[bytes], log: Path, seconds
     raise DevError(f"the Temporal dev server did not listen on port {port} within {seconds:.0f}s")
 
 
-def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    for proc in procs:
+def _stop(procs: list[subprocess.Popen[bytes]], grace: float = 15.0) -> None:
+    """Stop the processes last-started first, so the worker drains while Temporal still
+    runs; each gets `grace` seconds (plus a little) before it is killed."""
+    for proc in reversed(procs):
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
-    for proc in procs:
         try:
-            proc.wait(timeout=15)
+            proc.wait(timeout=grace + 5)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
@@ -68,8 +69,9 @@ def run_dev(settings: Settings, console: Console) -> int:
     for port, what, var in (
         (settings.dev_port, "Temporal gRPC", "TETHER_DEV_PORT"),
         (settings.dev_ui_port, "Temporal UI", "TETHER_DEV_UI_PORT"),
+        (settings.console_port, "console", "TETHER_CONSOLE_PORT"),
     ):
-        if port_busy(port):
+        if port_busy(port, settings.console_host if what == "console" else "127.0.0.1"):
             raise DevError(
                 f"port {port} ({what}) is already in use; stop what holds it or choose "
                 f"another port with {var}"
@@ -77,6 +79,7 @@ def run_dev(settings: Settings, console: Console) -> int:
     state = settings.state_dir
     state.mkdir(parents=True, exist_ok=True)
     server_log, worker_log = state / "temporal.log", state / "worker.log"
+    console_log = state / "console.log"
     address = f"127.0.0.1:{settings.dev_port}"
     procs: list[subprocess.Popen[bytes]] = []
 
@@ -120,14 +123,25 @@ def run_dev(settings: Settings, console: Console) -> int:
                     start_new_session=True,
                 )
             )
+        with console_log.open("ab") as out:
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "tether.cli", "console"],
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
         table = Table(title="tether dev", show_header=False, title_justify="left")
         table.add_row("Temporal gRPC", address)
         table.add_row("Temporal UI", f"http://127.0.0.1:{settings.dev_ui_port}")
         table.add_row("Temporal state", str(state / "temporal.db"))
         table.add_row("worker", f"pid {procs[1].pid}, task queue {settings.task_queue!r}")
+        table.add_row("console", f"http://{settings.console_host}:{settings.console_port}")
         table.add_row("ledger", settings.database_url)
         table.add_row("policy", str(settings.policy_path))
-        table.add_row("logs", f"{server_log}, {worker_log}")
+        table.add_row("logs", f"{server_log}, {worker_log}, {console_log}")
         console.print(table)
         console.print(
             f"ready. In another shell: TETHER_TEMPORAL_ADDRESS={address} tether run ... ; "
@@ -137,11 +151,11 @@ def run_dev(settings: Settings, console: Console) -> int:
         while all(p.poll() is None for p in procs):
             time.sleep(0.2)
         dead = next(p for p in procs if p.poll() is not None)
-        name = "Temporal dev server" if dead is procs[0] else "worker"
+        name = {0: "Temporal dev server", 1: "worker"}.get(procs.index(dead), "console")
         console.print(f"[red]the {name} exited with {dead.returncode}; see its log[/]")
         return 1
     except KeyboardInterrupt:
         console.print("stopping …")
         return 0
     finally:
-        _stop(list(reversed(procs)))
+        _stop(procs, settings.shutdown_grace_seconds)

@@ -42,6 +42,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from governance.errors import TetherError
 from tether.db import Base, create_tables, make_engine
+from tether.telemetry import ledger_append_timer
 from verification import pg_append
 from verification.canonical import HASHED, canonical_event
 from verification.query import EventQuery, iso_utc
@@ -241,6 +242,7 @@ class Ledger:
         """INSERT that can skip conflicting rows, in this database's dialect."""
         return (pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert)(table)
 
+    @ledger_append_timer
     def append(self, event: LedgerEvent, content: Sequence[JsonValue] = ()) -> RecordedEvent:
         """Append `event` once; a repeated idempotency key returns the stored event.
 
@@ -337,8 +339,16 @@ class Ledger:
         return {str(r["idempotency_key"]): _event_from(r) for r in rows}
 
     def _stored(self, conn: Connection, key: str) -> RecordedEvent:
+        """The event stored under `key`, checked against its own hash: a repeated append
+        never returns (and so never vouches for) a row whose content does not hash."""
         row = conn.execute(select(EVENTS).where(EVENTS.c.idempotency_key == key)).one()
-        return _event_from(dict(row._mapping))
+        fields = dict(row._mapping)
+        if event_hash(fields) != fields["hash"]:
+            raise LedgerError(
+                f"the stored event {key!r} (seq {fields['seq']}) does not match its hash: it "
+                "was altered, or a worker hashed it differently; run 'tether audit verify'"
+            )
+        return _event_from(fields)
 
     def _write_new_pg(self, items: list[_Pending]) -> dict[str, RecordedEvent]:
         """PostgreSQL: one `tether_append` call per event; one event alone autocommits,

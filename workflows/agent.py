@@ -45,6 +45,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.tools import ToolSpec, spec_of
     from governance.approvals import ApprovalDecision, PendingApproval
     from governance.types import Decision, Tier
+    from tether.gateway_config import CALL_MODEL_TIMEOUT_SECONDS, DATA_CLASSES
     from verification.ledger import canonical_json, digest
     from workflows.approvals import ApprovalsMixin, request_id_of
     from workflows.errors import (
@@ -53,6 +54,7 @@ with workflow.unsafe.imports_passed_through():
         BudgetExceeded,
         ModelOutputInvalid,
     )
+    from workflows.recovery import CALL_FAILURES, Check, RecoveryLadder
     from workflows.review import notify_step
 
 M = TypeVar("M", bound=BaseModel)
@@ -79,6 +81,8 @@ class Usage(BaseModel):
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0
+    estimated_calls: int = 0
+    """Model calls whose tokens were estimated (the provider reported no usage)."""
 
 
 class AgentStatus(BaseModel):
@@ -90,7 +94,7 @@ class AgentStatus(BaseModel):
     """The agent is over its cap of open approval requests and waits."""
 
 
-class AgentWorkflow(ApprovalsMixin):
+class AgentWorkflow(ApprovalsMixin, RecoveryLadder):
     """Base class: subclass it, set `agent`, decorate with `@workflow.defn(name=...)`."""
 
     agent: ClassVar[str] = "agent:unnamed"
@@ -140,6 +144,7 @@ class AgentWorkflow(ApprovalsMixin):
         u.input_tokens += result.input_tokens
         u.output_tokens += result.output_tokens
         u.cost_usd += result.cost_usd
+        u.estimated_calls += 1 if result.tokens_estimated else 0
         b = self._budget
         if b.max_tokens and u.input_tokens + u.output_tokens > b.max_tokens:
             raise BudgetExceeded(f"token budget of {b.max_tokens} is spent")
@@ -156,14 +161,23 @@ class AgentWorkflow(ApprovalsMixin):
         prompt: str,
         sensitivity: str = "internal",
         max_output_tokens: int = 1024,
+        check: Check[M] | None = None,
+        fallback: M | None = None,
+        approver: str = "",
+        latency_target_ms: int = 0,
     ) -> M:
         """Call a model through the gateway; return its output validated into `schema`.
 
-        An invalid output gets one repair attempt carrying the validation error; a second
-        failure raises ModelOutputInvalid. A kill switch in scope raises ActionDenied; an
-        agent budget that would be overspent raises BudgetExceeded, or, when its policy is
-        to escalate, waits for approval (`budget.exceed` on `agent/<agent>`) and then runs
-        the call beyond the budget (ActionRejected when not approved).
+        Output that fails `schema` or `check` (a function returning what is wrong, or
+        None) climbs the recovery ladder (`workflows.recovery`): a repair on the same
+        model, another eligible model, the declared `fallback`, then the approve tier
+        when `approver` names a role; after that ModelOutputInvalid. A kill switch in
+        scope raises ActionDenied; an agent budget that would be overspent raises
+        BudgetExceeded, or, when its policy is to escalate, waits for approval
+        (`budget.exceed` on `agent/<agent>`) and then runs the call beyond the budget
+        (ActionRejected when not approved). A call no endpoint may take or answer raises
+        an ApplicationError typed NoEligibleEndpoint, ModelRequestRejected or
+        ModelUnavailable.
         """
         ref = self._ref()
         request = ModelCallInput(
@@ -174,7 +188,17 @@ class AgentWorkflow(ApprovalsMixin):
             schema_name=schema.__name__,
             json_schema=schema.model_json_schema(),
             max_output_tokens=max_output_tokens,
+            latency_target_ms=latency_target_ms,
         )
+        if workflow.patched("model-recovery-ladder"):
+            if sensitivity not in DATA_CLASSES:  # before any activity: a clear error
+                raise ApplicationError(
+                    f"ask(sensitivity={sensitivity!r}) is not a data class; use one of "
+                    f"{', '.join(DATA_CLASSES)}",
+                    type="InvalidSensitivity",
+                    non_retryable=True,
+                )
+            return await self._ask_ladder(schema, request, check, fallback, approver)
         error = ""
         for _ in range(2):
             result, request = await self._call_model(
@@ -336,14 +360,26 @@ class AgentWorkflow(ApprovalsMixin):
                     "call_model",
                     request,
                     result_type=ModelCallResult,
-                    start_to_close_timeout=timedelta(seconds=60),
+                    start_to_close_timeout=timedelta(seconds=CALL_MODEL_TIMEOUT_SECONDS),
                     retry_policy=MODEL_RETRY,
                 )
                 return result, request
             except ActivityError as exc:
                 cause = exc.cause
+                # Histories from before the ladder take the old path (the raw error).
+                ladder = workflow.patched("model-recovery-ladder")
+                if ladder and isinstance(cause, ActivityTimeoutError):
+                    raise ApplicationError(
+                        f"model call {request.task!r} timed out on every try: {cause.message}",
+                        type="ModelUnavailable",
+                        non_retryable=True,
+                    ) from None
                 if not isinstance(cause, ApplicationError):
                     raise
+                if ladder and cause.type in CALL_FAILURES:  # classified (author, ladder)
+                    raise ApplicationError(
+                        cause.message, type=cause.type, non_retryable=True
+                    ) from None
                 details = BudgetBreachDetails.model_validate(
                     cause.details[0] if cause.details else {}
                 )

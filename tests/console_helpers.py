@@ -1,0 +1,155 @@
+"""Helpers for the console tests: a real uvicorn server on a free loopback port, people
+with real argon2 passwords, a policy and a model script, and the PayInvoice runs to decide.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from temporalio.client import Client, WorkflowHandle
+
+from console import create_app, hash_password
+from governance.approvals import PendingApproval
+from tests.conftest import new_id
+from tether.client import start_task
+from tether.config import DEFAULT_POLICY_DIR, Settings
+from workflows.invoice import InvoiceInput, InvoiceResult
+
+PEOPLE = ("user:alice", "user:bob", "user:carol", "user:olga")
+"""alice and bob approve payments, olga runs operations (kill switch), carol holds no role."""
+
+
+def password(person: str) -> str:
+    return f"pw-{person.split(':')[1]}-correct-horse"
+
+
+_HASHES: dict[str, str] = {}
+
+
+def users() -> dict[str, str]:
+    if not _HASHES:  # argon2 is slow on purpose: hash once per session
+        _HASHES.update({p: hash_password(password(p)) for p in PEOPLE})
+    return dict(_HASHES)
+
+
+XSS = "<script>document.title='pwned'</script>"
+
+
+def console_settings(settings: Settings, tmp_path: Path) -> Settings:
+    policy = tmp_path / "console-policy.csv"
+    policy.write_text(
+        (DEFAULT_POLICY_DIR / "default.csv").read_text() + "\ng2, user:olga, role:ops\n"
+    )
+    script = json.loads((Path(str(settings.model_script))).read_text())
+    script["entries"].append(
+        {
+            "task": "extract",
+            "match": "INV-XSS",
+            "output": {"invoice_id": XSS, "vendor": "globex", "amount": 30000.0},
+        }
+    )
+    script_path = tmp_path / "console-script.json"
+    script_path.write_text(json.dumps(script))
+    return settings.model_copy(
+        update={
+            "policy_path": policy,
+            "model_script": script_path,
+            "console_users": users(),
+            "console_kill_roles": ["role:ops"],
+            "console_checkpoint_dir": tmp_path / "checkpoints",
+            "checkpoint_key": tmp_path / "keys" / "checkpoint.pem",
+        }
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextmanager
+def serve(settings: Settings) -> Iterator[str]:
+    """Run the console in a uvicorn server (own thread and loop); yield its base URL."""
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the console server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+async def start_invoice(
+    client: Client, settings: Settings, invoice: str, started_by: str
+) -> WorkflowHandle[Any, InvoiceResult]:
+    return await start_task(
+        client,
+        "PayInvoice",
+        InvoiceInput(invoice_id=invoice, text=f"Invoice {invoice}"),
+        workflow_id=new_id(f"console-{invoice.lower()}"),
+        task_queue=settings.task_queue,
+        started_by=started_by,
+        result_type=InvoiceResult,
+    )
+
+
+async def pending_of(handle: WorkflowHandle[Any, Any]) -> PendingApproval:
+    """The open request of a run, once the workflow has stored it."""
+    from workflows.agent import AgentStatus
+
+    for _ in range(400):
+        status: AgentStatus = await handle.query("status", result_type=AgentStatus)
+        if status.pending is not None:
+            return status.pending
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{handle.id} never asked for approval")
+
+
+CSRF = re.compile(r'name="csrf" value="([^"]*)"')
+
+
+def csrf_of(html: str) -> str:
+    found = CSRF.search(html)
+    assert found, "the page has no CSRF field"
+    return found.group(1)
+
+
+async def sign_in(http: httpx.AsyncClient, person: str) -> str:
+    """Sign `person` in on `http` (cookies kept); return a CSRF token of their session."""
+    page = await http.get("/login")
+    answer = await http.post(
+        "/login",
+        data={
+            "csrf": csrf_of(page.text),
+            "person": person,
+            "password": password(person),
+            "next": "/inbox",
+        },
+    )
+    assert answer.status_code == 303, answer.text
+    inbox = await http.get("/inbox")
+    assert inbox.status_code == 200
+    return csrf_of(inbox.text)

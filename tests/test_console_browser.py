@@ -1,0 +1,161 @@
+"""The console in a real headless browser (Debian's `chromium`, driven by Playwright).
+
+An approver signs in, sees the pending request, approves it and watches the workflow
+complete; the approver who started a run neither sees nor can open its request; a
+rejection's reason reaches the agent (with JavaScript off: the pages need none); a tool
+argument holding `<script>` renders as text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+from collections.abc import AsyncIterator
+
+import pytest
+from playwright.async_api import Browser, Page, async_playwright, expect
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from governance.approvals import PendingApproval
+from tests.console_helpers import XSS, password, pending_of, start_invoice
+from tether.config import Settings
+from worker import Runtime
+
+pytest_plugins = ["tests.console_fixtures"]
+
+
+@pytest.fixture
+async def chromium() -> AsyncIterator[Browser]:
+    path = shutil.which("chromium")
+    if path is None:
+        pytest.fail("Debian's chromium is not installed: apt-get install -y chromium")
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(
+            executable_path=path, args=["--headless", "--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+async def signed_in(
+    browser: Browser, base_url: str, person: str, *, javascript: bool = True
+) -> Page:
+    context = await browser.new_context(base_url=base_url, java_script_enabled=javascript)
+    page = await context.new_page()
+    await page.goto("/inbox")
+    await expect(page.locator("h1")).to_have_text("Sign in")
+    await page.fill("input[name=person]", person)
+    await page.fill("input[name=password]", password(person))
+    await page.click("button[type=submit]")
+    await expect(page.locator("#person")).to_have_text(person)
+    return page
+
+
+async def stored(runtime: Runtime, pending: PendingApproval) -> None:
+    for _ in range(200):
+        if any(p.request_id == pending.request_id for p in runtime.approvals.list()):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{pending.request_id} never reached the approvals store")
+
+
+async def test_approve_in_the_browser_and_watch_the_run_complete(
+    client: Client,
+    csettings: Settings,
+    crt: Runtime,
+    cworker: Worker,
+    base_url: str,
+    chromium: Browser,
+) -> None:
+    handle = await start_invoice(client, csettings, "INV-1003", started_by="user:bob")
+    pending = await pending_of(handle)
+    await stored(crt, pending)
+
+    # bob started the run: his own request is neither listed nor open to him.
+    bob = await signed_in(chromium, base_url, "user:bob")
+    await bob.reload()
+    await expect(bob.locator("#empty")).to_have_text("Nothing waits for you.")
+    await bob.goto(f"/requests/{pending.request_id}")
+    await expect(bob.locator("p.error")).to_contain_text("is not waiting for your decision")
+    await expect(bob.locator("form#decide")).to_have_count(0)
+
+    alice = await signed_in(chromium, base_url, "user:alice")
+    row = alice.locator(f'tr[data-request="{pending.request_id}"]')
+    await expect(row).to_contain_text("payments.pay")
+    await expect(row.locator("time.countdown")).to_have_text(
+        # hours and minutes left of the 24h deadline (the page script counts them down)
+        re.compile(r"^2[34]h \d+m$")
+    )
+    await row.locator("a.open").click()
+    await expect(alice.locator("#rule")).to_have_text("ap-pay-large")
+    await expect(alice.locator("#policy-version")).to_have_text(pending.policy_version)
+    args = alice.locator("#arguments")
+    await expect(args).to_contain_text("INV-1003")
+    await expect(args).to_contain_text("globex")
+    await expect(alice.locator("#influences")).to_contain_text("model call")
+    await alice.fill("textarea[name=comment]", "PO 4711 matches")
+    await alice.click("button.approve")
+    await expect(alice.locator("#result")).to_have_text(
+        "Accepted by the workflow: approved by user:alice."
+    )
+    await alice.click(f"a[href='/runs/{handle.id}']")
+    # The run page refreshes itself while the workflow runs.
+    await expect(alice.locator("#workflow-status")).to_have_text("completed", timeout=30_000)
+    await expect(alice.locator('#events tr[data-kind="tool.executed"]')).to_have_count(1)
+    await expect(alice.locator("svg.timeline")).to_be_visible()
+    result = await handle.result()
+    assert result.status == "paid" and result.receipt_id
+
+
+async def test_a_rejection_reason_reaches_the_agent_without_javascript(
+    client: Client,
+    csettings: Settings,
+    crt: Runtime,
+    cworker: Worker,
+    base_url: str,
+    chromium: Browser,
+) -> None:
+    handle = await start_invoice(client, csettings, "INV-1003", started_by="user:dana")
+    pending = await pending_of(handle)
+    await stored(crt, pending)
+    bob = await signed_in(chromium, base_url, "user:bob", javascript=False)
+    await bob.click(f'tr[data-request="{pending.request_id}"] a.open')
+    await bob.click("button.reject")  # no reason: refused by the console, nothing sent
+    await expect(bob.locator("#refused")).to_contain_text("needs a reason")
+    await bob.fill("textarea[name=comment]", "duplicate of INV-0999")
+    await bob.click("button.reject")
+    await expect(bob.locator("#result")).to_have_text(
+        "Accepted by the workflow: rejected by user:bob."
+    )
+    result = await handle.result()
+    assert result.status == "rejected"
+    assert "duplicate of INV-0999" in result.message
+    assert crt.bank.payments("INV-1003") == 0
+
+
+async def test_a_script_in_a_tool_argument_renders_as_text(
+    client: Client,
+    csettings: Settings,
+    crt: Runtime,
+    cworker: Worker,
+    base_url: str,
+    chromium: Browser,
+) -> None:
+    handle = await start_invoice(client, csettings, "INV-XSS", started_by="user:bob")
+    pending = await pending_of(handle)
+    await stored(crt, pending)
+    alice = await signed_in(chromium, base_url, "user:alice")
+    dialogs: list[str] = []
+    alice.on("dialog", lambda d: dialogs.append(d.message))
+    await alice.goto(f"/requests/{pending.request_id}")
+    cell = alice.locator("#arguments tr", has_text="invoice_id").locator("td")
+    await expect(cell).to_have_text(XSS)
+    assert await alice.title() != "pwned"
+    assert "pwned" not in await alice.title()
+    assert await alice.locator("#arguments script").count() == 0
+    assert dialogs == []
+    await handle.cancel()

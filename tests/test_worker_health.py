@@ -1,0 +1,141 @@
+"""A worker process: health endpoint, JSON logs, and a graceful SIGTERM that lets the
+running activity finish before the process exits."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from temporalio.client import Client
+
+from tests.conftest import new_id
+from tether.client import start_task
+from tether.config import Settings
+from tether.health import HealthError, HealthServer
+from worker import Runtime, build_worker
+from workflows import InvoiceInput, InvoiceResult
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def spawn_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """`python worker.py` with `env`, its output appended to `log`."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, str(ROOT / "worker.py")], env=env, stdout=out, stderr=out
+        )
+
+
+async def _status(http: httpx.AsyncClient, url: str) -> int:
+    try:
+        return (await http.get(url)).status_code
+    except httpx.TransportError:
+        return 0
+
+
+async def test_health_endpoint_answers_live_and_ready() -> None:
+    ready = False
+    server = HealthServer(lambda: ready, "127.0.0.1", 0)
+    port = await server.start()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            assert (await http.get("/livez")).json() == {"status": "live"}
+            assert (await http.get("/readyz")).status_code == 503
+            ready = True
+            assert (await http.get("/readyz")).json() == {"status": "ready"}
+            missing = await http.get("/nope")
+            assert missing.status_code == 404 and "/readyz" in missing.json()["error"]
+            assert (await http.post("/livez")).status_code == 405
+    finally:
+        await server.close()
+    other = HealthServer(lambda: True, "127.0.0.1", 0)
+    taken = await other.start()
+    try:
+        busy = HealthServer(lambda: True, "127.0.0.1", taken)
+        with pytest.raises(HealthError, match=f"port {taken} .*TETHER_HEALTH_PORT"):
+            await busy.start()
+    finally:
+        await other.close()
+
+
+async def test_sigterm_drains_the_running_activity(
+    client: Client, settings: Settings, runtime: Runtime, tmp_path: Path
+) -> None:
+    port = _free_port()
+    log = tmp_path / "worker.log"
+    env = {
+        **os.environ,
+        "TETHER_TEMPORAL_ADDRESS": settings.temporal_address,
+        "TETHER_TASK_QUEUE": settings.task_queue,
+        "TETHER_DATABASE_URL": settings.database_url,
+        "TETHER_BANK_SETTLE_SECONDS": "3",
+        "TETHER_HEALTH_PORT": str(port),
+        "TETHER_LOG_FORMAT": "json",
+        "TETHER_SHUTDOWN_GRACE_SECONDS": "60",
+    }
+    proc = spawn_worker(env, log)
+    ready = f"http://127.0.0.1:{port}/readyz"
+    try:
+        async with httpx.AsyncClient() as http:
+            for _ in range(600):
+                if await _status(http, ready) == 200:
+                    break
+                await asyncio.sleep(0.05)
+            assert await _status(http, ready) == 200, log.read_text()
+            assert await _status(http, f"http://127.0.0.1:{port}/livez") == 200
+            handle = await start_task(
+                client,
+                "PayInvoice",
+                InvoiceInput(invoice_id="INV-1001", text="Invoice INV-1001"),
+                workflow_id=new_id("drain"),
+                task_queue=settings.task_queue,
+                started_by="user:bob",
+                result_type=InvoiceResult,
+            )
+            # The bank holds the payment activity for 3 s: stop the worker inside it.
+            for _ in range(600):
+                if runtime.bank.payments("INV-1001") == 1:
+                    break
+                await asyncio.sleep(0.05)
+            assert runtime.bank.payments("INV-1001") == 1, log.read_text()
+            proc.send_signal(signal.SIGTERM)
+            draining = 0
+            while proc.poll() is None:
+                draining = draining or (await _status(http, ready) == 503)
+                await asyncio.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    assert proc.returncode == 0, log.read_text()
+    assert draining, "readyz never reported the drain"
+    # The draining worker finished the payment and recorded it before it exited.
+    kinds = [e.kind for e in runtime.ledger.events(handle.id)]
+    assert "tool.executed" in kinds, log.read_text()
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    messages = [(entry["level"], entry["message"]) for entry in lines]
+    assert any(m.startswith("shutting down") for _, m in messages), messages
+    assert ("INFO", "worker stopped") in messages
+    assert all({"time", "level", "name", "message"} <= set(entry) for entry in lines)
+
+    async with build_worker(client, settings, runtime):
+        result = await asyncio.wait_for(handle.result(), timeout=60)
+    assert result.status == "paid"
+    assert runtime.bank.payments("INV-1001") == 1
+    assert [e.kind for e in runtime.ledger.events(handle.id)].count("tool.executed") == 1
+    assert runtime.ledger.verify().ok

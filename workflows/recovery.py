@@ -1,0 +1,237 @@
+"""The recovery ladder of `ask`: what happens to model output that fails its schema or check.
+
+In order, each rung recorded in the ledger (`model.rung`, with the validation error):
+
+1. `repair`    the same model again, told the validation error;
+2. `alternate` another eligible model (the endpoints already tried are excluded), fresh;
+3. `fallback`  the output the author declared (`ask(..., fallback=...)`);
+4. `approve`   a person decides (`ask(..., approver="role:...")`): approving takes the
+               output the approver supplies as the decision's comment (JSON that fits
+               the schema), else the declared fallback; rejecting fails the step.
+
+With a declared fallback *and* an approver, the fallback is used only once approved.
+When no rung yields valid output the step raises `ModelOutputInvalid`. Invalid output is
+never returned: truncated answers (`finish_reason` "length") and answers that are tool
+calls rather than JSON count as invalid.
+
+Model calls that fail for good (no eligible endpoint, a request an endpoint refuses, or
+every endpoint unavailable after Temporal's retries) raise an ApplicationError of that
+type (`NoEligibleEndpoint`, `ModelRequestRejected`, `ModelUnavailable`); on the
+`alternate` rung such a failure only skips the rung. Deterministic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import TypeVar
+
+from temporalio import workflow
+from temporalio.exceptions import ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from pydantic import BaseModel, JsonValue, ValidationError
+
+    from activities.payloads import ModelCallInput, ModelCallResult, StepRef
+    from governance.approvals import ApprovalDecision
+    from governance.types import Decision, Tier
+    from verification.ledger import canonical_json, digest
+    from workflows.errors import ModelOutputInvalid
+
+M = TypeVar("M", bound=BaseModel)
+LOCAL = timedelta(seconds=30)
+CALL_FAILURES = ("NoEligibleEndpoint", "ModelRequestRejected", "ModelUnavailable")
+"""Error types of a model call that failed for good (see `activities.gateway`)."""
+
+Check = Callable[[M], str | None]
+"""A declared check: returns what is wrong with a valid-looking output, or None."""
+
+
+def validate(schema: type[M], result: ModelCallResult, check: Check[M] | None) -> M | str:
+    """The output, or why it is not acceptable."""
+    if result.truncated:
+        return f"the answer was cut off at the output token limit ({result.output_tokens})"
+    if not result.text and result.tool_calls:
+        return f"the answer is a tool call ({result.tool_calls[0].name}), not JSON"
+    try:
+        out = schema.model_validate_json(result.text)
+    except ValidationError as exc:
+        return validation_error(schema, exc)
+    if check is not None:
+        problem = check(out)
+        if problem:
+            return f"the output fails its check: {problem}"
+    return out
+
+
+def validation_error(schema: type[BaseModel], exc: ValidationError) -> str:
+    """What is wrong, by field (type, location, message) and without the input: the text
+    goes into the ledger and approval requests, where no model output may appear."""
+    problems = [
+        f"{'.'.join(str(part) for part in e['loc']) or '(root)'}: {e['msg']} [{e['type']}]"
+        for e in exc.errors(include_input=False, include_url=False)
+    ]
+    return f"{len(problems)} validation error(s) for {schema.__name__}: " + "; ".join(problems)
+
+
+class RecoveryLadder:
+    """Mixed into `AgentWorkflow`; the callables below are the workflow's own."""
+
+    _agent: str
+    _inputs: list[str]
+    _ref: Callable[[], StepRef]
+    _call_model: Callable[[ModelCallInput], Awaitable[tuple[ModelCallResult, ModelCallInput]]]
+    _charge: Callable[[ModelCallResult], None]
+    _await_approval: Callable[..., Awaitable[list[ApprovalDecision]]]
+
+    async def _ask_ladder(
+        self,
+        schema: type[M],
+        request: ModelCallInput,
+        check: Check[M] | None,
+        fallback: M | None,
+        approver: str,
+    ) -> M:
+        ref, task = request.ref, request.task
+        tried: list[str] = []
+        error = ""
+        rungs: list[tuple[str, ModelCallInput]] = [
+            ("first", request.model_copy(update={"rung": "first"}))
+        ]
+        while rungs:
+            rung, attempt = rungs.pop(0)
+            try:
+                # The request as finally sent: it carries an approved budget_override on
+                # to the next rung, which must not ask (under the same step) again.
+                result, attempt = await self._call_model(attempt)
+            except ApplicationError as exc:
+                if rung != "alternate" or exc.type not in CALL_FAILURES:
+                    raise
+                await self._record_rung(ref, task, rung, "skipped", exc.message)
+                break
+            self._charge(result)
+            self._inputs.append(result.call_id)
+            if result.endpoint and result.endpoint not in tried:
+                tried.append(result.endpoint)
+            out = validate(schema, result, check)
+            if not isinstance(out, str):
+                if rung != "first":
+                    await self._record_rung(ref, task, rung, "recovered", "", result.call_id)
+                return out
+            error = out
+            await self._record_rung(ref, task, rung, "invalid", error, result.call_id)
+            if rung == "first":
+                rungs.append(
+                    (
+                        "repair",
+                        attempt.model_copy(
+                            update={
+                                "rung": "repair",
+                                "repair_error": error,
+                                "prefer_endpoint": result.endpoint,
+                            }
+                        ),
+                    )
+                )
+            elif rung == "repair":
+                rungs.append(
+                    (
+                        "alternate",
+                        attempt.model_copy(
+                            update={
+                                "rung": "alternate",
+                                "repair_error": "",
+                                "prefer_endpoint": "",
+                                "exclude_endpoints": list(tried),
+                            }
+                        ),
+                    )
+                )
+        if fallback is not None and not approver:
+            await self._record_rung(ref, task, "fallback", "used", error)
+            return schema.model_validate(fallback.model_dump(mode="json"))
+        if approver:
+            if workflow.patched("model-approval-own-step"):
+                # A step of its own: its approval request (id, ledger records) is never
+                # the step's budget-overspend request, which may be decided already.
+                ref = self._ref()
+            return await self._approve_output(schema, ref, task, error, fallback, approver)
+        raise ModelOutputInvalid(
+            f"model output for task {task!r} does not fit {schema.__name__} after repair, "
+            f"another model and no declared fallback: {error[:300]}; declare "
+            "ask(..., fallback=...) or ask(..., approver=...) to keep the run going"
+        )
+
+    async def _approve_output(
+        self,
+        schema: type[M],
+        ref: StepRef,
+        task: str,
+        error: str,
+        fallback: M | None,
+        approver: str,
+    ) -> M:
+        """The approve tier: a person supplies the output or approves the fallback."""
+        proposed: JsonValue = fallback.model_dump(mode="json") if fallback is not None else None
+        args: dict[str, JsonValue] = {
+            "task": task,
+            "schema": schema.__name__,
+            "error": error[:300],
+            "fallback": proposed,
+        }
+        decision = Decision(
+            tier=Tier.APPROVE,
+            rule="model-recovery-ladder",
+            policy_version="",
+            reason=(
+                f"model output for {task!r} failed {schema.__name__} on every rung; approve "
+                + (
+                    "the declared fallback, or supply the output as the comment (JSON)"
+                    if fallback is not None
+                    else "with the output as the comment (JSON), or reject"
+                )
+            ),
+            approver_role=approver,
+        )
+        grants = await self._await_approval(
+            ref,
+            f"model.{task}.output",
+            f"agent/{self._agent}",
+            args,
+            canonical_json(args),
+            decision,
+        )
+        for grant in grants:
+            text = grant.comment.strip()
+            if text.startswith("{"):
+                try:
+                    out = schema.model_validate_json(text)
+                except ValidationError:
+                    continue
+                await self._record_rung(ref, task, "approve", "supplied", error, digest(text))
+                return out
+        if fallback is not None:
+            await self._record_rung(ref, task, "approve", "fallback approved", error)
+            return schema.model_validate(fallback.model_dump(mode="json"))
+        raise ModelOutputInvalid(
+            f"model output for task {task!r} was approved without an output that fits "
+            f"{schema.__name__}; the approver's comment must be that JSON"
+        )
+
+    async def _record_rung(
+        self, ref: StepRef, task: str, rung: str, outcome: str, error: str, call_id: str = ""
+    ) -> None:
+        await workflow.execute_local_activity(
+            "record_event",
+            ref.event(
+                "model.rung",
+                key=f"model.rung.{rung}.{outcome}",
+                action=f"model.{task}",
+                resource=f"agent/{ref.agent}",
+                decision=None,
+                actor=ref.agent,
+                outcome=outcome,
+                payload={"rung": rung, "error": error[:500], "call_id": call_id},
+            ),
+            start_to_close_timeout=LOCAL,
+        )
