@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import JsonValue
 
-from verification.canonical import HASHED, canonical_event
+from verification.canonical import HASHED, canonical_event, canonical_row
 from verification.ledger import canonical_json, event_hash
 from verification.pg_append import split_canonical
 
@@ -23,6 +23,7 @@ def test_canonical_event_matches_json_dumps(texts: list[str], seq: int, step: in
     fields: dict[str, JsonValue] = dict(zip(names, texts, strict=True))
     fields["seq"], fields["step"] = seq, step
     assert canonical_event(fields) == canonical_json(fields)
+    assert canonical_row([fields[n] for n in HASHED] + ["the hash"]) == canonical_json(fields)
     assert event_hash(fields) == hashlib.sha256(canonical_json(fields).encode()).hexdigest()
     # the pieces PostgreSQL assembles around prev_hash (always hex) and seq rebuild the text
     fields["prev_hash"] = hashlib.sha256(str(texts).encode()).hexdigest()

@@ -23,6 +23,7 @@ import json
 import threading
 from collections.abc import Generator, Mapping, Sequence
 from datetime import UTC, datetime
+from hashlib import sha256
 from typing import Any
 
 from pydantic import BaseModel, Field, JsonValue
@@ -44,7 +45,7 @@ from governance.errors import TetherError
 from tether.db import Base, create_tables, make_engine
 from tether.telemetry import ledger_append_timer
 from verification import pg_append
-from verification.canonical import HASHED, canonical_event
+from verification.canonical import HASHED, canonical_event, canonical_row
 from verification.query import EventQuery, iso_utc
 
 GENESIS = "0" * 64
@@ -483,7 +484,7 @@ class Ledger:
                     f"entry {seq} does not link to entry {seq - 1}: rows were removed or reordered"
                 )
                 bad = seq
-            elif event_hash(dict(zip(HASHED, row[:-1], strict=True))) != row[-1]:
+            elif sha256(canonical_row(row).encode()).hexdigest() != row[-1]:
                 problem = (
                     f"entry {seq} ({row[i_kind]}, {row[i_key]!r}) was altered: "
                     "its hash does not match its content"
