@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -63,3 +67,33 @@ async def worker(client: Client, settings: Settings, runtime: Runtime) -> AsyncI
 
 def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A loopback TCP port nothing listens on (at the time of asking)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def spawn_worker(settings: Settings, log: Path, **env: str) -> subprocess.Popen[bytes]:
+    """`python worker.py` on `settings`' server, task queue and database, with the
+    `TETHER_*` variables in `env` on top; its output is appended to `log`."""
+    variables = {
+        **os.environ,
+        "TETHER_TEMPORAL_ADDRESS": settings.temporal_address,
+        "TETHER_TASK_QUEUE": settings.task_queue,
+        "TETHER_DATABASE_URL": settings.database_url,
+        **env,
+    }
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, str(ROOT / "worker.py")],
+            env=variables,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )

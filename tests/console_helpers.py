@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from temporalio.client import Client, WorkflowHandle
 
 from console import create_app, hash_password
 from governance.approvals import PendingApproval
-from tests.conftest import new_id
+from tests.conftest import free_port, new_id
 from tether.client import start_task
 from tether.config import DEFAULT_POLICY_DIR, Settings
 from workflows.invoice import InvoiceInput, InvoiceResult
@@ -71,13 +70,6 @@ def console_settings(settings: Settings, tmp_path: Path) -> Settings:
             "checkpoint_key": tmp_path / "keys" / "checkpoint.pem",
         }
     )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextmanager

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.console_helpers import csrf_of, free_port, password, users
+from tests.conftest import free_port
+from tests.console_helpers import csrf_of, password, users
 from tether.dev import port_busy
 
 

@@ -14,16 +14,10 @@ from pathlib import Path
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from tests.conftest import free_port
 from tether.client import start_task
 from tether.dev import port_busy
 from workflows import InvoiceInput, InvoiceResult
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _dev(tmp_path: Path, port: int, ui_port: int, queue: str) -> subprocess.Popen[str]:
@@ -47,7 +41,7 @@ def _dev(tmp_path: Path, port: int, ui_port: int, queue: str) -> subprocess.Pope
 
 
 async def test_dev_stack_runs_a_task_and_stops_on_ctrl_c(tmp_path: Path) -> None:
-    port, ui_port, queue = _free_port(), _free_port(), f"dev-{uuid.uuid4().hex[:8]}"
+    port, ui_port, queue = free_port(), free_port(), f"dev-{uuid.uuid4().hex[:8]}"
     proc = _dev(tmp_path, port, ui_port, queue)
     assert proc.stdout is not None
     seen = []
@@ -89,7 +83,7 @@ def test_busy_port_is_named(tmp_path: Path) -> None:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        proc = _dev(tmp_path, port, _free_port(), "q")
+        proc = _dev(tmp_path, port, free_port(), "q")
         out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 2
     lines = [line for line in out.splitlines() if line.strip()]

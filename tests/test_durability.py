@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 from temporalio.client import Client
@@ -14,28 +11,12 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from governance.approvals import ApprovalStatus
-from tests.conftest import new_id
+from tests.conftest import new_id, spawn_worker
 from tether.binaries import temporal_test_server
 from tether.client import start_task
 from tether.config import Settings
 from worker import Runtime, build_worker
 from workflows import InvoiceInput, InvoiceResult
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _spawn_worker(settings: Settings, settle: float, log: Path) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "TETHER_TEMPORAL_ADDRESS": settings.temporal_address,
-        "TETHER_TASK_QUEUE": settings.task_queue,
-        "TETHER_DATABASE_URL": settings.database_url,
-        "TETHER_BANK_SETTLE_SECONDS": str(settle),
-    }
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, str(ROOT / "worker.py")], env=env, stdout=out, stderr=subprocess.STDOUT
-        )
 
 
 async def test_worker_killed_mid_payment_pays_once(
@@ -43,7 +24,7 @@ async def test_worker_killed_mid_payment_pays_once(
 ) -> None:
     log = tmp_path / "worker.log"
     # The bank settles slowly, so the payment row exists while the activity still runs.
-    first = _spawn_worker(settings, settle=30.0, log=log)
+    first = spawn_worker(settings, log, TETHER_BANK_SETTLE_SECONDS="30")
     try:
         handle = await start_task(
             client,
@@ -64,7 +45,7 @@ async def test_worker_killed_mid_payment_pays_once(
         first.wait()
     assert first.returncode == -signal.SIGKILL
 
-    second = _spawn_worker(settings, settle=0.0, log=log)
+    second = spawn_worker(settings, log, TETHER_BANK_SETTLE_SECONDS="0")
     try:
         result = await asyncio.wait_for(handle.result(), timeout=120)
     finally:

@@ -9,7 +9,6 @@ of its own, dropped afterwards).
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import uuid
 from collections import Counter
@@ -18,8 +17,8 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client, WorkflowHandle
 
+from tests.conftest import spawn_worker
 from tests.test_ledger_postgres import URL, _schema
-from tests.test_worker_health import spawn_worker
 from tether.client import start_task
 from tether.config import Settings
 from verification.ledger import Ledger
@@ -44,16 +43,13 @@ async def test_two_workers_share_the_queue_and_survive_a_kill(
     with _schema() as url:
         ledger = Ledger.from_url(url)  # tables exist before two workers race to make them
         env = {
-            **os.environ,
-            "TETHER_TEMPORAL_ADDRESS": settings.temporal_address,
-            "TETHER_TASK_QUEUE": settings.task_queue,
             "TETHER_DATABASE_URL": url,
             "TETHER_STATE_DIR": str(tmp_path / "state"),
             "TETHER_APPROVAL_KEY": str(settings.approval_key),
             "TETHER_POLICY_POLL_SECONDS": "0",
         }
         logs = [tmp_path / "worker-a.log", tmp_path / "worker-b.log"]
-        workers = [spawn_worker(env, log) for log in logs]
+        workers = [spawn_worker(settings, log, **env) for log in logs]
         try:
             handles: list[WorkflowHandle[object, int]] = await asyncio.gather(
                 *(

@@ -5,40 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 from temporalio.client import Client
 
-from tests.conftest import new_id
+from tests.conftest import free_port, new_id, spawn_worker
 from tether.client import start_task
 from tether.config import Settings
 from tether.health import HealthError, HealthServer
 from worker import Runtime, build_worker
 from workflows import InvoiceInput, InvoiceResult
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def spawn_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """`python worker.py` with `env`, its output appended to `log`."""
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, str(ROOT / "worker.py")], env=env, stdout=out, stderr=out
-        )
 
 
 async def _status(http: httpx.AsyncClient, url: str) -> int:
@@ -76,19 +55,16 @@ async def test_health_endpoint_answers_live_and_ready() -> None:
 async def test_sigterm_drains_the_running_activity(
     client: Client, settings: Settings, runtime: Runtime, tmp_path: Path
 ) -> None:
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "worker.log"
-    env = {
-        **os.environ,
-        "TETHER_TEMPORAL_ADDRESS": settings.temporal_address,
-        "TETHER_TASK_QUEUE": settings.task_queue,
-        "TETHER_DATABASE_URL": settings.database_url,
-        "TETHER_BANK_SETTLE_SECONDS": "3",
-        "TETHER_HEALTH_PORT": str(port),
-        "TETHER_LOG_FORMAT": "json",
-        "TETHER_SHUTDOWN_GRACE_SECONDS": "60",
-    }
-    proc = spawn_worker(env, log)
+    proc = spawn_worker(
+        settings,
+        log,
+        TETHER_BANK_SETTLE_SECONDS="3",
+        TETHER_HEALTH_PORT=str(port),
+        TETHER_LOG_FORMAT="json",
+        TETHER_SHUTDOWN_GRACE_SECONDS="60",
+    )
     ready = f"http://127.0.0.1:{port}/readyz"
     try:
         async with httpx.AsyncClient() as http:
