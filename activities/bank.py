@@ -108,12 +108,7 @@ class Bank:
                             paid_at=datetime.now(UTC).isoformat(),
                         )
                         session.add(row)
-                    return Receipt(
-                        receipt_id=row.receipt_id,
-                        vendor=row.vendor,
-                        amount=row.amount,
-                        invoice_id=row.invoice_id,
-                    )
+                    return Receipt.model_validate(row, from_attributes=True)
             except IntegrityError:  # a concurrent retry paid first: read its receipt
                 continue
         raise RuntimeError(f"payment {key!r} neither inserted nor found")
@@ -144,13 +139,7 @@ class Bank:
                             refunded_at=datetime.now(UTC).isoformat(),
                         )
                         session.add(row)
-                    return Refund(
-                        refund_id=row.refund_id,
-                        receipt_id=row.receipt_id,
-                        vendor=row.vendor,
-                        amount=row.amount,
-                        invoice_id=row.invoice_id,
-                    )
+                    return Refund.model_validate(row, from_attributes=True)
             except IntegrityError:  # a concurrent retry refunded first: read its refund
                 continue
         raise BankError(f"refund {key!r} neither inserted nor found")
@@ -161,13 +150,7 @@ class Bank:
             stmt = stmt.where(RefundRow.invoice_id == invoice_id)
         with Session(self.engine) as session:
             return [
-                Refund(
-                    refund_id=r.refund_id,
-                    receipt_id=r.receipt_id,
-                    vendor=r.vendor,
-                    amount=r.amount,
-                    invoice_id=r.invoice_id,
-                )
+                Refund.model_validate(r, from_attributes=True)
                 for r in session.execute(stmt).scalars()
             ]
 
