@@ -177,7 +177,12 @@ class GovernanceActivities:
     @activity.defn(name="close_approval")
     def close_approval(self, inp: CloseApprovalInput) -> None:
         self.approvals.close(inp.pending.request_id, inp.status, inp.approver)
-        telemetry.approval_closed(self.ledger, inp.pending, inp.status.value)
+        telemetry.approval_closed(
+            self.ledger,
+            approval_key(inp.pending, "approval.requested"),
+            inp.pending,
+            inp.status.value,
+        )
         self._approval_event(
             inp.pending, "approval.decided", inp.status.value, inp.approver, inp.comment
         )
@@ -205,6 +210,12 @@ class GovernanceActivities:
         )
 
 
+def approval_key(pending: PendingApproval, kind: str) -> str:
+    """The idempotency key of `pending`'s `kind` event at its current stage."""
+    stage = f".s{pending.stage}" if pending.stage else ""
+    return f"{pending.workflow_id}:{pending.run_id}:{pending.step}:{kind}{stage}"
+
+
 def approval_event(
     pending: PendingApproval,
     kind: str,
@@ -215,11 +226,7 @@ def approval_event(
 ) -> LedgerEvent:
     """A ledger event about an approval request (requested, decided, refused attempt)."""
     return LedgerEvent(
-        idempotency_key=(
-            f"{pending.workflow_id}:{pending.run_id}:{pending.step}:{kind}"
-            + (f".s{pending.stage}" if pending.stage else "")
-            + key_suffix
-        ),
+        idempotency_key=approval_key(pending, kind) + key_suffix,
         kind=kind,
         workflow_id=pending.workflow_id,
         run_id=pending.run_id,

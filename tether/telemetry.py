@@ -302,22 +302,17 @@ def approval_wait(seconds: float, outcome: str, agent: str) -> None:
         )
 
 
-def approval_closed(ledger: Ledger, pending: PendingApproval, outcome: str) -> None:
-    """Record the wait of `pending`'s current stage, timed from its ledger request event."""
+def approval_closed(
+    ledger: Ledger, requested_key: str, pending: PendingApproval, outcome: str
+) -> None:
+    """Record the wait of `pending`'s current stage, timed from its `approval.requested`
+    event (stored under `requested_key`)."""
     t = _active
     if t is None or t.instruments is None:
         return
-    from verification.query import EventQuery
-
-    requested = [
-        e
-        for e in ledger.search(
-            EventQuery(workflow_id=pending.workflow_id, kind="approval.requested", limit=1000)
-        )
-        if e.step == pending.step and e.payload.get("request_id") == pending.request_id
-    ]
-    if requested:
-        since = datetime.fromisoformat(requested[-1].recorded_at)
+    requested = ledger.get(requested_key)
+    if requested is not None:
+        since = datetime.fromisoformat(requested.recorded_at)
         waited = (datetime.now(UTC) - since).total_seconds()
         approval_wait(waited, outcome, pending.agent)
 
