@@ -23,6 +23,7 @@ from governance.approvals import PendingApproval
 from tests.conftest import free_port, new_id
 from tether.client import start_task
 from tether.config import DEFAULT_POLICY_DIR, Settings
+from worker import Runtime
 from workflows.invoice import InvoiceInput, InvoiceResult
 
 PEOPLE = ("user:alice", "user:bob", "user:carol", "user:olga")
@@ -118,6 +119,16 @@ async def pending_of(handle: WorkflowHandle[Any, Any]) -> PendingApproval:
             return status.pending
         await asyncio.sleep(0.05)
     raise AssertionError(f"{handle.id} never asked for approval")
+
+
+async def stored(runtime: Runtime, pending: PendingApproval) -> PendingApproval:
+    """`pending` as the approvals store holds it, once it does (what the inbox reads)."""
+    for _ in range(200):
+        found = [p for p in runtime.approvals.list() if p.request_id == pending.request_id]
+        if found:
+            return found[0]
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"request {pending.request_id} never reached the approvals store")
 
 
 CSRF = re.compile(r'name="csrf" value="([^"]*)"')

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from console import approve, audit, create_app
 from console.auth import check_credential
-from governance.approvals import ApprovalStatus, PendingApproval
+from governance.approvals import ApprovalStatus
 from governance.feed import FeedStore, Notification
 from governance.reviews import ReviewStatus, review_id
 from tests.console_helpers import (
@@ -33,6 +33,7 @@ from tests.console_helpers import (
     serve,
     sign_in,
     start_invoice,
+    stored,
 )
 from tether.config import Settings
 from verification.bundle import verify_bundle
@@ -43,15 +44,6 @@ pytest_plugins = ["tests.console_fixtures"]  # its fixtures
 
 def browser(base_url: str) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=base_url, follow_redirects=False, timeout=60)
-
-
-async def stored(runtime: Runtime, pending: PendingApproval) -> PendingApproval:
-    for _ in range(200):
-        found = [p for p in runtime.approvals.list() if p.request_id == pending.request_id]
-        if found:
-            return found[0]
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"request {pending.request_id} never reached the approvals store")
 
 
 async def test_every_state_changing_route_needs_a_session_and_its_csrf_token(

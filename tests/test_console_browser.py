@@ -8,7 +8,6 @@ argument holding `<script>` renders as text.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import shutil
 from collections.abc import AsyncIterator
@@ -18,8 +17,7 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from governance.approvals import PendingApproval
-from tests.console_helpers import XSS, password, pending_of, start_invoice
+from tests.console_helpers import XSS, password, pending_of, start_invoice, stored
 from tether.config import Settings
 from worker import Runtime
 
@@ -53,14 +51,6 @@ async def signed_in(
     await page.click("button[type=submit]")
     await expect(page.locator("#person")).to_have_text(person)
     return page
-
-
-async def stored(runtime: Runtime, pending: PendingApproval) -> None:
-    for _ in range(200):
-        if any(p.request_id == pending.request_id for p in runtime.approvals.list()):
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{pending.request_id} never reached the approvals store")
 
 
 async def test_approve_in_the_browser_and_watch_the_run_complete(
