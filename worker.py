@@ -7,6 +7,7 @@ task queue to scale out.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -192,6 +193,11 @@ async def main() -> None:
         runtime.policy.version,
     )
     runtime.policies.start_polling(settings.policy_poll_seconds)
+    # What start-up built (imported modules, the policy index, clients) lives as long as
+    # the worker: out of the collector's generations, so no full collection walks it again
+    # and stalls every activity and model call in flight (bench/gateway.py measures this).
+    gc.collect()
+    gc.freeze()
     running = asyncio.create_task(worker.run())
     try:
         stop = asyncio.create_task(stopping.wait())

@@ -41,7 +41,7 @@ from activities.models import (
     ScriptedProvider,
     estimate_tokens,
 )
-from activities.openai_http import AttemptFailed, OpenAIEndpoint, messages
+from activities.openai_http import AttemptFailed, ClientShards, OpenAIEndpoint, messages
 from activities.payloads import ModelAttempt, ModelCallInput, ModelCallResult
 from tether import genai, telemetry
 from tether.config import Settings
@@ -70,17 +70,14 @@ class Gateway:
         if not config.endpoints:
             raise ValueError("the gateway needs at least one [[models.endpoints]] entry")
         self.config = config
-        self.http = client or httpx.AsyncClient(
-            # Retries stay off: the gateway fails over and Temporal retries.
-            transport=httpx.AsyncHTTPTransport(retries=0),
-            limits=httpx.Limits(
-                max_connections=sum(e.max_concurrency for e in config.endpoints),
-                max_keepalive_connections=sum(e.max_concurrency for e in config.endpoints),
-            ),
-            follow_redirects=False,
-            trust_env=False,
-        )
-        telemetry.instrument_httpx(self.http)  # this client only: others' URLs stay out
+        if client is not None:
+            self.http = ClientShards([client])
+        else:
+            self.http = ClientShards.for_connections(
+                sum(e.max_concurrency for e in config.endpoints)
+            )
+        for shard in self.http.clients:  # these clients only: others' URLs stay out
+            telemetry.instrument_httpx(shard)
         self.endpoints = [
             Endpoint(
                 config=e,

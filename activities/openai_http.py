@@ -164,18 +164,73 @@ def classify_status(
     return AttemptFailed("client_error", f"HTTP {status} {snippet!r}", status=status)
 
 
+SHARD_CONNECTIONS = 16
+"""Most connections one httpx client holds. On every request httpx's pool walks each of
+its connections (checking, for an idle one, whether the server closed it), so one client
+holding a hundred connections spends milliseconds per call at a hundred calls in flight;
+clients of at most 16 connections each keep that walk short (bench/gateway.py, level 100)."""
+
+
+def new_client(connections: int) -> httpx.AsyncClient:
+    """An httpx client for model calls: at most `connections` connections, all kept alive;
+    no retries (the gateway fails over and Temporal retries), no redirects, no proxy or
+    certificate settings taken from the environment."""
+    # The limits go to the transport: a client given its own transport ignores its own.
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    return httpx.AsyncClient(
+        transport=httpx.AsyncHTTPTransport(retries=0, limits=limits),
+        follow_redirects=False,
+        trust_env=False,
+    )
+
+
+class ClientShards:
+    """httpx clients sharing one event loop's calls: each call leases the least busy one.
+
+    Their connections add up to what the endpoints may have in flight, so a lease always
+    finds a client with a free connection while the endpoints' concurrency slots hold.
+    """
+
+    def __init__(self, clients: list[httpx.AsyncClient]) -> None:
+        if not clients:
+            raise ValueError("ClientShards needs at least one client")
+        self.clients = clients
+        self.busy = [0] * len(clients)
+
+    @classmethod
+    def for_connections(cls, connections: int, per_client: int = SHARD_CONNECTIONS) -> ClientShards:
+        """Clients of at most `per_client` connections, `connections` (at least 1) in all."""
+        connections = max(1, connections)
+        count = math.ceil(connections / per_client)
+        return cls([new_client(math.ceil(connections / count)) for _ in range(count)])
+
+    def lease(self) -> int:
+        """The least busy client's index, now counted busy until `release(index)`."""
+        busy = self.busy
+        index = busy.index(min(busy)) if len(busy) > 1 else 0
+        busy[index] += 1
+        return index
+
+    def release(self, index: int) -> None:
+        self.busy[index] -= 1
+
+    async def aclose(self) -> None:
+        for client in self.clients:
+            await client.aclose()
+
+
 class OpenAIEndpoint:
     """Sends one chat completion to one configured endpoint."""
 
     def __init__(
         self,
         config: EndpointConfig,
-        client: httpx.AsyncClient,
+        clients: ClientShards,
         retry_after_cap: float = RETRY_AFTER_CAP,
     ) -> None:
         self.config = config
         self.retry_after_cap = retry_after_cap
-        self.client = client
+        self.clients = clients
         self.url = f"{config.base_url}/chat/completions"
         # identity: `_read` counts raw bytes against the size cap and decodes nothing, so
         # a compressed body must never be asked for.
@@ -198,14 +253,21 @@ class OpenAIEndpoint:
         return f"OpenAIEndpoint({self.config.name!r}, {self.url!r})"
 
     async def complete(self, request: ModelCallInput) -> Completion:
+        shard = self.clients.lease()
+        try:
+            return await self._complete(self.clients.clients[shard], request)
+        finally:
+            self.clients.release(shard)
+
+    async def _complete(self, client: httpx.AsyncClient, request: ModelCallInput) -> Completion:
         body = json.dumps(request_body(self.config, request)).encode()
         # httpx bounds each phase (connect, write, every read); the deadline bounds a body
         # that trickles in just fast enough to never trip a read timeout.
         deadline = time.monotonic() + self.config.timeout_seconds
         received = False
         try:
-            response = await self.client.send(
-                self.client.build_request(
+            response = await client.send(
+                client.build_request(
                     "POST",
                     self.url,
                     content=body,

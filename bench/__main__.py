@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from bench.decide import casbin_samples, run_decide
-from bench.gateway import run_gateway
+from bench.gateway import DEFAULT_LEVELS, parse_level, run_gateway
 from bench.ledger import run_ledger
 from bench.plot import histogram_svg
 from bench.report import Report, flat_table, progress_console
@@ -97,6 +97,14 @@ BENCHMARKS: dict[str, Benchmark] = {
 """Subcommand name → benchmark; each gets its options in `parser()`."""
 
 
+def _level(text: str) -> str:
+    try:
+        parse_level(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="print one JSON object to stdout")
@@ -139,7 +147,13 @@ def parser() -> argparse.ArgumentParser:
         "gateway", parents=[common], help="model gateway vs direct httpx vs LiteLLM Router"
     )
     gw.add_argument("--calls", type=int, default=2000, help="calls per variant and level")
-    gw.add_argument("--concurrency", type=int, nargs="+", default=[1, 100], help="calls in flight")
+    gw.add_argument(
+        "--concurrency",
+        nargs="+",
+        default=list(DEFAULT_LEVELS),
+        type=_level,
+        help="levels: C calls in flight, or C@MS against a server answering in MS ms",
+    )
     gw.add_argument("--rounds", type=int, default=4, help="alternating rounds per variant")
     gw.add_argument("--failover-calls", type=int, default=400, help="failover calls per variant")
     gw.add_argument("--no-litellm", action="store_true", help="leave LiteLLM's Router out")

@@ -3,15 +3,31 @@
 Against one local OpenAI-compatible test server (tests/model_server.py, its own process,
 loopback only), in one run, the same chat completion is sent by:
 
-- `direct`:  plain httpx (one `AsyncClient`, body built and answer parsed by hand);
+- `direct`:  plain httpx (one `AsyncClient` with httpx's default limits, body built and
+             answer parsed by hand);
 - `gateway`: our `Gateway.complete` — eligibility, routing, breaker, concurrency slot,
              bounded streaming read, response checks, usage and cost, the attempt record;
 - `litellm`: LiteLLM's in-process `Router` over the same two deployments, retries off,
              with the same ordering and a fallback.
 
-at concurrency 1 and 100. Variants alternate in rounds (so drift hits all alike). Added
-latency is a variant's p50 (p99) minus direct's p50 (p99). Targets: the gateway adds at
-most 0.2 ms at p50 and 1 ms at p99, and at most a fifth of what LiteLLM adds.
+at each level: `C` is C calls in flight against a server that answers at once; `C@MS` is
+C calls in flight against a server that takes MS milliseconds per answer, as a model does
+(a second is quick for a chat completion). At `C@MS` the lanes start spread over one
+answer time, so the answers do not arrive in lock-step. Variants alternate in rounds (so
+drift hits all alike). Added latency is a variant's p50 (p99) minus direct's p50 (p99).
+Targets: the gateway adds at most 0.2 ms at p50 and 1 ms at p99, and at most a fifth of
+what LiteLLM adds.
+
+The default levels are `1`, `100` and `100@1000`. At `100` the server answers at once, so
+the client's event loop is never idle and every call queues behind the other 99: any CPU a
+peer spends per call comes back about a hundredfold as latency (direct httpx alone then
+takes hundreds of milliseconds on a small machine). That level measures a saturated
+client; `100@1000` is a hundred model calls in flight, as a busy worker runs them.
+
+Before measuring, everything set up (LiteLLM's import is some 380,000 objects, whose full
+collection takes about 0.2 s) is moved out of the garbage collector's generations with
+`gc.freeze()`, as a long-running worker would do after start-up; otherwise each full
+collection stalls every call in flight, whichever peer happens to be running.
 
 Failover: the preferred endpoint answers 503 on every call (its breaker kept closed, so
 every call fails over); the cost of failing over is the failover call's latency minus the
@@ -24,13 +40,14 @@ LiteLLM is an optional peer (the dev extra installs it); its cost map is read lo
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import platform
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -77,10 +94,32 @@ def test_server() -> Any:
             proc.stdout.close()
 
 
-def _endpoint(port: int, name: str, priority: int) -> EndpointConfig:
+def parse_level(level: str | int) -> tuple[int, int]:
+    """`C` or `C@MS` → (calls in flight, the server's answer time in ms); ValueError names
+    a level that is neither."""
+    text = str(level).strip()
+    concurrency, at, latency = text.partition("@")
+    try:
+        parsed = int(concurrency), int(latency if at else 0)
+    except ValueError:
+        parsed = (0, -1)
+    if parsed[0] < 1 or parsed[1] < 0:
+        raise ValueError(
+            f"level {text!r} is not C or C@MS; give calls in flight (a positive whole number), "
+            "optionally '@' and the model's answer time in ms, e.g. 100@1000"
+        )
+    return parsed
+
+
+def _path(name: str, latency_ms: int) -> str:
+    """The server's endpoint for `name`: one answering after `latency_ms` when it is set."""
+    return f"always-latency:{latency_ms}" if latency_ms and name == HEALTHY else name
+
+
+def _endpoint(port: int, name: str, priority: int, latency_ms: int = 0) -> EndpointConfig:
     return EndpointConfig(
         name=name,
-        base_url=f"http://127.0.0.1:{port}/ep/{name}/v1",
+        base_url=f"http://127.0.0.1:{port}/ep/{_path(name, latency_ms)}/v1",
         model=name,
         priority=priority,
         max_concurrency=256,
@@ -100,13 +139,14 @@ def _request() -> ModelCallInput:
 class Variants:
     """The three ways to make the same call, set up once."""
 
-    def __init__(self, port: int, use_litellm: bool) -> None:
-        limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
-        self.http = httpx.AsyncClient(
-            transport=httpx.AsyncHTTPTransport(retries=0), limits=limits, trust_env=False
-        )
+    def __init__(self, port: int, use_litellm: bool, latency_ms: int = 0) -> None:
+        # Plain httpx as a caller writes it: its default limits (100 connections, 20 kept
+        # alive) and no retries. Sized for 256 kept alive it does far worse at 100 in
+        # flight: its pool checks every idle connection on each request.
+        self.http = httpx.AsyncClient(trust_env=False)
         self.request = _request()
-        healthy, failing = _endpoint(port, HEALTHY, 1), _endpoint(port, FAILING, 0)
+        healthy = _endpoint(port, HEALTHY, 1, latency_ms)
+        failing = _endpoint(port, FAILING, 0)
         self.healthy_url = f"{healthy.base_url}/chat/completions"
         self.failing_url = f"{failing.base_url}/chat/completions"
         self.body = json.dumps(request_body(healthy, self.request)).encode()
@@ -117,7 +157,7 @@ class Variants:
         self.router: Any = None
         self.failover_router: Any = None
         if use_litellm:
-            self.router, self.failover_router = _litellm_routers(port)
+            self.router, self.failover_router = _litellm_routers(port, latency_ms)
 
     async def direct(self) -> None:
         # What a caller of plain httpx does per call: build and encode the body, post, parse.
@@ -171,7 +211,7 @@ class Variants:
         await self.failover.aclose()
 
 
-def _litellm_routers(port: int) -> tuple[Any, Any]:
+def _litellm_routers(port: int, latency_ms: int) -> tuple[Any, Any]:
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     os.environ.setdefault("LITELLM_LOG", "ERROR")
     import litellm
@@ -185,7 +225,7 @@ def _litellm_routers(port: int) -> tuple[Any, Any]:
             "model_name": group,
             "litellm_params": {
                 "model": f"openai/{name}",
-                "api_base": f"http://127.0.0.1:{port}/ep/{name}/v1",
+                "api_base": f"http://127.0.0.1:{port}/ep/{_path(name, latency_ms)}/v1",
                 "api_key": "not-a-key",
                 "max_retries": 0,
                 "timeout": 10,
@@ -202,18 +242,22 @@ def _litellm_routers(port: int) -> tuple[Any, Any]:
     return router, failover
 
 
-async def _batch(call: Call, count: int, concurrency: int) -> list[float]:
-    """`count` calls, `concurrency` at a time; each call's latency in milliseconds."""
+async def _batch(call: Call, count: int, concurrency: int, spread_ms: int = 0) -> list[float]:
+    """`count` calls, `concurrency` at a time; each call's latency in milliseconds. The
+    lanes start `spread_ms` apart in all (so answers of a slow server are spread out)."""
     latencies: list[float] = []
     queue = iter(range(count))
+    lanes = min(concurrency, count)
 
-    async def lane() -> None:
+    async def lane(index: int) -> None:
+        if spread_ms:
+            await asyncio.sleep(spread_ms / 1000 * index / lanes)
         for _ in queue:
             start = time.perf_counter()
             await call()
             latencies.append((time.perf_counter() - start) * 1000)
 
-    await asyncio.gather(*(lane() for _ in range(min(concurrency, count))))
+    await asyncio.gather(*(lane(i) for i in range(lanes)))
     return latencies
 
 
@@ -226,18 +270,18 @@ def _stats(latencies: list[float]) -> dict[str, JsonValue]:
 
 
 async def _measure(
-    variants: dict[str, Call], calls: int, concurrency: int, rounds: int
+    variants: dict[str, Call], calls: int, concurrency: int, rounds: int, spread_ms: int = 0
 ) -> dict[str, list[float]]:
     measured: dict[str, list[float]] = {name: [] for name in variants}
     per_round = max(1, calls // rounds)
     for call in variants.values():  # warm-up: connections, caches, imports
-        await _batch(call, min(per_round, 50), concurrency)
+        await _batch(call, min(per_round, 50), concurrency, spread_ms)
     order = list(variants)
     cpu: dict[str, float] = dict.fromkeys(variants, 0.0)
     for index in range(rounds):
         for name in order if index % 2 == 0 else reversed(order):
             start = time.process_time()
-            measured[name] += await _batch(variants[name], per_round, concurrency)
+            measured[name] += await _batch(variants[name], per_round, concurrency, spread_ms)
             cpu[name] += time.process_time() - start
     # The client process's CPU per call: the least noisy view of what each peer adds.
     for name in variants:
@@ -245,14 +289,19 @@ async def _measure(
     return measured
 
 
+DEFAULT_LEVELS = ("1", "100", "100@1000")
+
+
 async def run_gateway(
     calls: int = 2000,
-    concurrency: list[int] | None = None,
+    concurrency: Sequence[int | str] = DEFAULT_LEVELS,
     rounds: int = 4,
     failover_calls: int = 400,
     use_litellm: bool = True,
 ) -> dict[str, JsonValue]:
-    """Run the benchmark; the figures as one JSON object."""
+    """Run the benchmark at each level (`C` or `C@MS`, see parse_level); the figures as one
+    JSON object."""
+    levels = {str(level): parse_level(level) for level in concurrency}
     figures: dict[str, JsonValue] = {
         "benchmark": "gateway",
         "calls": calls,
@@ -270,15 +319,27 @@ async def run_gateway(
         },
     }
     with test_server() as port:
-        v = Variants(port, use_litellm)
+        variants: dict[int, Variants] = {}
         try:
-            levels: dict[str, JsonValue] = {}
-            for level in concurrency or [1, 100]:
+            for latency_ms in {0} | {latency for _, latency in levels.values()}:
+                variants[latency_ms] = Variants(port, use_litellm, latency_ms)
+            # Everything set up so far (LiteLLM's import alone is hundreds of thousands of
+            # objects) lives for the whole run: out of the collector's way, as a long-running
+            # worker would keep it, so no peer's calls pay for walking it.
+            gc.collect()
+            gc.freeze()
+            measured: dict[str, JsonValue] = {}
+            for name, (level, latency_ms) in levels.items():
+                v = variants[latency_ms]
                 peers: dict[str, Call] = {"direct": v.direct, "gateway": v.ours}
                 if use_litellm:
                     peers["litellm"] = v.litellm
-                levels[str(level)] = _compare(await _measure(peers, calls, level, rounds))
-            figures["concurrency"] = levels
+                spread = latency_ms if level > 1 else 0
+                result = _compare(await _measure(peers, calls, level, rounds, spread))
+                result["server_answer_ms"] = latency_ms
+                measured[name] = result
+            figures["concurrency"] = measured
+            v = variants[0]
             failing: dict[str, Call] = {
                 "failed_attempt": v.direct_failing,
                 "gateway": v.ours_failover,
@@ -287,7 +348,9 @@ async def run_gateway(
                 failing["litellm"] = v.litellm_failover
             figures["failover"] = _failover(await _measure(failing, failover_calls, 1, rounds))
         finally:
-            await v.aclose()
+            gc.unfreeze()
+            for v in variants.values():
+                await v.aclose()
     return figures
 
 

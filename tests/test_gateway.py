@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 from activities.breaker import BreakerState, EndpointHealth
 from activities.gateway import Gateway, build_provider
 from activities.models import GatewayFailure, Pricing, ScriptedProvider
-from activities.openai_http import retry_after_seconds
+from activities.openai_http import ClientShards, retry_after_seconds
 from activities.payloads import ModelCallInput, ModelTool, StepRef
 from tests.model_server import ModelServer
 from tether import telemetry
@@ -561,3 +561,35 @@ async def test_confidential_content_never_goes_into_spans(
     assert "SECRET" not in json.dumps({k: str(v) for k, v in secret.items()})
     assert "open prompt" in str(open_["gen_ai.input.messages"])
     assert "open prompt" in str(open_["gen_ai.output.messages"])
+
+
+def test_connections_are_split_over_small_clients() -> None:
+    # One httpx client walks all its connections on every request: the gateway keeps
+    # each client small and their connections add up to the endpoints' concurrency.
+    for connections, sizes in [(1, [1]), (16, [16]), (20, [10, 10]), (256, [16] * 16)]:
+        shards = ClientShards.for_connections(connections)
+        assert [c._transport._pool._max_connections for c in shards.clients] == sizes  # type: ignore[attr-defined]
+    shards = ClientShards.for_connections(40)
+    leased = [shards.lease() for _ in range(7)]
+    assert sorted(shards.busy) == [2, 2, 3] and sorted(leased) == [0, 0, 0, 1, 1, 2, 2]
+    shards.release(leased[0])
+    assert shards.lease() == leased[0]  # the least busy again
+
+
+async def test_concurrent_calls_spread_over_the_clients_and_give_them_back(
+    server: ModelServer,
+) -> None:
+    server.plan("a", *["latency:200"] * 30, "400")
+    gw = gateway(endpoint(server, "a", max_concurrency=40))
+    assert len(gw.http.clients) == 3
+    calls = [asyncio.create_task(gw.complete(call(f"c{i}"))) for i in range(30)]
+    while sum(gw.http.busy) < 30:  # every call has leased a client and is waiting
+        await asyncio.sleep(0.01)
+    in_flight = list(gw.http.busy)
+    results = await asyncio.gather(*calls)
+    with pytest.raises(GatewayFailure):  # a failed call gives its client back too
+        await gw.complete(call("last"))
+    after = list(gw.http.busy)
+    await gw.aclose()
+    assert sorted(in_flight) == [10, 10, 10] and after == [0, 0, 0]
+    assert sorted(json.loads(r.text)["echo"] for r in results) == sorted(f"c{i}" for i in range(30))
