@@ -9,7 +9,10 @@ path. Each decision is timed by the wall clock and by its thread's CPU clock: on
 machine the OS preempting the bench sets most of the wall-clock tail, which the CPU time
 leaves out (what a decision costs on a core of its own). Every request casbin is timed
 on is also decided by the fast path, and the two decisions must be equal
-(`disagreements` counts any that are not).
+(`disagreements` counts any that are not). The fast path's decisions are dropped as
+they come, as a caller drops them, and the engine and requests are moved out of the
+garbage collector's generations before timing (`gc.freeze()`, as worker.py does after
+start-up), so a timing never includes a collection of the benchmark's own objects.
 
 Policies are generated (seeded, so every run sees the same ones) at each size N:
 - N/40 roles (`role:team-i`, at least 4), each but the first under the role i // 4, so
@@ -31,6 +34,7 @@ compared with casbin on the new policy; every difference counts as stale.
 
 from __future__ import annotations
 
+import gc
 import random
 import statistics
 import time
@@ -191,24 +195,35 @@ class Generated:
 
 
 def _timed(
-    decide: Callable[[DecisionRequest], Decision], requests: Sequence[DecisionRequest]
+    decide: Callable[[DecisionRequest], Decision],
+    requests: Sequence[DecisionRequest],
+    keep: bool = False,
 ) -> tuple[list[float], list[float], list[Decision]]:
-    """Each decision's wall-clock time and the CPU time its thread spent on it, in µs.
+    """Each decision's wall-clock time and the CPU time its thread spent on it, in µs, and
+    the decisions themselves when `keep` is set.
 
     The CPU time leaves out the time the thread waited while the OS ran something else,
     which on a shared machine sets most of the wall-clock tail; it includes the cost of
-    reading the thread's CPU clock (about a microsecond here), so it errs high.
+    reading the thread's CPU clock (about a microsecond here), so it errs high. Decisions
+    are dropped as they come unless kept, as a caller does: tens of thousands of kept
+    ones would make the collector run mid-measurement, timing the benchmark's own list.
     """
     wall: list[float] = []
     cpu: list[float] = []
     decisions: list[Decision] = []
     clock, thread_clock = time.perf_counter_ns, time.thread_time_ns
     for request in requests:
-        start, start_cpu = clock(), thread_clock()
+        # The wall clock brackets the decision alone; the CPU clock, read outside it,
+        # costs more than the wall clock's read and would otherwise be timed as well.
+        start_cpu = thread_clock()
+        start = clock()
         decision = decide(request)
-        cpu.append((thread_clock() - start_cpu) / 1000)
-        wall.append((clock() - start) / 1000)
-        decisions.append(decision)
+        end = clock()
+        end_cpu = thread_clock()
+        wall.append((end - start) / 1000)
+        cpu.append((end_cpu - start_cpu) / 1000)
+        if keep:
+            decisions.append(decision)
     return wall, cpu, decisions
 
 
@@ -242,10 +257,14 @@ def run_decide(
                 progress.update(task, description=f"decide: {size:,} rules, {kind}")
             make = generated.allow if kind == "allow" else generated.deny
             requests = make(ours + casbin(size), engine)
+            # The engine and the requests live for the whole measurement, as a worker's
+            # engine does: out of the collector's way, as the worker puts it (worker.py).
+            gc.collect()
+            gc.freeze()
             fast_micros, fast_cpu_micros, _ = _timed(engine.decide, requests[:ours])
             slow_requests = requests[ours:]
             slow_micros, slow_cpu_micros, reference = _timed(
-                engine.decide_with_casbin, slow_requests
+                engine.decide_with_casbin, slow_requests, keep=True
             )
             fast_again = [engine.decide(r) for r in slow_requests]
             fast, slow = _percentiles(fast_micros), _percentiles(slow_micros)
@@ -269,6 +288,7 @@ def run_decide(
                 "speedup_p99": round(slow[1] / fast[1], 1),
                 "disagreements": sum(a != b for a, b in zip(fast_again, reference, strict=True)),
             }
+            gc.unfreeze()
             if progress is not None and task is not None:
                 progress.advance(task)
         results[str(size)] = per_size
