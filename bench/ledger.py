@@ -3,22 +3,23 @@
 Measured in one run, on the same database:
 - appends per second through `Ledger.append` (hash chain, idempotency check, head lock,
   one transaction each) against raw SQLAlchemy inserts of the same rows into a table of
-  the same shape (one transaction each), with 1 writer and with N concurrent writers
-  (threads, each with its own engine, as separate workers would have); the two peers
-  take turns in rounds, so both see the same machine;
+  the same shape (one transaction each), with 1 writer and with N concurrent writers;
+  the two peers take turns in rounds, so both see the same machine;
 - full verification rate (`Ledger.verify`, events per second);
 - inclusion-proof size and verification time in a tree of one million events (proofs
   depend only on tree size, so the tree is built in memory from synthetic event hashes).
 
 SQLite always; PostgreSQL too when `--postgres URL` or TETHER_TEST_DATABASE_URL is set
 (each run in a fresh schema, dropped afterwards). Writers are measured three ways: one;
-several threads of one worker sharing a Ledger (group commit); several workers.
+several threads of one worker sharing a Ledger (group commit); several workers, each a
+process of its own with its own connections (as separate worker processes are).
 """
 
 from __future__ import annotations
 
 import hashlib
 import itertools
+import multiprocessing
 import os
 import statistics
 import tempfile
@@ -26,6 +27,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from multiprocessing.synchronize import Barrier as BarrierType
 from pathlib import Path
 
 from pydantic import JsonValue
@@ -108,24 +110,18 @@ def _case(
     raw_table: Table,
     writers: int,
     per: int,
-    shared: bool,
     advance: Callable[[], None],
 ) -> dict[str, JsonValue]:
     """Raw inserts and ledger appends of `writers` x `per` rows, in alternating rounds.
 
-    shared: the writers are threads of one process sharing one engine (raw) or one Ledger
-    (ours) — one worker with several activity threads; otherwise each writer has its own
-    engine, as separate worker processes would. Engines are made and connected before
-    the clock starts.
+    The writers are threads of one process sharing one engine (raw) or one Ledger (ours):
+    one worker with several activity threads. Engines are made and connected before the
+    clock starts.
     """
     run = uuid.uuid4().hex[:8]
     raw_insert = insert(raw_table)  # one statement object: SQLAlchemy caches its compilation
-    if shared:
-        raw_engines = [_engine(url, schema)] * writers
-        ledgers = [Ledger(_engine(url, schema))] * writers
-    else:
-        raw_engines = [_engine(url, schema) for _ in range(writers)]
-        ledgers = [Ledger(_engine(url, schema)) for _ in range(writers)]
+    raw_engines = [_engine(url, schema)] * writers
+    ledgers = [Ledger(_engine(url, schema))] * writers
     for engine in {*raw_engines, *(led.engine for led in ledgers)}:
         with engine.connect():
             pass
@@ -158,12 +154,106 @@ def _case(
     total = writers * per
     return {
         "writers": writers,
-        "shared_process": shared,
+        "shared_process": True,
         "events": total,
         "rounds": ROUNDS,
         "raw_inserts_per_s": round(total / raw_s, 1),
         "appends_per_s": round(total / ours_s, 1),
         "ratio": round(raw_s / ours_s, 3),
+    }
+
+
+def _raw_table() -> Table:
+    """The raw-insert peer's table: the ledger's own columns, under another name."""
+    source = EventRow.__table__
+    assert isinstance(source, Table)
+    return source.to_metadata(MetaData(), name="bench_raw_inserts")
+
+
+def _writer_process(
+    url: str,
+    schema: str | None,
+    writer: int,
+    per: int,
+    run: str,
+    raw_seqs: list[int],
+    barrier: BarrierType,
+) -> None:
+    """One worker process of the `workers` case: its own engines and Ledger, the same
+    rounds as the parent, each round started and ended at the barrier the parent times."""
+    raw_insert = insert(_raw_table())
+    raw_engine, ledger = _engine(url, schema), Ledger(_engine(url, schema))
+    for engine in (raw_engine, ledger.engine):
+        with engine.connect():
+            pass
+    bounds = [per * rnd // ROUNDS for rnd in range(ROUNDS + 1)]
+
+    def raw(rnd: int) -> None:
+        for i in range(bounds[rnd], bounds[rnd + 1]):
+            with raw_engine.begin() as conn:
+                conn.execute(raw_insert, _raw_row(_event(writer, i, run), raw_seqs[i]))
+
+    def ours(rnd: int) -> None:
+        for i in range(bounds[rnd], bounds[rnd + 1]):
+            ledger.append(_event(writer, i, run + "o"))
+
+    barrier.wait()  # connected: the parent starts its clock at the next one
+    for rnd in range(ROUNDS):
+        for peer in (raw, ours) if rnd % 2 == 0 else (ours, raw):
+            barrier.wait()
+            peer(rnd)
+            barrier.wait()
+    raw_engine.dispose()
+    ledger.engine.dispose()
+
+
+def _case_processes(
+    url: str, schema: str | None, writers: int, per: int, advance: Callable[[], None]
+) -> dict[str, JsonValue]:
+    """Raw inserts and appends of `writers` x `per` rows from `writers` worker processes
+    (each its own interpreter and connections, as separate workers are), in the same
+    alternating rounds as `_case`; the parent times each round between two barriers."""
+    run = uuid.uuid4().hex[:8]
+    context = multiprocessing.get_context("spawn")  # no inherited threads or connections
+    barrier = context.Barrier(writers + 1)
+    processes = [
+        context.Process(
+            target=_writer_process,
+            args=(url, schema, w, per, run, [next(_RAW_SEQ) for _ in range(per)], barrier),
+        )
+        for w in range(writers)
+    ]
+    for process in processes:
+        process.start()
+    try:
+        barrier.wait(timeout=120)  # every writer has imported and connected
+        times = {"raw": 0.0, "ours": 0.0}
+        for rnd in range(ROUNDS):
+            for peer in ("raw", "ours") if rnd % 2 == 0 else ("ours", "raw"):
+                barrier.wait(timeout=120)
+                start = time.perf_counter()
+                barrier.wait(timeout=600)
+                times[peer] += time.perf_counter() - start
+                for _ in range(writers * (per * (rnd + 1) // ROUNDS - per * rnd // ROUNDS)):
+                    advance()
+    finally:
+        for process in processes:
+            process.join(timeout=60)
+            if process.is_alive():
+                process.kill()
+    failed = [p.exitcode for p in processes if p.exitcode != 0]
+    if failed:
+        raise RuntimeError(f"a writer process failed (exit codes {failed})")
+    total = writers * per
+    return {
+        "writers": writers,
+        "shared_process": False,
+        "processes": writers,
+        "events": total,
+        "rounds": ROUNDS,
+        "raw_inserts_per_s": round(total / times["raw"], 1),
+        "appends_per_s": round(total / times["ours"], 1),
+        "ratio": round(times["raw"] / times["ours"], 3),
     }
 
 
@@ -201,9 +291,7 @@ def _measure_backend(
 ) -> dict[str, JsonValue]:
     engine = _engine(url, schema)
     ledger = Ledger(engine)
-    source = EventRow.__table__
-    assert isinstance(source, Table)
-    raw_table = source.to_metadata(MetaData(), name="bench_raw_inserts")
+    raw_table = _raw_table()
     raw_table.metadata.create_all(engine)
     task = progress.add_task(name, total=6 * events)
     results: dict[str, JsonValue] = {}
@@ -211,12 +299,12 @@ def _measure_backend(
     def advance() -> None:
         progress.advance(task)
 
-    results["one_writer"] = _case(url, schema, raw_table, 1, events, True, advance)
+    results["one_writer"] = _case(url, schema, raw_table, 1, events, advance)
     results[f"{writers}_threads_one_worker"] = _case(
-        url, schema, raw_table, writers, events // writers, True, advance
+        url, schema, raw_table, writers, events // writers, advance
     )
-    results[f"{writers}_workers"] = _case(
-        url, schema, raw_table, writers, events // writers, False, advance
+    results[f"{writers}_workers"] = _case_processes(
+        url, schema, writers, events // writers, advance
     )
     _bulk_chain(engine, verify_events)
     start = time.perf_counter()

@@ -64,7 +64,8 @@ def test_ledger_benchmark_reports_pairs_and_proofs() -> None:
     for case in ("one_writer", "3_threads_one_worker", "3_workers"):
         assert sqlite[case]["events"] == 24
         assert sqlite[case]["raw_inserts_per_s"] > 0 and sqlite[case]["appends_per_s"] > 0
-    # the appended events plus the bulk chain, all verified
+    assert sqlite["3_workers"]["processes"] == 3  # workers are processes of their own
+    # the appended events (the worker processes' too) plus the bulk chain, all verified
     assert sqlite["verify"]["events"] == 3 * 24 + 500
     proofs = result["proofs"]
     assert proofs["tree_size"] == 4096 and proofs["proof_hashes"] == 12

@@ -11,9 +11,10 @@ Contract:
   so an edited, removed or reordered row breaks verification at that row.
 - Content goes to the content-addressed store before (PostgreSQL, one event) or with
   (otherwise) the event that names it, so no stored event refers to missing content.
-- PostgreSQL: one event alone is one autocommitted statement, so the head lock is held
-  for the server-side append and its commit only, never across a network round trip;
-  several events queued by threads share one transaction (group commit).
+- PostgreSQL: each append is one autocommitted statement on the appending thread's own
+  connection, so the head lock is held for the server-side append and its commit only,
+  never across a network round trip, and threads append side by side. SQLite: threads
+  appending at once share one transaction (group commit), as SQLite has one writer.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from sqlalchemy import (
     Connection,
     Engine,
     Integer,
-    Row,
     String,
     Table,
     Text,
@@ -249,10 +249,19 @@ class Ledger:
 
         `content` (prompts, outputs, tool results) goes to the content-addressed store in
         the same transaction, keyed by `digest(value)`; the event carries only digests.
-        Threads appending at once through one Ledger share a transaction (group commit):
-        one of them writes everything queued, in arrival order, and all return together.
+        On PostgreSQL each thread appends on its own connection (the server's head lock
+        orders them). On SQLite, threads appending at once through one Ledger share a
+        transaction (group commit): one of them writes everything queued, in arrival
+        order, and all return together. (Group commit on PostgreSQL measured 0.6 times raw
+        inserts with four threads, against 1.0 times appending side by side: bench/ledger.py.)
         """
         item = _Pending(event, list(content))
+        if self._pg:
+            self._write([item])
+            if item.error is not None:
+                raise item.error
+            assert item.result is not None
+            return item.result
         with self._mutex:
             self._queue.append(item)
         while not item.done.is_set():
@@ -352,18 +361,12 @@ class Ledger:
         return _event_from(fields)
 
     def _write_new_pg(self, items: list[_Pending]) -> dict[str, RecordedEvent]:
-        """PostgreSQL: one `tether_append` call per event; one event alone autocommits,
-        several share a transaction."""
+        """PostgreSQL: one `tether_append` call per event, autocommitted, content first."""
         now = datetime.now(UTC).isoformat(timespec="microseconds")
         contents = {digest(v): canonical_json(v) for item in items for v in item.content}
         blobs = [{"digest": k, "content": v} for k, v in contents.items()]
-        if len(items) == 1:
-            with self._autocommit.connect() as conn:
-                if blobs:  # content first: an event never names content that is not there
-                    conn.execute(self._insert_blobs, blobs)
-                return self._append_pg(conn, items, now)
-        with self.engine.begin() as conn:
-            if blobs:
+        with self._autocommit.connect() as conn:
+            if blobs:  # content first: an event never names content that is not there
                 conn.execute(self._insert_blobs, blobs)
             return self._append_pg(conn, items, now)
 
@@ -371,6 +374,9 @@ class Ledger:
         self, conn: Connection, items: list[_Pending], now: str
     ) -> dict[str, RecordedEvent]:
         results: dict[str, RecordedEvent] = {}
+        # The DB-API cursor directly, as for SQLite: the call is one statement, and
+        # SQLAlchemy's per-statement work would be a large share of an append's client time.
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         for item in items:
             fields: dict[str, Any] = {
                 **item.event.model_dump(exclude={"payload"}),
@@ -381,7 +387,8 @@ class Ledger:
                 **{c: fields[c] for c in pg_append.COLUMNS},
                 **pg_append.split_canonical(fields),
             }
-            seq, prev, linked, new = conn.execute(self._pg_call, params).one()
+            cursor.execute(self._pg_call, params)
+            seq, prev, linked, new = cursor.fetchone()
             key = item.event.idempotency_key
             if not new:
                 results[key] = self._stored(conn, key)
@@ -449,17 +456,23 @@ class Ledger:
         with Session(self.engine) as session:
             return list(session.execute(stmt).scalars())
 
-    def _rows(self) -> Generator[Row[Any], None, None]:
-        """(HASHED..., hash) tuples in chain order, streamed; the cursor closes when left early."""
-        columns = [EVENTS.c[name] for name in HASHED] + [EVENTS.c.hash]
+    def _rows(self) -> Generator[tuple[Any, ...], None, None]:
+        """(HASHED..., hash) tuples in chain order, streamed; the cursor closes when left early.
+
+        Read through the DB-API cursor (on PostgreSQL a server-side one, 5,000 rows a
+        fetch): verification touches every row, and SQLAlchemy's Row objects were a third
+        of its time."""
+        columns = ", ".join(f'"{name}"' for name in (*HASHED, "hash"))
+        table = pg_append.qualified("ledger_events", self.engine.get_execution_options())
         with self.engine.connect() as conn:
-            result = conn.execution_options(yield_per=5000).execute(
-                select(*columns).order_by(EVENTS.c.seq)
-            )
+            raw: Any = conn.connection.driver_connection
+            cursor = raw.cursor(name="tether_verify") if self._pg else raw.cursor()
             try:
-                yield from result
+                cursor.execute(f"SELECT {columns} FROM {table} ORDER BY seq")
+                while rows := cursor.fetchmany(5000):
+                    yield from rows
             finally:
-                result.close()
+                cursor.close()
 
     def verify(self) -> VerifyReport:
         """Walk the chain from the start; name the first entry that does not hold."""
