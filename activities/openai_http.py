@@ -29,6 +29,7 @@ import email.utils
 import json
 import math
 import os
+import ssl
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -171,14 +172,17 @@ holding a hundred connections spends milliseconds per call at a hundred calls in
 clients of at most 16 connections each keep that walk short (bench/gateway.py, level 100)."""
 
 
-def new_client(connections: int) -> httpx.AsyncClient:
+def new_client(connections: int, tls: ssl.SSLContext | None = None) -> httpx.AsyncClient:
     """An httpx client for model calls: at most `connections` connections, all kept alive;
-    no retries (the gateway fails over and Temporal retries), no redirects, no proxy or
-    certificate settings taken from the environment."""
+    no retries (the gateway fails over and Temporal retries), no redirects, no proxy taken
+    from the environment. Certificates are verified against `tls` (default: httpx's own
+    context, which honours SSL_CERT_FILE and SSL_CERT_DIR)."""
     # The limits go to the transport: a client given its own transport ignores its own.
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     return httpx.AsyncClient(
-        transport=httpx.AsyncHTTPTransport(retries=0, limits=limits),
+        transport=httpx.AsyncHTTPTransport(
+            retries=0, limits=limits, verify=tls if tls is not None else True
+        ),
         follow_redirects=False,
         trust_env=False,
     )
@@ -202,7 +206,8 @@ class ClientShards:
         """Clients of at most `per_client` connections, `connections` (at least 1) in all."""
         connections = max(1, connections)
         count = math.ceil(connections / per_client)
-        return cls([new_client(math.ceil(connections / count)) for _ in range(count)])
+        tls = httpx.create_ssl_context()  # one certificate store for all the clients
+        return cls([new_client(math.ceil(connections / count), tls) for _ in range(count)])
 
     def lease(self) -> int:
         """The least busy client's index, now counted busy until `release(index)`."""

@@ -5,6 +5,9 @@ loopback only), in one run, the same chat completion is sent by:
 
 - `direct`:  plain httpx (one `AsyncClient` with httpx's default limits, body built and
              answer parsed by hand);
+- `pooled`:  plain httpx the same way, over the gateway's connection layout (httpx
+             clients of 16 connections, the least busy leased), so `gateway` minus
+             `pooled` is what the gateway's own logic adds;
 - `gateway`: our `Gateway.complete` — eligibility, routing, breaker, concurrency slot,
              bounded streaming read, response checks, usage and cost, the attempt record;
 - `litellm`: LiteLLM's in-process `Router` over the same two deployments, retries off,
@@ -56,7 +59,7 @@ import httpx
 from pydantic import JsonValue
 
 from activities.gateway import Gateway
-from activities.openai_http import request_body
+from activities.openai_http import ClientShards, request_body
 from activities.payloads import ModelCallInput, StepRef
 from bench.workflow import percentile
 from tether.gateway_config import EndpointConfig, ModelsConfig
@@ -150,6 +153,9 @@ class Variants:
         self.healthy_url = f"{healthy.base_url}/chat/completions"
         self.failing_url = f"{failing.base_url}/chat/completions"
         self.body = json.dumps(request_body(healthy, self.request)).encode()
+        # Plain httpx over the gateway's own connection layout (clients of 16, the least
+        # busy leased): what the gateway's logic adds, apart from how it holds connections.
+        self.shards = ClientShards.for_connections(healthy.max_concurrency)
         self.gateway = Gateway(ModelsConfig(endpoints=[healthy]))
         self.failover = Gateway(
             ModelsConfig(endpoints=[failing, healthy], breaker_failures=10**9, max_attempts=2)
@@ -171,6 +177,25 @@ class Variants:
             content=json.dumps(body).encode(),
             headers={"content-type": "application/json"},
         )
+        response.raise_for_status()
+        content = response.json()["choices"][0]["message"]["content"]
+        assert content
+
+    async def pooled(self) -> None:
+        body = {
+            "model": HEALTHY,
+            "messages": [{"role": "user", "content": self.request.prompt}],
+            "max_tokens": self.request.max_output_tokens,
+        }
+        shard = self.shards.lease()
+        try:
+            response = await self.shards.clients[shard].post(
+                self.healthy_url,
+                content=json.dumps(body).encode(),
+                headers={"content-type": "application/json"},
+            )
+        finally:
+            self.shards.release(shard)
         response.raise_for_status()
         content = response.json()["choices"][0]["message"]["content"]
         assert content
@@ -207,6 +232,7 @@ class Variants:
 
     async def aclose(self) -> None:
         await self.http.aclose()
+        await self.shards.aclose()
         await self.gateway.aclose()
         await self.failover.aclose()
 
@@ -301,7 +327,7 @@ async def run_gateway(
 ) -> dict[str, JsonValue]:
     """Run the benchmark at each level (`C` or `C@MS`, see parse_level); the figures as one
     JSON object."""
-    levels = {str(level): parse_level(level) for level in concurrency}
+    levels = {str(level).strip(): parse_level(level) for level in concurrency}
     figures: dict[str, JsonValue] = {
         "benchmark": "gateway",
         "calls": calls,
@@ -320,6 +346,7 @@ async def run_gateway(
     }
     with test_server() as port:
         variants: dict[int, Variants] = {}
+        frozen = False
         try:
             for latency_ms in {0} | {latency for _, latency in levels.values()}:
                 variants[latency_ms] = Variants(port, use_litellm, latency_ms)
@@ -328,10 +355,11 @@ async def run_gateway(
             # worker would keep it, so no peer's calls pay for walking it.
             gc.collect()
             gc.freeze()
+            frozen = True
             measured: dict[str, JsonValue] = {}
             for name, (level, latency_ms) in levels.items():
                 v = variants[latency_ms]
-                peers: dict[str, Call] = {"direct": v.direct, "gateway": v.ours}
+                peers: dict[str, Call] = {"direct": v.direct, "pooled": v.pooled, "gateway": v.ours}
                 if use_litellm:
                     peers["litellm"] = v.litellm
                 spread = latency_ms if level > 1 else 0
@@ -348,7 +376,8 @@ async def run_gateway(
                 failing["litellm"] = v.litellm_failover
             figures["failover"] = _failover(await _measure(failing, failover_calls, 1, rounds))
         finally:
-            gc.unfreeze()
+            if frozen:
+                gc.unfreeze()
             for v in variants.values():
                 await v.aclose()
     return figures
@@ -385,6 +414,14 @@ def _compare(measured: dict[str, list[float]]) -> dict[str, JsonValue]:
         "added_p50_ok": ours["p50_ms"] <= TARGET_ADDED_P50_MS,
         "added_p99_ok": ours["p99_ms"] <= TARGET_ADDED_P99_MS,
     }
+    if "pooled" in measured:  # the gateway's logic alone, same connection layout
+        logic = {
+            q: round(percentile(measured["gateway"], n) - percentile(measured["pooled"], n), 4)
+            for q, n in (("p50_ms", 50), ("p99_ms", 99))
+        }
+        out["gateway_over_pooled"] = logic  # type: ignore[assignment]
+        verdict["over_pooled_p50_ok"] = logic["p50_ms"] <= TARGET_ADDED_P50_MS
+        verdict["over_pooled_p99_ok"] = logic["p99_ms"] <= TARGET_ADDED_P99_MS
     if "litellm" in added:
         theirs = added["litellm"]
         for q in ("p50_ms", "p99_ms"):

@@ -11,8 +11,9 @@ Measured in one run, on the same database:
 
 SQLite always; PostgreSQL too when `--postgres URL` or TETHER_TEST_DATABASE_URL is set
 (each run in a fresh schema, dropped afterwards). Writers are measured three ways: one;
-several threads of one worker sharing a Ledger (group commit); several workers, each a
-process of its own with its own connections (as separate worker processes are).
+several threads of one worker sharing a Ledger (group commit on SQLite, side by side on
+PostgreSQL); several workers, each a process of its own with its own connections (as
+separate worker processes are).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier as BarrierType
 from pathlib import Path
 
@@ -178,6 +180,7 @@ def _writer_process(
     run: str,
     raw_seqs: list[int],
     barrier: BarrierType,
+    pids: Queue[int],
 ) -> None:
     """One worker process of the `workers` case: its own engines and Ledger, the same
     rounds as the parent, each round started and ended at the barrier the parent times."""
@@ -197,14 +200,20 @@ def _writer_process(
         for i in range(bounds[rnd], bounds[rnd + 1]):
             ledger.append(_event(writer, i, run + "o"))
 
-    barrier.wait()  # connected: the parent starts its clock at the next one
-    for rnd in range(ROUNDS):
-        for peer in (raw, ours) if rnd % 2 == 0 else (ours, raw):
-            barrier.wait()
-            peer(rnd)
-            barrier.wait()
-    raw_engine.dispose()
-    ledger.engine.dispose()
+    try:
+        pids.put(os.getpid())
+        barrier.wait(timeout=120)  # connected: the parent starts its clock at the next one
+        for rnd in range(ROUNDS):
+            for peer in (raw, ours) if rnd % 2 == 0 else (ours, raw):
+                barrier.wait(timeout=120)
+                peer(rnd)
+                barrier.wait(timeout=600)
+    except BaseException:
+        barrier.abort()  # the parent and the other writers stop waiting at once
+        raise
+    finally:
+        raw_engine.dispose()
+        ledger.engine.dispose()
 
 
 def _case_processes(
@@ -216,18 +225,19 @@ def _case_processes(
     run = uuid.uuid4().hex[:8]
     context = multiprocessing.get_context("spawn")  # no inherited threads or connections
     barrier = context.Barrier(writers + 1)
+    pids: Queue[int] = context.Queue()
     processes = [
         context.Process(
             target=_writer_process,
-            args=(url, schema, w, per, run, [next(_RAW_SEQ) for _ in range(per)], barrier),
+            args=(url, schema, w, per, run, [next(_RAW_SEQ) for _ in range(per)], barrier, pids),
         )
         for w in range(writers)
     ]
     for process in processes:
         process.start()
+    times = {"raw": 0.0, "ours": 0.0}
     try:
         barrier.wait(timeout=120)  # every writer has imported and connected
-        times = {"raw": 0.0, "ours": 0.0}
         for rnd in range(ROUNDS):
             for peer in ("raw", "ours") if rnd % 2 == 0 else ("ours", "raw"):
                 barrier.wait(timeout=120)
@@ -236,19 +246,23 @@ def _case_processes(
                 times[peer] += time.perf_counter() - start
                 for _ in range(writers * (per * (rnd + 1) // ROUNDS - per * rnd // ROUNDS)):
                     advance()
+    except BaseException:
+        barrier.abort()  # writers waiting at the barrier stop at once
+        raise
     finally:
         for process in processes:
             process.join(timeout=60)
             if process.is_alive():
                 process.kill()
-    failed = [p.exitcode for p in processes if p.exitcode != 0]
-    if failed:
-        raise RuntimeError(f"a writer process failed (exit codes {failed})")
+        failed = [p.exitcode for p in processes if p.exitcode != 0]
+        if failed:
+            raise RuntimeError(f"a writer process failed (exit codes {failed}); see its traceback")
+    distinct = {pids.get(timeout=10) for _ in processes}
     total = writers * per
     return {
         "writers": writers,
         "shared_process": False,
-        "processes": writers,
+        "processes": len(distinct - {os.getpid()}),
         "events": total,
         "rounds": ROUNDS,
         "raw_inserts_per_s": round(total / times["raw"], 1),

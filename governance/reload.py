@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -54,6 +55,12 @@ class PolicyTexts:
 
 
 class PolicySource(Protocol):
+    @property
+    def settle_seconds(self) -> float:
+        """How long a changed content must stay the same before it is loaded: a file
+        written in place is empty or cut short for a moment; a database row never is."""
+        ...
+
     def read(self) -> PolicyTexts: ...
 
 
@@ -75,6 +82,7 @@ class FileSource:
 
     model_path: Path
     policy_path: Path
+    settle_seconds: float = 0.05
 
     def read(self) -> PolicyTexts:
         model_text, policy_text = read_text(self.model_path), read_text(self.policy_path)
@@ -95,6 +103,7 @@ class StoreSource:
     """The active version in the database store (the production source)."""
 
     store: PolicyStore
+    settle_seconds: float = 0.0
 
     def read(self) -> PolicyTexts:
         active = self.store.active()
@@ -162,6 +171,12 @@ class PolicyHolder:
             texts = self._source.read()
             if texts.fingerprint == self._fingerprint:
                 return False
+            if self._source.settle_seconds > 0:
+                # Read again a moment later: content caught mid-write (an editor or
+                # `write_text` truncates first) differs, and the next poll loads it whole.
+                time.sleep(self._source.settle_seconds)
+                if self._source.read().fingerprint != texts.fingerprint:
+                    return False
             previous = self._engine
             try:
                 new = check_and_load(texts.model_text, texts.policy_text, texts.name)

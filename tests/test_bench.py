@@ -64,7 +64,7 @@ def test_ledger_benchmark_reports_pairs_and_proofs() -> None:
     for case in ("one_writer", "3_threads_one_worker", "3_workers"):
         assert sqlite[case]["events"] == 24
         assert sqlite[case]["raw_inserts_per_s"] > 0 and sqlite[case]["appends_per_s"] > 0
-    assert sqlite["3_workers"]["processes"] == 3  # workers are processes of their own
+    assert sqlite["3_workers"]["processes"] == 3  # three distinct pids, none the test's own
     # the appended events (the worker processes' too) plus the bulk chain, all verified
     assert sqlite["verify"]["events"] == 3 * 24 + 500
     proofs = result["proofs"]

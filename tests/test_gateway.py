@@ -583,8 +583,9 @@ async def test_concurrent_calls_spread_over_the_clients_and_give_them_back(
     gw = gateway(endpoint(server, "a", max_concurrency=40))
     assert len(gw.http.clients) == 3
     calls = [asyncio.create_task(gw.complete(call(f"c{i}"))) for i in range(30)]
-    while sum(gw.http.busy) < 30:  # every call has leased a client and is waiting
-        await asyncio.sleep(0.01)
+    async with asyncio.timeout(10):
+        while sum(gw.http.busy) < 30:  # every call has leased a client and is waiting
+            await asyncio.sleep(0.01)
     in_flight = list(gw.http.busy)
     results = await asyncio.gather(*calls)
     with pytest.raises(GatewayFailure):  # a failed call gives its client back too

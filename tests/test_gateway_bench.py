@@ -26,17 +26,20 @@ async def test_gateway_benchmark_reports_every_peer_and_the_failover_cost() -> N
     assert set(figures["concurrency"]) == {"1", "8@50"}
     slow = figures["concurrency"]["8@50"]
     assert slow["server_answer_ms"] == 50 and figures["concurrency"]["1"]["server_answer_ms"] == 0
-    for peer in ("direct", "gateway", "litellm"):  # every peer really waited for the model
+    for peer in ("direct", "pooled", "gateway", "litellm"):  # each really waited for the model
         assert slow[peer]["p50_ms"] >= 50
     for level in figures["concurrency"].values():
-        for peer in ("direct", "gateway", "litellm"):
+        for peer in ("direct", "pooled", "gateway", "litellm"):
             assert level[peer]["calls"] == 40
             assert level[peer]["p99_ms"] >= level[peer]["p50_ms"] > 0
-        assert set(level["added"]) == {"gateway", "litellm"}
+        assert set(level["added"]) == {"pooled", "gateway", "litellm"}
+        assert set(level["gateway_over_pooled"]) == {"p50_ms", "p99_ms"}
         cpu = level["cpu_per_call"]
         assert cpu["direct_us"] > 0 and cpu["gateway_us"] > 0 and cpu["litellm_us"] > 0
         assert {"gateway_added_us", "litellm_added_us"} <= set(cpu)
-        assert {"added_p50_ok", "added_p99_ok", "share_p50_ok"} <= set(level["verdict"])
+        assert {"added_p50_ok", "added_p99_ok", "share_p50_ok", "over_pooled_p50_ok"} <= set(
+            level["verdict"]
+        )
     failover = figures["failover"]
     for peer in ("failed_attempt", "gateway", "litellm"):
         assert failover[peer]["calls"] == 20

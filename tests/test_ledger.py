@@ -3,6 +3,7 @@ concurrent writers (threads and processes), and every kind of tampering caught a
 
 from __future__ import annotations
 
+import itertools
 import json
 import multiprocessing
 import shutil
@@ -502,3 +503,21 @@ def test_append_after_the_last_entry_was_deleted_is_refused(tmp_path: Path) -> N
         ledger.append(LedgerEvent(idempotency_key="after", kind="decision"))
     assert [e.seq for e in ledger.events()] == [1, 2]
     ledger.engine.dispose()
+
+
+def _check_append_during_verification(ledger: Ledger) -> None:
+    """Rows and head are read in one snapshot: an event appended while the chain is being
+    walked is in neither, so it is not taken for a cut tail."""
+    for i in range(3):
+        ledger.append(_event(i))
+    with ledger._snapshot() as (rows, head):
+        first = next(rows)  # the walk has begun: its snapshot is taken
+        ledger.append(_event(3))
+        report = ledger._walk(itertools.chain([first], rows), head)
+    assert report.ok and report.events == 3, report.problem
+    again = ledger.verify()
+    assert again.ok and again.events == 4
+
+
+def test_an_append_during_verification_is_not_a_cut_tail(ledger: Ledger) -> None:
+    _check_append_during_verification(ledger)

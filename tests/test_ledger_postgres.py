@@ -35,6 +35,7 @@ from tests.test_ledger import (
     WRITERS,
     _append_all,
     _check_altered_row_is_not_vouched_for,
+    _check_append_during_verification,
     _check_awkward_text,
     _check_chain,
     _count,
@@ -47,7 +48,7 @@ from tests.test_ledger import (
     _tamperings,
 )
 from tether.db import make_engine
-from verification.ledger import Ledger, LedgerEvent, _Pending, digest
+from verification.ledger import Ledger, LedgerEvent, digest
 
 URL = os.environ.get("TETHER_TEST_DATABASE_URL", "")
 pytestmark = [
@@ -281,18 +282,21 @@ def test_any_single_tampering_is_caught_at_its_entry(
             led.engine.dispose()
 
 
-def test_content_is_stored_with_one_event_and_with_a_shared_transaction(ledger: Ledger) -> None:
-    """One event autocommits its content first; queued events share one transaction."""
+def test_content_is_stored_before_each_event(ledger: Ledger) -> None:
+    """Each event autocommits its content first; content shared by events is stored once."""
     alone = ledger.append(_event(0, "alone"), [{"prompt": "a"}, "shared"])
-    batch = [_Pending(_event(1, f"batch-{i}"), [f"body {i}", "shared"]) for i in range(3)]
-    stored = ledger._write_new_pg(batch)
-    assert sorted(e.seq for e in stored.values()) == [alone.seq + 1, alone.seq + 2, alone.seq + 3]
+    stored = [ledger.append(_event(1, f"next-{i}"), [f"body {i}", "shared"]) for i in range(3)]
+    assert [e.seq for e in stored] == [alone.seq + 1, alone.seq + 2, alone.seq + 3]
     values: list[JsonValue] = [{"prompt": "a"}, "shared", "body 0", "body 1", "body 2"]
     for value in values:
         assert ledger.blob(digest(value)) == value
-    assert ledger.append(_event(1, "batch-1")) == stored[_event(1, "batch-1").idempotency_key]
+    assert ledger.append(_event(1, "next-1")) == stored[1]
     assert ledger.verify().ok
 
 
 def test_an_altered_row_is_not_returned_by_a_repeated_append(ledger: Ledger) -> None:
     _check_altered_row_is_not_vouched_for(ledger)
+
+
+def test_an_append_during_verification_is_not_a_cut_tail(ledger: Ledger) -> None:
+    _check_append_during_verification(ledger)

@@ -3,6 +3,7 @@ reloads recorded in the ledger, agents refused, and a running worker following a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -19,7 +20,7 @@ from governance.errors import PolicyError
 from governance.lint import lint
 from governance.policy_store import PolicyStore
 from governance.policy_tests import run_policy_tests
-from governance.reload import FileSource, PolicyHolder, StoreSource
+from governance.reload import FileSource, PolicyHolder, PolicyTexts, StoreSource
 from governance.types import DecisionRequest, Tier
 from tests.conftest import new_id
 from tests.test_ledger_postgres import URL as PG_URL
@@ -448,3 +449,35 @@ async def test_a_running_worker_follows_a_policy_change(
     finally:
         runtime.policies.stop_polling()
         runtime.ledger.engine.dispose()
+
+
+def test_a_policy_file_caught_mid_write_is_not_loaded(tmp_path: Path) -> None:
+    """A file written in place is empty for a moment (truncated, then written): a poll
+    that reads it then must wait for the whole file, neither loading nor refusing it."""
+    path = tmp_path / "policy.csv"
+    path.write_text(DEFAULT_TEXT)
+    ledger = Ledger(make_engine(f"sqlite:///{tmp_path / 'l.db'}"))
+    files = FileSource(MODEL, path, settle_seconds=0.01)
+
+    class MidWrite:
+        settle_seconds = files.settle_seconds
+        torn = False
+
+        def read(self) -> PolicyTexts:
+            texts = files.read()
+            if self.torn:  # this read lands between the truncation and the write
+                self.torn = False
+                return dataclasses.replace(texts, policy_text="")
+            return texts
+
+    source = MidWrite()
+    holder = PolicyHolder.load(source, ledger)
+    old = holder.current()
+    path.write_text(SMALL_DENIED)
+    source.torn = True
+    assert holder.reload() is False and holder.current() is old
+    assert holder.reload() is True
+    assert _pay(holder) == (Tier.DENY, holder.current().version)
+    assert ledger.events_of_kind("policy.rejected") == []
+    [changed] = ledger.events_of_kind("policy.changed")
+    assert changed.payload["policy_digest"] == digest(SMALL_DENIED)

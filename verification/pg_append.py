@@ -66,7 +66,7 @@ $fn$
 def _qualifier(options: Mapping[str, Any]) -> str:
     translate = options.get("schema_translate_map") or {}
     schema = translate.get(None)
-    return f'"{schema}".' if schema else ""
+    return '"' + schema.replace('"', '""') + '".' if schema else ""
 
 
 def qualified(table: str, options: Mapping[str, Any]) -> str:
@@ -94,7 +94,8 @@ def call(options: Mapping[str, Any]) -> str:
     one statement, and going through SQLAlchemy's execute doubled an append's client CPU
     time beside a raw insert's (bench/ledger.py)."""
     names = ", ".join(f"%({c})s" for c in (*COLUMNS, "before_prev", "before_seq", "after_seq"))
-    return f"SELECT * FROM {_qualifier(options)}tether_append({names})"
+    schema = _qualifier(options).replace("%", "%%")  # a literal % among the placeholders
+    return f"SELECT * FROM {schema}tether_append({names})"
 
 
 _PREV, _SEQ = "\x00prev\x00", "\x00seq\x00"
