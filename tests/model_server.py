@@ -65,6 +65,8 @@ class LoggedRequest:
     prompt: str
     fault: str
     body: dict[str, Any]
+    query: str = ""
+    """The request's query string (after `?`), as sent."""
 
 
 @dataclass
@@ -170,7 +172,8 @@ class ModelServer:
         self, path: str, raw: bytes, writer: asyncio.StreamWriter, accepts: str = ""
     ) -> bool:
         """Answer one request; False when the connection must end."""
-        parts = path.split("?", 1)[0].strip("/").split("/")
+        route, _, query = path.partition("?")
+        parts = route.strip("/").split("/")
         if len(parts) != 5 or parts[0] != "ep" or parts[3:] != ["chat", "completions"]:
             _send(writer, 404, {"error": {"message": f"no route {path}"}})
             return True
@@ -183,7 +186,7 @@ class ModelServer:
         fault = self._next_fault(endpoint)
         prompt = "\n".join(str(m.get("content", "")) for m in body.get("messages", []))
         if self.record:
-            self.log.append(LoggedRequest(endpoint, prompt, fault, body))
+            self.log.append(LoggedRequest(endpoint, prompt, fault, body, query))
         stream = bool(body.get("stream"))
         if fault.startswith("latency:"):
             await asyncio.sleep(int(fault.split(":")[1]) / 1000)

@@ -594,3 +594,12 @@ async def test_concurrent_calls_spread_over_the_clients_and_give_them_back(
     await gw.aclose()
     assert sorted(in_flight) == [10, 10, 10] and after == [0, 0, 0]
     assert sorted(json.loads(r.text)["echo"] for r in results) == sorted(f"c{i}" for i in range(30))
+
+
+async def test_an_endpoints_query_parameters_go_with_every_call(server: ModelServer) -> None:
+    # Azure OpenAI takes its API version as a query parameter.
+    gw = gateway(endpoint(server, "azure", query={"api-version": "2024-06-01"}))
+    for _ in range(2):
+        assert (await gw.complete(call())).endpoint == "azure"
+    await gw.aclose()
+    assert [r.query for r in server.requests_to("azure")] == ["api-version=2024-06-01"] * 2
