@@ -185,15 +185,12 @@ def _writer_process(
     """One worker process of the `workers` case: its own engines and Ledger, the same
     rounds as the parent, each round started and ended at the barrier the parent times."""
     raw_insert = insert(_raw_table())
-    raw_engine, ledger = _engine(url, schema), Ledger(_engine(url, schema))
-    for engine in (raw_engine, ledger.engine):
-        with engine.connect():
-            pass
     bounds = [per * rnd // ROUNDS for rnd in range(ROUNDS + 1)]
+    engines: list[Engine] = []
 
     def raw(rnd: int) -> None:
         for i in range(bounds[rnd], bounds[rnd + 1]):
-            with raw_engine.begin() as conn:
+            with engines[0].begin() as conn:
                 conn.execute(raw_insert, _raw_row(_event(writer, i, run), raw_seqs[i]))
 
     def ours(rnd: int) -> None:
@@ -201,6 +198,12 @@ def _writer_process(
             ledger.append(_event(writer, i, run + "o"))
 
     try:
+        engines.append(_engine(url, schema))
+        ledger = Ledger(_engine(url, schema))
+        engines.append(ledger.engine)
+        for engine in engines:
+            with engine.connect():
+                pass
         pids.put(os.getpid())
         barrier.wait(timeout=120)  # connected: the parent starts its clock at the next one
         for rnd in range(ROUNDS):
@@ -212,8 +215,8 @@ def _writer_process(
         barrier.abort()  # the parent and the other writers stop waiting at once
         raise
     finally:
-        raw_engine.dispose()
-        ledger.engine.dispose()
+        for engine in engines:
+            engine.dispose()
 
 
 def _case_processes(
@@ -254,9 +257,10 @@ def _case_processes(
             process.join(timeout=60)
             if process.is_alive():
                 process.kill()
-        failed = [p.exitcode for p in processes if p.exitcode != 0]
-        if failed:
-            raise RuntimeError(f"a writer process failed (exit codes {failed}); see its traceback")
+                process.join()
+    failed = [p.exitcode for p in processes if p.exitcode != 0]
+    if failed:
+        raise RuntimeError(f"a writer process failed (exit codes {failed}); see its traceback")
     distinct = {pids.get(timeout=10) for _ in processes}
     total = writers * per
     return {

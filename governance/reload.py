@@ -171,11 +171,16 @@ class PolicyHolder:
             texts = self._source.read()
             if texts.fingerprint == self._fingerprint:
                 return False
-            if self._source.settle_seconds > 0:
+            settle = getattr(self._source, "settle_seconds", 0.0)
+            if settle > 0:
                 # Read again a moment later: content caught mid-write (an editor or
                 # `write_text` truncates first) differs, and the next poll loads it whole.
-                time.sleep(self._source.settle_seconds)
-                if self._source.read().fingerprint != texts.fingerprint:
+                time.sleep(settle)
+                try:
+                    again = self._source.read()
+                except PolicyError:  # gone or half-written for the moment: next poll
+                    return False
+                if again.fingerprint != texts.fingerprint:
                     return False
             previous = self._engine
             try:

@@ -251,12 +251,13 @@ class Ledger:
         `content` (prompts, outputs, tool results) goes to the content-addressed store,
         keyed by `digest(value)`, before the event (PostgreSQL) or in its transaction
         (SQLite); the event carries only digests. On PostgreSQL each appending thread
-        takes a connection of the engine's pool (up to 15 at once with tether.db's
-        settings) and appends there, autocommitted; the server's head lock orders them.
+        takes a connection of the engine's pool (which the worker's other stores share:
+        15 at most with tether.db's settings) and appends there, autocommitted; the
+        server's head lock orders them.
         On SQLite, threads appending at once through one Ledger share a transaction
         (group commit): one of them writes everything queued, in arrival order, and all
         return together. (Group commit on PostgreSQL measured 0.55-0.69 times raw inserts
-        with four threads, against 0.90-1.03 times appending side by side: bench/ledger.py.)
+        with four threads, against 0.90-0.96 times appending side by side: bench/ledger.py.)
         """
         item = _Pending(event, list(content))
         if self._pg:
@@ -489,8 +490,6 @@ class Ledger:
             if self._pg:
                 conn.execution_options(isolation_level="REPEATABLE READ")
             raw: Any = conn.connection.driver_connection
-            if not self._pg:
-                raw.execute("BEGIN")  # deferred: a snapshot for the reads below
             cursor = raw.cursor(name="tether_verify") if self._pg else raw.cursor()
 
             def rows() -> Iterator[tuple[Any, ...]]:
@@ -503,11 +502,13 @@ class Ledger:
                 return None if found is None else int(found[0])
 
             try:
+                if not self._pg:
+                    raw.execute("BEGIN")  # deferred: a snapshot for the reads below
                 yield rows(), head
             finally:
                 cursor.close()
-                if not self._pg:
-                    raw.execute("ROLLBACK")
+                if not self._pg and raw.in_transaction:  # SQLite may have rolled back itself
+                    raw.rollback()
 
     def verify(self) -> VerifyReport:
         """Walk the chain from the start; name the first entry that does not hold."""
