@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -9,16 +10,19 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from tether.binaries import temporal_cli
+from tether.client import start_task
 from tether.config import Settings
 from worker import Runtime, build_worker
+from workflows import AgentStatus, InvoiceInput, InvoiceResult
 
 
 @pytest.fixture(scope="session")
@@ -67,6 +71,50 @@ async def worker(client: Client, settings: Settings, runtime: Runtime) -> AsyncI
 
 def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+async def start_invoice(
+    client: Client,
+    settings: Settings,
+    invoice: str,
+    *,
+    started_by: str = "user:bob",
+    text: str = "",
+    prefix: str = "",
+) -> WorkflowHandle[Any, InvoiceResult]:
+    """Start the demo's PayInvoice task for `invoice` (its text `Invoice <id>` unless given),
+    on `settings`' task queue, as `started_by`; the workflow id is `prefix` (default: the
+    invoice) made unique."""
+    return await start_task(
+        client,
+        "PayInvoice",
+        InvoiceInput(invoice_id=invoice, text=text or f"Invoice {invoice}"),
+        workflow_id=new_id(prefix or invoice),
+        task_queue=settings.task_queue,
+        started_by=started_by,
+        result_type=InvoiceResult,
+    )
+
+
+async def pending_status(handle: WorkflowHandle[Any, Any], tries: int = 400) -> AgentStatus:
+    """The run's status once it waits for an approval (its `pending` is set), asked up to
+    `tries` times, 50 ms apart."""
+    for _ in range(tries):
+        status: AgentStatus = await handle.query("status", result_type=AgentStatus)
+        if status.pending is not None:
+            return status
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{handle.id} never asked for approval")
+
+
+async def payment_in_flight(runtime: Runtime, invoice: str, log: Path) -> None:
+    """Wait until the bank holds the payment of `invoice` (its activity still running when
+    the bank settles slowly); `log`, a worker's output, explains a wait that times out."""
+    for _ in range(600):
+        if runtime.bank.payments(invoice) == 1:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no payment of {invoice} began:\n{log.read_text()}")
 
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -20,11 +20,10 @@ from temporalio.client import Client, WorkflowHandle
 
 from console import create_app, hash_password
 from governance.approvals import PendingApproval
-from tests.conftest import free_port, new_id
-from tether.client import start_task
+from tests.conftest import free_port, pending_status, start_invoice
 from tether.config import DEFAULT_POLICY_DIR, Settings
 from worker import Runtime
-from workflows.invoice import InvoiceInput, InvoiceResult
+from workflows.invoice import InvoiceResult
 
 PEOPLE = ("user:alice", "user:bob", "user:carol", "user:olga")
 """alice and bob approve payments, olga runs operations (kill switch), carol holds no role."""
@@ -95,30 +94,17 @@ def serve(settings: Settings) -> Iterator[str]:
         thread.join(timeout=30)
 
 
-async def start_invoice(
-    client: Client, settings: Settings, invoice: str, started_by: str
-) -> WorkflowHandle[Any, InvoiceResult]:
-    return await start_task(
-        client,
-        "PayInvoice",
-        InvoiceInput(invoice_id=invoice, text=f"Invoice {invoice}"),
-        workflow_id=new_id(f"console-{invoice.lower()}"),
-        task_queue=settings.task_queue,
-        started_by=started_by,
-        result_type=InvoiceResult,
+async def awaiting_approval(
+    client: Client, settings: Settings, runtime: Runtime, invoice: str, started_by: str
+) -> tuple[WorkflowHandle[Any, InvoiceResult], PendingApproval]:
+    """Start PayInvoice for `invoice` and wait until its approval request is in the store
+    (what the inbox reads); the run's handle and that request."""
+    handle = await start_invoice(
+        client, settings, invoice, started_by=started_by, prefix=f"console-{invoice.lower()}"
     )
-
-
-async def pending_of(handle: WorkflowHandle[Any, Any]) -> PendingApproval:
-    """The open request of a run, once the workflow has stored it."""
-    from workflows.agent import AgentStatus
-
-    for _ in range(400):
-        status: AgentStatus = await handle.query("status", result_type=AgentStatus)
-        if status.pending is not None:
-            return status.pending
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{handle.id} never asked for approval")
+    pending = (await pending_status(handle)).pending
+    assert pending is not None
+    return handle, await stored(runtime, pending)
 
 
 async def stored(runtime: Runtime, pending: PendingApproval) -> PendingApproval:

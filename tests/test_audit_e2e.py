@@ -16,14 +16,13 @@ from sqlalchemy import text
 from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
-from tests.conftest import new_id
+from tests.conftest import start_invoice
 from tether.approvals import decide_request, signing_key
-from tether.client import start_task
 from tether.config import Settings
 from verification.bundle import build_bundle, verify_bundle
 from verification.checkpoint import load_or_create_key
 from worker import Runtime
-from workflows import InvoiceInput, InvoiceResult
+from workflows import InvoiceResult
 
 
 async def _json(settings: Settings, tmp_path: Path, *args: str) -> Any:
@@ -63,15 +62,7 @@ async def _run(
 async def _approved_invoice(
     client: Client, settings: Settings, runtime: Runtime
 ) -> WorkflowHandle[Any, InvoiceResult]:
-    handle = await start_task(
-        client,
-        "PayInvoice",
-        InvoiceInput(invoice_id="INV-1003", text="Invoice INV-1003"),
-        workflow_id=new_id("audit"),
-        task_queue=settings.task_queue,
-        started_by="user:bob",
-        result_type=InvoiceResult,
-    )
+    handle = await start_invoice(client, settings, "INV-1003", prefix="audit")
     while not (pending := [p for p in runtime.approvals.list() if p.workflow_id == handle.id]):
         await asyncio.sleep(0.05)
     await decide_request(

@@ -13,12 +13,11 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from tests.conftest import new_id
-from tether.client import start_task
+from tests.conftest import start_invoice
 from tether.config import Settings
 from verification.ledger import LedgerEvent
 from worker import Runtime
-from workflows import InvoiceInput, InvoiceResult
+from workflows import InvoiceResult
 
 
 async def tether(
@@ -133,15 +132,7 @@ async def _pending_id(settings: Settings, tmp_path: Path, workflow_id: str) -> s
 
 
 async def _start(client: Client, settings: Settings) -> Any:
-    return await start_task(
-        client,
-        "PayInvoice",
-        InvoiceInput(invoice_id="INV-1003", text="Invoice INV-1003"),
-        workflow_id=new_id("cli"),
-        task_queue=settings.task_queue,
-        started_by="user:bob",
-        result_type=InvoiceResult,
-    )
+    return await start_invoice(client, settings, "INV-1003", prefix="cli")
 
 
 async def test_approve_through_the_cli(

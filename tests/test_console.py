@@ -25,16 +25,8 @@ from console.auth import check_credential
 from governance.approvals import ApprovalStatus
 from governance.feed import FeedStore, Notification
 from governance.reviews import ReviewStatus, review_id
-from tests.console_helpers import (
-    XSS,
-    csrf_of,
-    password,
-    pending_of,
-    serve,
-    sign_in,
-    start_invoice,
-    stored,
-)
+from tests.conftest import start_invoice
+from tests.console_helpers import XSS, awaiting_approval, csrf_of, password, serve, sign_in
 from tether.config import Settings
 from verification.bundle import verify_bundle
 from worker import Runtime, build_worker
@@ -162,8 +154,7 @@ async def test_an_approver_cannot_decide_outside_their_role_or_their_own_request
     cworker: Worker,
     base_url: str,
 ) -> None:
-    handle = await start_invoice(client, csettings, "INV-1003", started_by="user:bob")
-    pending = await stored(crt, await pending_of(handle))
+    handle, pending = await awaiting_approval(client, csettings, crt, "INV-1003", "user:bob")
     url = f"/requests/{pending.request_id}"
     async with browser(base_url) as bob, browser(base_url) as carol, browser(base_url) as alice:
         bob_csrf = await sign_in(bob, "user:bob")
@@ -216,8 +207,7 @@ async def test_an_approver_cannot_decide_outside_their_role_or_their_own_request
 async def test_output_is_escaped(
     client: Client, csettings: Settings, crt: Runtime, cworker: Worker, base_url: str
 ) -> None:
-    handle = await start_invoice(client, csettings, "INV-XSS", started_by="user:bob")
-    pending = await stored(crt, await pending_of(handle))
+    handle, pending = await awaiting_approval(client, csettings, crt, "INV-XSS", "user:bob")
     assert XSS in pending.args_summary
     async with browser(base_url) as alice:
         await sign_in(alice, "user:alice")
@@ -233,8 +223,7 @@ async def test_output_is_escaped(
 async def test_kill_switch_page_is_for_its_roles_and_halts_pending_requests(
     client: Client, csettings: Settings, crt: Runtime, cworker: Worker, base_url: str
 ) -> None:
-    handle = await start_invoice(client, csettings, "INV-1003", started_by="user:bob")
-    await stored(crt, await pending_of(handle))
+    handle, _ = await awaiting_approval(client, csettings, crt, "INV-1003", "user:bob")
     async with browser(base_url) as alice, browser(base_url) as olga:
         alice_csrf = await sign_in(alice, "user:alice")
         olga_csrf = await sign_in(olga, "user:olga")
@@ -388,8 +377,9 @@ async def test_a_quorum_request_leaves_the_inbox_of_whoever_approved(
     runtime = Runtime.from_settings(quorum)
     try:
         async with build_worker(client, quorum, runtime):
-            handle = await start_invoice(client, quorum, "INV-1003", started_by="user:dana")
-            pending = await stored(runtime, await pending_of(handle))
+            handle, pending = await awaiting_approval(
+                client, quorum, runtime, "INV-1003", "user:dana"
+            )
             assert pending.quorum == 2
             url = f"/requests/{pending.request_id}"
             with serve(quorum) as base:

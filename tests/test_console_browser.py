@@ -17,7 +17,7 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from tests.console_helpers import XSS, password, pending_of, start_invoice, stored
+from tests.console_helpers import XSS, awaiting_approval, password
 from tether.config import Settings
 from worker import Runtime
 
@@ -61,9 +61,7 @@ async def test_approve_in_the_browser_and_watch_the_run_complete(
     base_url: str,
     chromium: Browser,
 ) -> None:
-    handle = await start_invoice(client, csettings, "INV-1003", started_by="user:bob")
-    pending = await pending_of(handle)
-    await stored(crt, pending)
+    handle, pending = await awaiting_approval(client, csettings, crt, "INV-1003", "user:bob")
 
     # bob started the run: his own request is neither listed nor open to him.
     bob = await signed_in(chromium, base_url, "user:bob")
@@ -109,9 +107,7 @@ async def test_a_rejection_reason_reaches_the_agent_without_javascript(
     base_url: str,
     chromium: Browser,
 ) -> None:
-    handle = await start_invoice(client, csettings, "INV-1003", started_by="user:dana")
-    pending = await pending_of(handle)
-    await stored(crt, pending)
+    handle, pending = await awaiting_approval(client, csettings, crt, "INV-1003", "user:dana")
     bob = await signed_in(chromium, base_url, "user:bob", javascript=False)
     await bob.click(f'tr[data-request="{pending.request_id}"] a.open')
     await bob.click("button.reject")  # no reason: refused by the console, nothing sent
@@ -135,9 +131,7 @@ async def test_a_script_in_a_tool_argument_renders_as_text(
     base_url: str,
     chromium: Browser,
 ) -> None:
-    handle = await start_invoice(client, csettings, "INV-XSS", started_by="user:bob")
-    pending = await pending_of(handle)
-    await stored(crt, pending)
+    handle, pending = await awaiting_approval(client, csettings, crt, "INV-XSS", "user:bob")
     alice = await signed_in(chromium, base_url, "user:alice")
     dialogs: list[str] = []
     alice.on("dialog", lambda d: dialogs.append(d.message))

@@ -11,7 +11,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from governance.approvals import ApprovalStatus
-from tests.conftest import new_id, spawn_worker
+from tests.conftest import new_id, payment_in_flight, spawn_worker, start_invoice
 from tether.binaries import temporal_test_server
 from tether.client import start_task
 from tether.config import Settings
@@ -26,20 +26,8 @@ async def test_worker_killed_mid_payment_pays_once(
     # The bank settles slowly, so the payment row exists while the activity still runs.
     first = spawn_worker(settings, log, TETHER_BANK_SETTLE_SECONDS="30")
     try:
-        handle = await start_task(
-            client,
-            "PayInvoice",
-            InvoiceInput(invoice_id="INV-1001", text="Invoice INV-1001"),
-            workflow_id=new_id("crash"),
-            task_queue=settings.task_queue,
-            started_by="user:bob",
-            result_type=InvoiceResult,
-        )
-        for _ in range(600):
-            if runtime.bank.payments("INV-1001") == 1:
-                break
-            await asyncio.sleep(0.05)
-        assert runtime.bank.payments("INV-1001") == 1, log.read_text()
+        handle = await start_invoice(client, settings, "INV-1001", prefix="crash")
+        await payment_in_flight(runtime, "INV-1001", log)
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()

@@ -7,27 +7,17 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
-from tests.conftest import new_id
+from tests.conftest import new_id, start_invoice
 from tests.wire_app import WireTools, WireWorkflow
-from tether.client import start_task
 from tether.config import Settings
 from verification.ledger import digest
 from worker import Runtime, build_worker
-from workflows import InvoiceInput, InvoiceResult
 
 
 async def test_each_step_links_what_influenced_it(
     client: Client, settings: Settings, runtime: Runtime, worker: Worker
 ) -> None:
-    handle = await start_task(
-        client,
-        "PayInvoice",
-        InvoiceInput(invoice_id="INV-1002", text="Invoice INV-1002"),
-        workflow_id=new_id("evidence"),
-        task_queue=settings.task_queue,
-        started_by="user:bob",
-        result_type=InvoiceResult,
-    )
+    handle = await start_invoice(client, settings, "INV-1002", prefix="evidence")
     result = await handle.result()
     events = {e.kind: e for e in runtime.ledger.events(handle.id)}
     call, decision, executed = events["model.call"], events["decision"], events["tool.executed"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import Any
 
@@ -12,35 +11,18 @@ from temporalio.worker import Worker
 
 from governance.approvals import ApprovalDecision, ApprovalOutcome, ApprovalStatus
 from governance.signing import sign_decision
-from tests.conftest import new_id
+from tests.conftest import pending_status, start_invoice
 from tether.approvals import signing_key
-from tether.client import start_task
 from tether.config import Settings
 from worker import Runtime
-from workflows import AgentStatus, InvoiceInput, InvoiceResult
+from workflows import InvoiceResult
 
 
 async def _start(
     client: Client, settings: Settings, invoice: str, started_by: str = "user:bob"
 ) -> WorkflowHandle[Any, InvoiceResult]:
-    return await start_task(
-        client,
-        "PayInvoice",
-        InvoiceInput(invoice_id=invoice, text=f"Invoice {invoice} from a vendor"),
-        workflow_id=new_id(invoice),
-        task_queue=settings.task_queue,
-        started_by=started_by,
-        result_type=InvoiceResult,
-    )
-
-
-async def _pending(handle: WorkflowHandle[Any, InvoiceResult]) -> AgentStatus:
-    for _ in range(200):
-        status: AgentStatus = await handle.query("status", result_type=AgentStatus)
-        if status.pending is not None:
-            return status
-        await asyncio.sleep(0.05)
-    raise AssertionError("the workflow never asked for approval")
+    text = f"Invoice {invoice} from a vendor"
+    return await start_invoice(client, settings, invoice, started_by=started_by, text=text)
 
 
 async def test_small_invoice_is_paid_automatically(
@@ -93,7 +75,7 @@ async def test_large_invoice_waits_for_a_signed_approval(
     client: Client, settings: Settings, runtime: Runtime, worker: Worker
 ) -> None:
     handle = await _start(client, settings, "INV-1003", started_by="user:bob")
-    status = await _pending(handle)
+    status = await pending_status(handle, tries=200)
     assert status.pending is not None
     pending = status.pending
     assert runtime.approvals.get(pending.request_id).status is ApprovalStatus.PENDING

@@ -46,14 +46,13 @@ from governance.reviews import (
     check_flag,
     review_id,
 )
-from tests.conftest import new_id
+from tests.conftest import start_invoice
 from tests.test_cli import tether
-from tether.client import start_task
 from tether.config import Settings
 from tether.review import flag_review
 from verification.ledger import RecordedEvent
 from worker import Runtime, build_worker
-from workflows import ALL_WORKFLOWS, WORKFLOW_RUNNER, InvoiceInput, InvoiceResult
+from workflows import ALL_WORKFLOWS, WORKFLOW_RUNNER, InvoiceResult
 
 SECRET = "s3cret-for-tests"
 
@@ -110,15 +109,8 @@ def notify_settings(settings: Settings, **update: Any) -> Settings:
 async def pay_medium_invoice(
     client: Client, settings: Settings, started_by: str = "user:bob"
 ) -> WorkflowHandle[Any, InvoiceResult]:
-    handle = await start_task(
-        client,
-        "PayInvoice",
-        InvoiceInput(invoice_id="INV-1002", text="Invoice INV-1002 from northwind"),
-        workflow_id=new_id("INV-1002"),
-        task_queue=settings.task_queue,
-        started_by=started_by,
-        result_type=InvoiceResult,
-    )
+    text = "Invoice INV-1002 from northwind"
+    handle = await start_invoice(client, settings, "INV-1002", started_by=started_by, text=text)
     result = await handle.result()
     assert result.status == "paid" and result.amount == 4800.0
     return handle

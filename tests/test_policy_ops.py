@@ -22,15 +22,14 @@ from governance.policy_store import PolicyStore
 from governance.policy_tests import run_policy_tests
 from governance.reload import FileSource, PolicyHolder, PolicyTexts, StoreSource
 from governance.types import DecisionRequest, Tier
-from tests.conftest import new_id
+from tests.conftest import start_invoice
 from tests.test_ledger_postgres import URL as PG_URL
 from tests.test_ledger_postgres import _schema
-from tether.client import start_task
 from tether.config import Settings
 from tether.db import make_engine
 from verification.ledger import Ledger, digest
 from worker import Runtime, build_worker
-from workflows import InvoiceInput, InvoiceResult
+from workflows import InvoiceResult
 
 POLICIES = Path(__file__).resolve().parent.parent / "governance" / "policies"
 MODEL = POLICIES / "model.conf"
@@ -394,14 +393,8 @@ def test_store_source_reload_follows_pushes(tmp_path: Path) -> None:
 
 
 async def _pay_invoice(client: Client, settings: Settings) -> tuple[str, InvoiceResult]:
-    handle = await start_task(
-        client,
-        "PayInvoice",
-        InvoiceInput(invoice_id="INV-1001", text="Invoice INV-1001 from a vendor"),
-        workflow_id=new_id("INV-1001"),
-        task_queue=settings.task_queue,
-        started_by="user:bob",
-        result_type=InvoiceResult,
+    handle = await start_invoice(
+        client, settings, "INV-1001", text="Invoice INV-1001 from a vendor"
     )
     return handle.id, await handle.result()
 

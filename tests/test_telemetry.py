@@ -28,10 +28,10 @@ from activities.gateway import Gateway
 from governance.approvals import ApprovalDecision, ApprovalOutcome, ApprovalStatus
 from governance.signing import sign_decision
 from governance.types import Decision, Tier
-from tests.conftest import new_id
+from tests.conftest import new_id, pending_status
 from tests.gateway_app import GatewayAskInput, GatewayAskResult, GatewayAskWorkflow
 from tests.model_server import ModelServer
-from tests.test_invoice_flow import _pending, _start
+from tests.test_invoice_flow import _start
 from tether import genai, telemetry
 from tether.approvals import signing_key
 from tether.client import start_task
@@ -107,7 +107,7 @@ async def test_agent_tasks_are_traced_and_measured(
         untraced = await _start(client, settings, "INV-1002")
         await untraced.result()
         waiting = await _start(traced, settings, "INV-1003")
-        status: AgentStatus = await _pending(waiting)
+        status: AgentStatus = await pending_status(waiting, tries=200)
         assert status.pending is not None
         decision = ApprovalDecision.for_request(
             status.pending, "user:alice", True, "ok", nonce=uuid.uuid4().hex

@@ -12,12 +12,10 @@ import httpx
 import pytest
 from temporalio.client import Client
 
-from tests.conftest import free_port, new_id, spawn_worker
-from tether.client import start_task
+from tests.conftest import free_port, payment_in_flight, spawn_worker, start_invoice
 from tether.config import Settings
 from tether.health import HealthError, HealthServer
 from worker import Runtime, build_worker
-from workflows import InvoiceInput, InvoiceResult
 
 
 async def _status(http: httpx.AsyncClient, url: str) -> int:
@@ -74,21 +72,9 @@ async def test_sigterm_drains_the_running_activity(
                 await asyncio.sleep(0.05)
             assert await _status(http, ready) == 200, log.read_text()
             assert await _status(http, f"http://127.0.0.1:{port}/livez") == 200
-            handle = await start_task(
-                client,
-                "PayInvoice",
-                InvoiceInput(invoice_id="INV-1001", text="Invoice INV-1001"),
-                workflow_id=new_id("drain"),
-                task_queue=settings.task_queue,
-                started_by="user:bob",
-                result_type=InvoiceResult,
-            )
+            handle = await start_invoice(client, settings, "INV-1001", prefix="drain")
             # The bank holds the payment activity for 3 s: stop the worker inside it.
-            for _ in range(600):
-                if runtime.bank.payments("INV-1001") == 1:
-                    break
-                await asyncio.sleep(0.05)
-            assert runtime.bank.payments("INV-1001") == 1, log.read_text()
+            await payment_in_flight(runtime, "INV-1001", log)
             proc.send_signal(signal.SIGTERM)
             draining = 0
             while proc.poll() is None:
