@@ -165,14 +165,14 @@ class Variants:
         if use_litellm:
             self.router, self.failover_router = _litellm_routers(port, latency_ms)
 
-    async def direct(self) -> None:
+    async def _plain(self, http: httpx.AsyncClient) -> None:
         # What a caller of plain httpx does per call: build and encode the body, post, parse.
         body = {
             "model": HEALTHY,
             "messages": [{"role": "user", "content": self.request.prompt}],
             "max_tokens": self.request.max_output_tokens,
         }
-        response = await self.http.post(
+        response = await http.post(
             self.healthy_url,
             content=json.dumps(body).encode(),
             headers={"content-type": "application/json"},
@@ -181,24 +181,15 @@ class Variants:
         content = response.json()["choices"][0]["message"]["content"]
         assert content
 
+    async def direct(self) -> None:
+        await self._plain(self.http)
+
     async def pooled(self) -> None:
-        body = {
-            "model": HEALTHY,
-            "messages": [{"role": "user", "content": self.request.prompt}],
-            "max_tokens": self.request.max_output_tokens,
-        }
         shard = self.shards.lease()
         try:
-            response = await self.shards.clients[shard].post(
-                self.healthy_url,
-                content=json.dumps(body).encode(),
-                headers={"content-type": "application/json"},
-            )
+            await self._plain(self.shards.clients[shard])
         finally:
             self.shards.release(shard)
-        response.raise_for_status()
-        content = response.json()["choices"][0]["message"]["content"]
-        assert content
 
     async def direct_failing(self) -> None:
         response = await self.http.post(

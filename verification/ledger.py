@@ -383,18 +383,11 @@ class Ledger:
         # SQLAlchemy's per-statement work would be a large share of an append's client time.
         with conn.connection.driver_connection.cursor() as cursor:  # type: ignore[union-attr]
             for item in items:
-                self._call_pg(conn, cursor, item, now, results)
+                results[item.event.idempotency_key] = self._call_pg(conn, cursor, item, now)
         return results
 
-    def _call_pg(
-        self,
-        conn: Connection,
-        cursor: Any,
-        item: _Pending,
-        now: str,
-        results: dict[str, RecordedEvent],
-    ) -> None:
-        """One `tether_append` call; its event (new, or stored before) into `results`."""
+    def _call_pg(self, conn: Connection, cursor: Any, item: _Pending, now: str) -> RecordedEvent:
+        """One `tether_append` call; its event, new or stored before."""
         fields: dict[str, Any] = {
             **item.event.model_dump(exclude={"payload"}),
             "payload": canonical_json(item.event.payload),
@@ -408,8 +401,7 @@ class Ledger:
         seq, prev, linked, new = cursor.fetchone()
         key = item.event.idempotency_key
         if not new:
-            results[key] = self._stored(conn, key)
-            return
+            return self._stored(conn, key)
         fields.update(seq=seq, prev_hash=prev, hash=linked)
         if event_hash(fields) != linked:  # the server must hash what we would
             raise LedgerError(
@@ -417,7 +409,7 @@ class Ledger:
                 "worker; 'tether audit verify' will name the row. Check that workers "
                 "and the database function run the same Tether version"
             )
-        results[key] = _event_from(fields)
+        return _event_from(fields)
 
     def events(self, workflow_id: str | None = None) -> list[RecordedEvent]:
         stmt = select(EventRow).order_by(EventRow.seq)
