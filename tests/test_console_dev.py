@@ -16,6 +16,7 @@ import httpx
 
 from tests.conftest import free_port
 from tests.console_helpers import csrf_of, password, users
+from tests.test_dev import _dev
 from tether.dev import port_busy
 
 
@@ -31,22 +32,28 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     }
 
 
+def _console(tmp_path: Path, **extra: str) -> subprocess.CompletedProcess[str]:
+    """`tether console` on a free port with `extra` variables, run to its exit."""
+    return subprocess.run(
+        [sys.executable, "-m", "tether.cli", "console"],
+        env=_env(tmp_path, TETHER_CONSOLE_PORT=str(free_port()), **extra),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def test_dev_serves_the_console_beside_the_worker(tmp_path: Path) -> None:
     port, ui_port, console_port = free_port(), free_port(), free_port()
-    env = _env(
+    proc = _dev(
         tmp_path,
-        TETHER_DEV_PORT=str(port),
-        TETHER_DEV_UI_PORT=str(ui_port),
+        port,
+        ui_port,
+        f"dev-{uuid.uuid4().hex[:8]}",
+        TETHER_APPROVAL_KEY=str(tmp_path / "keys" / "approval.pem"),
+        TETHER_CONSOLE_USERS=json.dumps({"user:alice": users()["user:alice"]}),
         TETHER_CONSOLE_PORT=str(console_port),
-        TETHER_TASK_QUEUE=f"dev-{uuid.uuid4().hex[:8]}",
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tether.cli", "dev"],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
     )
     assert proc.stdout is not None
     seen: list[str] = []
@@ -87,33 +94,12 @@ def test_dev_serves_the_console_beside_the_worker(tmp_path: Path) -> None:
 
 
 def test_console_command_names_a_bad_setting(tmp_path: Path) -> None:
-    env = _env(
-        tmp_path,
-        TETHER_CONSOLE_USERS=json.dumps({"user:alice": "hunter2"}),
-        TETHER_CONSOLE_PORT=str(free_port()),
-    )
-    done = subprocess.run(
-        [sys.executable, "-m", "tether.cli", "console"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = _console(tmp_path, TETHER_CONSOLE_USERS=json.dumps({"user:alice": "hunter2"}))
     assert done.returncode == 2
     assert "console_users" in done.stderr and "hash-password" in done.stderr
-    env = _env(
+    done = _console(
         tmp_path,
         TETHER_CONSOLE_PROXY_HEADER="X-Forwarded-User",
         TETHER_CONSOLE_TRUSTED_PROXIES='["not-an-address"]',
-        TETHER_CONSOLE_PORT=str(free_port()),
-    )
-    done = subprocess.run(
-        [sys.executable, "-m", "tether.cli", "console"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
     )
     assert done.returncode == 2 and "'not-an-address'" in done.stderr

@@ -20,7 +20,10 @@ from tether.dev import port_busy
 from workflows import InvoiceInput, InvoiceResult
 
 
-def _dev(tmp_path: Path, port: int, ui_port: int, queue: str) -> subprocess.Popen[str]:
+def _dev(
+    tmp_path: Path, port: int, ui_port: int, queue: str, **extra: str
+) -> subprocess.Popen[str]:
+    """`tether dev` in `tmp_path` on these ports and task queue, `extra` variables on top."""
     env = {
         **os.environ,
         "TETHER_DEV_PORT": str(port),
@@ -29,6 +32,7 @@ def _dev(tmp_path: Path, port: int, ui_port: int, queue: str) -> subprocess.Pope
         "TETHER_DATABASE_URL": f"sqlite:///{tmp_path / 'dev.db'}",
         "TETHER_TASK_QUEUE": queue,
         "COLUMNS": "200",
+        **extra,
     }
     return subprocess.Popen(
         [sys.executable, "-m", "tether.cli", "dev"],
