@@ -12,36 +12,39 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from temporalio.client import Client
 from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.worker import Worker
 
-from activities.bank import Bank, PaymentTools
-from activities.gateway import build_provider
-from activities.governance import GovernanceActivities
-from activities.models import ModelActivities, ModelProvider
-from activities.notify import NotifyActivities
-from activities.tools import ToolActivities
-from governance.budget import Budgets
-from governance.errors import TetherError
-from governance.feed import FeedStore
-from governance.kill import KillSwitches
-from governance.policy import PolicyEngine
-from governance.reload import PolicyHolder, source_for
-from governance.store import ApprovalStore
-from tether import telemetry
-from tether.approvals import trusted_keys
-from tether.client import connect
-from tether.config import Settings, load_settings
-from tether.db import make_engine
-from tether.health import HealthServer
-from verification.ledger import Ledger, LedgerEvent, digest
-from workflows import ALL_WORKFLOWS, WORKFLOW_RUNNER
+from tether.activities.gateway import build_provider
+from tether.activities.governance import GovernanceActivities
+from tether.activities.models import ModelActivities, ModelProvider
+from tether.activities.notify import NotifyActivities
+from tether.activities.tools import ToolActivities
+from tether.core import telemetry
+from tether.core.config import Settings, load_settings
+from tether.core.db import make_engine
+from tether.errors import TetherError
+from tether.governance.budget import Budgets
+from tether.governance.feed import FeedStore
+from tether.governance.kill import KillSwitches
+from tether.governance.policy import PolicyEngine
+from tether.governance.reload import PolicyHolder, source_for
+from tether.governance.store import ApprovalStore
+from tether.runtime.app import App, AppContext, load_app
+from tether.runtime.approvals import trusted_keys
+from tether.runtime.client import connect
+from tether.runtime.health import HealthServer
+from tether.runtime.plugin import TetherPlugin
+from tether.verification.events import LedgerEvent, digest
+from tether.verification.ledger import Ledger
+from tether.workflows import TETHER_WORKFLOWS
 
 
 @dataclass
@@ -52,19 +55,17 @@ class Runtime:
     """The policy in force, swapped whole when its source changes (see governance.reload)."""
     ledger: Ledger
     approvals: ApprovalStore
-    bank: Bank
     kills: KillSwitches
     budgets: Budgets
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:
         engine = make_engine(settings.database_url)
-        ledger = Ledger(engine)
+        ledger = Ledger(engine, on_append=telemetry.ledger_appended)
         runtime = cls(
             policies=PolicyHolder.load(source_for(settings, ledger), ledger),
             ledger=ledger,
             approvals=ApprovalStore(engine),
-            bank=Bank(engine, settle_seconds=settings.bank_settle_seconds),
             kills=KillSwitches(engine, ledger),
             budgets=Budgets(
                 engine,
@@ -109,16 +110,24 @@ def build_worker(
     settings: Settings,
     runtime: Runtime,
     *,
+    app: App | None = None,
     task_queue: str | None = None,
     extra_workflows: Sequence[type] = (),
     extra_tools: Sequence[object] = (),
     model_provider: ModelProvider | None = None,
 ) -> Worker:
-    """The worker for all of Tether's workflows plus an application's own, with their tools.
+    """The worker for Tether's own workflows and the app's (`[app]` in settings, or `app`),
+    with its tools and Tether's activities, configured by `TetherPlugin`.
 
-    The model provider is the gateway over `settings.models`, or the scripted provider when
-    no endpoint is configured; pass `model_provider` to bring your own (and close it).
+    `extra_workflows` and `extra_tools` (objects) are registered beside the app's. The model
+    provider is the gateway over `settings.models`, or the scripted provider when no
+    endpoint is configured; pass `model_provider` to bring your own (and close it).
     """
+    app = (app if app is not None else load_app(settings)).merged(extra_workflows)
+    tool_objects = [
+        *app.build_tools(AppContext(settings, runtime.ledger.engine)),
+        *extra_tools,
+    ]
     keys = trusted_keys(settings)
     governance = GovernanceActivities(
         runtime.policies,
@@ -135,46 +144,61 @@ def build_worker(
         kills=runtime.kills,
         budgets=runtime.budgets,
     )
-    tools = ToolActivities(runtime.ledger, [PaymentTools(runtime.bank), *extra_tools], keys)
+    tools = ToolActivities(runtime.ledger, tool_objects, keys)
     notify = NotifyActivities.from_settings(
         settings, runtime.ledger, FeedStore(runtime.ledger.engine)
     )
     tracing = telemetry.active()
     interceptor = tracing.interceptor() if tracing else None
     traced = any(isinstance(i, TracingInterceptor) for i in client.config()["interceptors"])
+    activities: list[Callable[..., Any]] = [
+        governance.decide_step,
+        governance.prepare_approval,
+        governance.open_approval,
+        governance.close_approval,
+        governance.record_event,
+        notify.notify,
+        notify.open_review,
+        notify.record_review,
+        models.call_model,
+        *tools.activities(),
+    ]
+    configured = [p for p in client.config()["plugins"] if isinstance(p, TetherPlugin)]
+    if configured:
+        # The client's TetherPlugin already sets runner, failure types, Tether's own
+        # workflows and its app's; a second one of the same type would run twice.
+        plugins: list[TetherPlugin] = []
+        known = [*TETHER_WORKFLOWS, *configured[0].app.workflows]
+        workflows = [w for w in app.workflows if w not in known]
+        extra: dict[str, object] = {"workflows": workflows, "activities": activities}
+    else:
+        plugins = [TetherPlugin(app, activities=activities)]
+        extra = {}
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
-        workflows=[*ALL_WORKFLOWS, *extra_workflows],
-        workflow_runner=WORKFLOW_RUNNER,
-        activities=[
-            governance.decide_step,
-            governance.prepare_approval,
-            governance.open_approval,
-            governance.close_approval,
-            governance.record_event,
-            notify.notify,
-            notify.open_review,
-            notify.record_review,
-            models.call_model,
-            *tools.activities(),
-        ],
+        plugins=plugins,
         activity_executor=ThreadPoolExecutor(max_workers=32),
         interceptors=[interceptor] if interceptor and not traced else [],
         graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_grace_seconds),
+        **extra,  # type: ignore[arg-type]
     )
 
 
-async def main() -> None:
-    settings = load_settings()
+async def run_worker(settings: Settings | None = None, app: App | None = None) -> None:
+    """Run one worker for `settings` (default: tether.toml and TETHER_* variables) and the
+    app they declare (or `app`) until SIGTERM or SIGINT; running activities then get
+    `shutdown_grace_seconds` to finish."""
+    settings = settings or load_settings()
     telemetry.configure_logging(settings.log_level, settings.log_format)
     log = logging.getLogger("tether.worker")
     tel = telemetry.setup(settings)
     runtime = Runtime.from_settings(settings)
-    tel.watch_kill_switches(runtime.kills)
-    client = await connect(settings)
+    tel.watch_kill_switches(lambda: [r.kind.value for r in runtime.kills.status()])
+    app = app if app is not None else load_app(settings)
+    client = await connect(settings, app)
     provider = build_provider(settings)
-    worker = build_worker(client, settings, runtime, model_provider=provider)
+    worker = build_worker(client, settings, runtime, app=app, model_provider=provider)
     stopping = asyncio.Event()
     health = HealthServer(
         lambda: worker.is_running and not stopping.is_set(),
@@ -217,6 +241,10 @@ async def main() -> None:
         if close is not None:
             await close()
         tel.shutdown()
+
+
+async def main() -> None:
+    await run_worker()
 
 
 if __name__ == "__main__":

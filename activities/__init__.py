@@ -1,9 +1,8 @@
 """Activities: the only worker-side code with I/O. One class per external dependency."""
 
-from activities.bank import Bank, BankChange, BankChangeResult, Payment, PaymentTools, Receipt
-from activities.governance import CloseApprovalInput, GovernanceActivities
-from activities.models import ModelActivities, ModelProvider, Script, ScriptedProvider
-from activities.payloads import (
+from tether.activities.governance import CloseApprovalInput, GovernanceActivities
+from tether.activities.models import ModelActivities, ModelProvider, Script, ScriptedProvider
+from tether.activities.payloads import (
     DecideInput,
     ModelCallInput,
     ModelCallResult,
@@ -11,7 +10,7 @@ from activities.payloads import (
     StepRef,
     ToolCall,
 )
-from activities.tools import (
+from tether.activities.tools import (
     REGISTRY,
     ToolActivities,
     ToolContext,
@@ -23,9 +22,6 @@ from activities.tools import (
 
 __all__ = [
     "REGISTRY",
-    "Bank",
-    "BankChange",
-    "BankChangeResult",
     "CloseApprovalInput",
     "DecideInput",
     "GovernanceActivities",
@@ -34,9 +30,6 @@ __all__ = [
     "ModelCallResult",
     "ModelProvider",
     "NotifyInput",
-    "Payment",
-    "PaymentTools",
-    "Receipt",
     "Script",
     "ScriptedProvider",
     "StepRef",

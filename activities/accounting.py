@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 from pydantic import BaseModel, Field
 
-from verification.ledger import LedgerEvent
+from tether.verification.events import LedgerEvent
 
 
 class UsageTotals(BaseModel):

@@ -33,19 +33,21 @@ from dataclasses import dataclass
 
 import httpx
 
-from activities.breaker import EndpointHealth
-from activities.models import (
+from tether.activities.breaker import EndpointHealth
+from tether.activities.models import (
     GatewayFailure,
     ModelProvider,
     Pricing,
+    Script,
     ScriptedProvider,
     estimate_tokens,
 )
-from activities.openai_http import AttemptFailed, ClientShards, OpenAIEndpoint, messages
-from activities.payloads import ModelAttempt, ModelCallInput, ModelCallResult
-from tether import genai, telemetry
-from tether.config import Settings
-from tether.gateway_config import PRIVATE_ONLY, EndpointConfig, ModelsConfig
+from tether.activities.openai_http import AttemptFailed, ClientShards, OpenAIEndpoint, messages
+from tether.activities.payloads import ModelAttempt, ModelCallInput, ModelCallResult
+from tether.core import genai, telemetry
+from tether.core.config import Settings
+from tether.core.gateway_config import PRIVATE_ONLY, EndpointConfig, ModelsConfig
+from tether.errors import ErrorType
 
 
 @dataclass
@@ -164,7 +166,7 @@ class Gateway:
         attempts: list[ModelAttempt] = []
         if not routes:
             raise GatewayFailure(
-                "NoEligibleEndpoint",
+                ErrorType.NO_ELIGIBLE_ENDPOINT,
                 f"no endpoint may receive a {request.sensitivity!r} call for task "
                 f"{request.task!r}"
                 + (
@@ -206,7 +208,7 @@ class Gateway:
             if not await self._wait_for_retry_after(routes, budget, deadline):
                 break
         raise GatewayFailure(
-            "ModelUnavailable",
+            ErrorType.MODEL_UNAVAILABLE,
             f"no eligible endpoint answered the {request.task!r} call "
             f"({', '.join(f'{a.endpoint}: {a.outcome}' for a in attempts)}); "
             "Temporal retries the call; check the endpoints' health",
@@ -353,7 +355,7 @@ class Gateway:
         )
         if not failed.failover:
             raise GatewayFailure(
-                "ModelRequestRejected",
+                ErrorType.MODEL_REQUEST_REJECTED,
                 f"endpoint {endpoint.name!r} refused the {request.task!r} request: "
                 f"{failed.detail[:300]}; fix the request (it is not retried)",
                 attempts,
@@ -371,4 +373,6 @@ def build_provider(settings: Settings) -> ModelProvider:
     """The gateway over the configured endpoints; none configured: the scripted provider."""
     if settings.models.endpoints:
         return Gateway(settings.models)
+    if settings.model_script is None:
+        return ScriptedProvider(Script())
     return ScriptedProvider.from_file(settings.model_script)

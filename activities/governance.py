@@ -11,19 +11,22 @@ thread pool because SQLAlchemy here is synchronous.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from pydantic import BaseModel, Field, JsonValue
 from temporalio import activity
 
-from activities.payloads import DecideInput, StepRef
-from governance.approvals import ApprovalStage, ApprovalStatus, PendingApproval, parse_chain
-from governance.errors import PolicyError
-from governance.kill import KillSwitches
-from governance.policy import PolicyEngine
-from governance.reload import PolicyHolder
-from governance.store import ApprovalStore
-from governance.types import Decision, DecisionRequest, Tier
-from tether import telemetry
-from verification.ledger import Ledger, LedgerEvent
+from tether.activities.payloads import DecideInput, StepRef
+from tether.core import telemetry
+from tether.errors import PolicyError
+from tether.governance.approvals import ApprovalStage, ApprovalStatus, PendingApproval, parse_chain
+from tether.governance.kill import KillSwitches
+from tether.governance.policy import PolicyEngine
+from tether.governance.reload import PolicyHolder
+from tether.governance.store import ApprovalStore
+from tether.governance.types import Decision, DecisionRequest, Tier
+from tether.verification.events import LedgerEvent
+from tether.verification.ledger import Ledger
 
 
 class CloseApprovalInput(BaseModel):
@@ -177,12 +180,11 @@ class GovernanceActivities:
     @activity.defn(name="close_approval")
     def close_approval(self, inp: CloseApprovalInput) -> None:
         self.approvals.close(inp.pending.request_id, inp.status, inp.approver)
-        telemetry.approval_closed(
-            self.ledger,
-            approval_key(inp.pending, "approval.requested"),
-            inp.pending,
-            inp.status.value,
-        )
+        requested = self.ledger.get(approval_key(inp.pending, "approval.requested"))
+        if requested is not None:
+            since = datetime.fromisoformat(requested.recorded_at)
+            waited = (datetime.now(UTC) - since).total_seconds()
+            telemetry.approval_wait(waited, inp.status.value, inp.pending.agent)
         self._approval_event(
             inp.pending, "approval.decided", inp.status.value, inp.approver, inp.comment
         )

@@ -31,15 +31,17 @@ from pydantic import BaseModel, Field, JsonValue
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.payloads import (
+from tether.activities.payloads import (
     BudgetBreachDetails,
     ModelAttempt,
     ModelCallInput,
     ModelCallResult,
 )
-from governance.budget import Breach, Budgets
-from governance.kill import KillSwitches
-from verification.ledger import Ledger, LedgerEvent, digest
+from tether.errors import ErrorType
+from tether.governance.budget import Breach, Budgets
+from tether.governance.kill import KillSwitches
+from tether.verification.events import LedgerEvent, digest
+from tether.verification.ledger import Ledger
 
 
 class ModelProvider(Protocol):
@@ -128,7 +130,7 @@ class ScriptedProvider:
     async def complete(self, request: ModelCallInput) -> ModelCallResult:
         if self.name in request.exclude_endpoints:
             raise GatewayFailure(
-                "NoEligibleEndpoint",
+                ErrorType.NO_ELIGIBLE_ENDPOINT,
                 f"the scripted provider is the only model and this {request.task!r} call "
                 "excludes it; configure [[models.endpoints]] for another model",
                 [],
@@ -319,7 +321,7 @@ class ModelActivities:
             f"{action!r} by {ref.agent!r} refused: {killed.describe()}; release it with "
             f"'tether kill release {killed.kind.value} {killed.value}' to run again",
             BudgetBreachDetails(rule=killed.rule, reason=killed.describe()).model_dump(mode="json"),
-            type="KillSwitchEngaged",
+            type=ErrorType.KILL_SWITCH_ENGAGED,
             non_retryable=True,
         )
 
@@ -376,13 +378,13 @@ class ModelActivities:
                     requested_tokens=tokens,
                     requested_cost_usd=cost,
                 ).model_dump(mode="json"),
-                type="BudgetApprovalNeeded",
+                type=ErrorType.BUDGET_APPROVAL_NEEDED,
                 non_retryable=True,
             )
         raise ApplicationError(
             f"{message}; raise it with 'tether budget set {b.subject} ...' or wait for the "
             "window to roll",
-            type="BudgetExceeded",
+            type=ErrorType.BUDGET_EXCEEDED,
             non_retryable=True,
         )
 

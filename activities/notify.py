@@ -32,11 +32,12 @@ import httpx
 from pydantic import JsonValue
 from temporalio import activity
 
-from activities.payloads import NotifyInput, NotifyResult, RecordReviewInput
-from governance.feed import FeedStore, Notification
-from governance.reviews import ReviewWindow, review_id
-from tether.config import Settings
-from verification.ledger import Ledger, LedgerEvent
+from tether.activities.payloads import NotifyInput, NotifyResult, RecordReviewInput
+from tether.core.config import Settings
+from tether.governance.feed import FeedStore, Notification
+from tether.governance.reviews import ReviewWindow, review_id
+from tether.verification.events import LedgerEvent
+from tether.verification.ledger import Ledger
 
 log = logging.getLogger("tether.notify")
 

@@ -36,8 +36,8 @@ from typing import Any
 
 import httpx
 
-from activities.payloads import ModelCallInput, ModelToolCall
-from tether.gateway_config import EndpointConfig
+from tether.activities.payloads import ModelCallInput, ModelToolCall
+from tether.core.gateway_config import EndpointConfig
 
 NO_FAILOVER = frozenset({"client_error"})
 

@@ -6,10 +6,10 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field, JsonValue
 
-from governance.approvals import ApprovalDecision
-from governance.reviews import ReviewFlag, ReviewStatus, ReviewWindow
-from governance.types import Decision
-from verification.ledger import LedgerEvent
+from tether.governance.approvals import ApprovalDecision
+from tether.governance.reviews import ReviewFlag, ReviewStatus, ReviewWindow
+from tether.governance.types import Decision
+from tether.verification.events import LedgerEvent
 
 
 class StepRef(BaseModel):

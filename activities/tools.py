@@ -25,10 +25,12 @@ from pydantic import BaseModel, JsonValue
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.payloads import StepRef, ToolCall
-from governance.signing import verify_decision
-from governance.types import Tier
-from verification.ledger import Ledger, digest
+from tether.activities.payloads import StepRef, ToolCall
+from tether.errors import ErrorType
+from tether.governance.signing import verify_decision
+from tether.governance.types import Tier
+from tether.verification.events import digest
+from tether.verification.ledger import Ledger
 
 F = TypeVar("F", bound=Callable[..., Awaitable[BaseModel]])
 
@@ -188,7 +190,7 @@ class ToolActivities:
                     await asyncio.to_thread(
                         self._record, call, kind, "refused", {"why": problem}, []
                     )
-                    raise ApplicationError(problem, type="ToolRefused", non_retryable=True)
+                    raise ApplicationError(problem, type=ErrorType.TOOL_REFUSED, non_retryable=True)
             if call.record and spec.side_effect:
                 # Before the effect: if this attempt never reports back, the ledger shows the
                 # action was dispatched and its outcome is unknown, not that it never ran.

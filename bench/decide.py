@@ -43,8 +43,8 @@ from collections.abc import Callable, Sequence
 from pydantic import JsonValue
 from rich.progress import Progress
 
-from governance.policy import PolicyEngine, parse_policy
-from governance.types import NO_MATCH_RULE, Decision, DecisionRequest, Tier
+from tether.governance.policy import PolicyEngine, parse_policy
+from tether.governance.types import NO_MATCH_RULE, Decision, DecisionRequest, Tier
 
 MODEL_TEXT = """[request_definition]
 r = sub, obj, act, ctx

@@ -58,11 +58,11 @@ from typing import Any
 import httpx
 from pydantic import JsonValue
 
-from activities.gateway import Gateway
-from activities.openai_http import ClientShards, request_body
-from activities.payloads import ModelCallInput, StepRef
 from bench.workflow import percentile
-from tether.gateway_config import EndpointConfig, ModelsConfig
+from tether.activities.gateway import Gateway
+from tether.activities.openai_http import ClientShards, request_body
+from tether.activities.payloads import ModelCallInput, StepRef
+from tether.core.gateway_config import EndpointConfig, ModelsConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_ADDED_P50_MS = 0.2

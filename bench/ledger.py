@@ -36,18 +36,10 @@ from pydantic import JsonValue
 from rich.progress import Progress
 from sqlalchemy import Engine, MetaData, Table, insert, text, update
 
-from tether.db import make_engine
-from verification import merkle
-from verification.ledger import (
-    EVENTS,
-    GENESIS,
-    HEAD,
-    EventRow,
-    Ledger,
-    LedgerEvent,
-    canonical_json,
-    event_hash,
-)
+from tether.core.db import make_engine
+from tether.verification import merkle
+from tether.verification.events import GENESIS, LedgerEvent, canonical_json
+from tether.verification.ledger import EVENTS, HEAD, EventRow, Ledger, event_hash
 
 _RAW_SEQ = itertools.count(1)
 """Primary keys of the raw-insert table, unique across cases (itertools.count is atomic)."""

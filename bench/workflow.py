@@ -42,12 +42,12 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from tether import telemetry
-from tether.binaries import temporal_cli
-from tether.client import start_task
-from tether.config import Settings
-from worker import Runtime, build_worker
-from workflows.bench import StepsInput
+from bench.workflows import StepsInput
+from tether.core import telemetry
+from tether.core.binaries import temporal_cli
+from tether.core.config import Settings
+from tether.runtime.client import start_task
+from tether.worker import Runtime, build_worker
 
 GOVERNED = "GovernedSteps"
 UNGOVERNED = "UngovernedSteps"

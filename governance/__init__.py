@@ -3,16 +3,16 @@
 A plain library: no Temporal import, unit-testable in microseconds.
 """
 
-from governance.approvals import (
+from tether.errors import ApprovalError, GovernanceError, PolicyError, TetherError
+from tether.governance.approvals import (
     ApprovalDecision,
     ApprovalOutcome,
     ApprovalStatus,
     PendingApproval,
     check_approval,
 )
-from governance.errors import ApprovalError, GovernanceError, PolicyError, TetherError
-from governance.policy import PolicyEngine, PolicyRule, parse_policy
-from governance.types import NO_MATCH_RULE, Decision, DecisionRequest, Tier
+from tether.governance.policy import PolicyEngine, PolicyRule, parse_policy
+from tether.governance.types import NO_MATCH_RULE, Decision, DecisionRequest, Tier
 
 __all__ = [
     "NO_MATCH_RULE",

@@ -13,7 +13,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from governance.errors import ApprovalError, PolicyError
+from tether.errors import ApprovalError, PolicyError
 
 AGENT_PREFIX = "agent:"
 """Identities with this prefix are agents: they never approve, flag or edit policy."""

@@ -32,13 +32,10 @@ from sqlalchemy import Engine, Float, Integer, String, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from governance.errors import GovernanceError
-from tether.db import Base, create_tables
-from verification.ledger import Ledger, LedgerEvent
-
-
-class BudgetError(GovernanceError):
-    """A budget cannot be set or found; the message names the value."""
+from tether.core.db import Base, create_tables
+from tether.errors import BudgetError
+from tether.verification.events import LedgerEvent
+from tether.verification.ledger import Ledger
 
 
 class OnBreach(StrEnum):

@@ -15,9 +15,9 @@ from pydantic import BaseModel, JsonValue
 from sqlalchemy import Engine, Integer, String, Text, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from governance.errors import ReviewError
-from governance.reviews import ReviewStatus, ReviewWindow
-from tether.db import Base, create_tables, make_engine
+from tether.core.db import Base, create_tables, make_engine
+from tether.errors import ReviewError
+from tether.governance.reviews import ReviewStatus, ReviewWindow
 
 
 class Notification(BaseModel):

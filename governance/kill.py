@@ -26,14 +26,11 @@ from sqlalchemy import Engine, Integer, String, Text, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from governance.approvals import HaltRequest
-from governance.errors import GovernanceError
-from tether.db import Base, create_tables
-from verification.ledger import Ledger, LedgerEvent
-
-
-class KillError(GovernanceError):
-    """A kill-switch command cannot be carried out; the message names the scope."""
+from tether.core.db import Base, create_tables
+from tether.errors import KillError
+from tether.governance.approvals import HaltRequest
+from tether.verification.events import LedgerEvent
+from tether.verification.ledger import Ledger
 
 
 class ScopeKind(StrEnum):

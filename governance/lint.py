@@ -31,9 +31,9 @@ from typing import Literal
 from pydantic import BaseModel
 from simpleeval import EvalWithCompoundTypes, InvalidExpression
 
-from governance.errors import PolicyError
-from governance.policy import PolicyEngine, PolicyRule
-from governance.regexes import regex_problem
+from tether.errors import PolicyError
+from tether.governance.policy import PolicyEngine, PolicyRule
+from tether.governance.regexes import regex_problem
 
 Severity = Literal["error", "warning"]
 SAFE_EFFECT = "some(where (p.eft == allow))"

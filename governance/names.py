@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import unicodedata
 
-from governance.errors import InvalidNameError
+from tether.errors import InvalidNameError
 
 MAX_NAME_LENGTH = 256
 """Longest canonical name, in characters."""

@@ -38,16 +38,16 @@ from pathlib import Path
 
 import casbin
 
-from governance import fastpath
-from governance.errors import InvalidNameError, PolicyError
-from governance.names import (
+from tether.errors import InvalidNameError, PolicyError
+from tether.governance import fastpath
+from tether.governance.names import (
     INVALID_REQUEST_RULE,
     canonical_action,
     canonical_agent,
     canonical_pattern,
     canonical_resource,
 )
-from governance.types import NO_MATCH_RULE, Decision, DecisionRequest, Tier
+from tether.governance.types import NO_MATCH_RULE, Decision, DecisionRequest, Tier
 
 _P_FIELDS = ("sub", "obj", "act", "cond", "tier", "rule", "approver", "timeout")
 _TIMEOUT = re.compile(r"^(\d+)([smhd])$")

@@ -21,11 +21,12 @@ from pydantic import BaseModel
 from sqlalchemy import Boolean, Engine, Integer, String, Text, select, text, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from governance.errors import PolicyError
-from governance.lint import check_and_load
-from governance.policy import PolicyDocument, PolicyEngine, parse_policy
-from tether.db import Base, create_tables
-from verification.ledger import Ledger, LedgerEvent, digest
+from tether.core.db import Base, create_tables
+from tether.errors import PolicyError
+from tether.governance.lint import check_and_load
+from tether.governance.policy import PolicyDocument, PolicyEngine, parse_policy
+from tether.verification.events import LedgerEvent, digest
+from tether.verification.ledger import Ledger
 
 _PUSH_LOCK = 0x7E7E_0002
 """PostgreSQL advisory lock id that serialises pushes between processes."""

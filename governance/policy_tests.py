@@ -24,10 +24,10 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
-from governance.errors import PolicyError
-from governance.policy import PolicyEngine
-from governance.reload import read_text
-from governance.types import DecisionRequest, Tier
+from tether.errors import PolicyError
+from tether.governance.policy import PolicyEngine
+from tether.governance.reload import read_text
+from tether.governance.types import DecisionRequest, Tier
 
 
 class PolicyCase(BaseModel):

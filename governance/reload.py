@@ -24,13 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from governance.errors import PolicyError
-from governance.lint import check_and_load
-from governance.policy import PolicyEngine
-from governance.policy_store import PolicyStore, policy_changed_event
-from tether.config import Settings
-from tether.db import make_engine
-from verification.ledger import Ledger, LedgerEvent, digest
+from tether.core.config import Settings
+from tether.core.db import make_engine
+from tether.errors import PolicyError
+from tether.governance.lint import check_and_load
+from tether.governance.policy import PolicyEngine
+from tether.governance.policy_store import PolicyStore, policy_changed_event
+from tether.verification.events import LedgerEvent, digest
+from tether.verification.ledger import Ledger
 
 log = logging.getLogger("tether.policy")
 

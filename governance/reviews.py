@@ -15,7 +15,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from governance.errors import ReviewError
+from tether.errors import ReviewError
 
 AGENT_PREFIX = "agent:"
 

@@ -22,7 +22,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from governance.approvals import ApprovalDecision
+from tether.governance.approvals import ApprovalDecision
 
 _SIGNED_FIELDS = (
     "request_id",

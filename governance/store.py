@@ -9,9 +9,9 @@ from __future__ import annotations
 from sqlalchemy import Engine, String, Text, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from governance.approvals import ApprovalStatus, PendingApproval
-from governance.errors import ApprovalError
-from tether.db import Base, create_tables, make_engine
+from tether.core.db import Base, create_tables, make_engine
+from tether.errors import ApprovalError
+from tether.governance.approvals import ApprovalStatus, PendingApproval
 
 
 class ApprovalRow(Base):

@@ -9,12 +9,12 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
+    from ap.bank import Payment, PaymentTools
     from pydantic import BaseModel
 
-    from activities.bank import Payment, PaymentTools
-    from activities.payloads import ToolCall
-    from workflows.agent import AgentWorkflow
-    from workflows.errors import ActionDenied, ActionRejected
+    from tether.activities.payloads import ToolCall
+    from tether.workflows.agent import AgentWorkflow
+    from tether.workflows.errors import ActionDenied, ActionRejected
 
 
 class PayAmountInput(BaseModel):

@@ -13,16 +13,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ap.bank import Bank
+from ap.workflows import InvoiceInput, InvoiceResult
 from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
+from temporalio.worker import Replayer, Worker
 
-from tether.binaries import temporal_cli
-from tether.client import start_task
-from tether.config import Settings
-from worker import Runtime, build_worker
-from workflows import AgentStatus, InvoiceInput, InvoiceResult
+from tether.core.binaries import temporal_cli
+from tether.core.config import Settings
+from tether.runtime.app import load_app
+from tether.runtime.client import start_task
+from tether.runtime.plugin import TetherPlugin
+from tether.worker import Runtime, build_worker
+from tether.workflows import AgentStatus
 
 
 @pytest.fixture(scope="session")
@@ -69,6 +73,17 @@ async def worker(client: Client, settings: Settings, runtime: Runtime) -> AsyncI
         yield w
 
 
+def bank_of(runtime: Runtime) -> Bank:
+    """The example's demo bank in `runtime`'s database (the worker's tools pay through it)."""
+    return Bank(runtime.ledger.engine)
+
+
+def replayer_for(*workflows: type) -> Replayer:
+    """A replayer configured as Tether's workers are (TetherPlugin), for the example app
+    of this repository's tether.toml and `workflows`."""
+    return Replayer(workflows=[], plugins=[TetherPlugin(load_app(Settings()).merged(workflows))])
+
+
 def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
@@ -111,7 +126,7 @@ async def payment_in_flight(runtime: Runtime, invoice: str, log: Path) -> None:
     """Wait until the bank holds the payment of `invoice` (its activity still running when
     the bank settles slowly); `log`, a worker's output, explains a wait that times out."""
     for _ in range(600):
-        if runtime.bank.payments(invoice) == 1:
+        if bank_of(runtime).payments(invoice) == 1:
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"no payment of {invoice} began:\n{log.read_text()}")

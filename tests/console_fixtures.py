@@ -12,8 +12,8 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from tests.console_helpers import console_settings, serve
-from tether.config import Settings
-from worker import Runtime, build_worker
+from tether.core.config import Settings
+from tether.worker import Runtime, build_worker
 
 
 @pytest.fixture

@@ -16,14 +16,14 @@ from typing import Any
 
 import httpx
 import uvicorn
+from ap.workflows import InvoiceResult
 from temporalio.client import Client, WorkflowHandle
 
-from console import create_app, hash_password
-from governance.approvals import PendingApproval
 from tests.conftest import free_port, pending_status, start_invoice
-from tether.config import DEFAULT_POLICY_DIR, Settings
-from worker import Runtime
-from workflows.invoice import InvoiceResult
+from tether.console import create_app, hash_password
+from tether.core.config import DEFAULT_POLICY_DIR, Settings
+from tether.governance.approvals import PendingApproval
+from tether.worker import Runtime
 
 PEOPLE = ("user:alice", "user:bob", "user:carol", "user:olga")
 """alice and bob approve payments, olga runs operations (kill switch), carol holds no role."""

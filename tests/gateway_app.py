@@ -8,8 +8,8 @@ from temporalio.exceptions import ApplicationError
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
 
-    from workflows.agent import AgentWorkflow, Usage
-    from workflows.errors import ModelOutputInvalid
+    from tether.workflows.agent import AgentWorkflow, Usage
+    from tether.workflows.errors import ModelOutputInvalid
 
 
 class Echo(BaseModel):

@@ -5,11 +5,11 @@ from __future__ import annotations
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from ap.bank import Payment, PaymentTools
     from pydantic import BaseModel
 
-    from activities.bank import Payment, PaymentTools
-    from workflows.agent import AgentWorkflow
-    from workflows.errors import ActionDenied
+    from tether.workflows.agent import AgentWorkflow
+    from tether.workflows.errors import ActionDenied
 
 
 class Note(BaseModel):

@@ -14,18 +14,19 @@ import tempfile
 import uuid
 from pathlib import Path
 
+from ap.workflows import InvoiceInput, InvoiceResult
 from pydantic import BaseModel
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from governance.approvals import ApprovalStatus
-from tether.approvals import decide_request, signing_key
-from tether.binaries import temporal_cli
-from tether.client import start_task
-from tether.config import Settings
-from worker import Runtime, build_worker
-from workflows import AgentLoopInput, AgentLoopResult, InvoiceInput, InvoiceResult
+from tether.core.binaries import temporal_cli
+from tether.core.config import Settings
+from tether.governance.approvals import ApprovalStatus
+from tether.runtime.approvals import decide_request, signing_key
+from tether.runtime.client import start_task
+from tether.worker import Runtime, build_worker
+from tether.workflows import AgentLoopInput, AgentLoopResult
 
 HERE = Path(__file__).resolve().parent / "histories"
 

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import pytest
+from ap.workflows import InvoiceInput, InvoiceResult
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
-from tests.conftest import new_id
-from tether.client import start_task
-from tether.config import Settings
-from worker import Runtime
-from workflows import AgentLoopInput, AgentLoopResult, Budget, InvoiceInput, InvoiceResult
+from tests.conftest import bank_of, new_id
+from tether.core.config import Settings
+from tether.runtime.client import start_task
+from tether.worker import Runtime
+from tether.workflows import AgentLoopInput, AgentLoopResult, Budget
 
 
 async def _loop(client: Client, settings: Settings, budget: Budget) -> AgentLoopResult:
@@ -44,7 +45,7 @@ async def test_agent_loop_governs_every_tool_call(
         "denied by policy" in line and "ap-no-bank-changes" in line for line in result.transcript
     )
     assert any("'delete_everything' is not available" in line for line in result.transcript)
-    assert runtime.bank.payments("INV-2001") == 1
+    assert bank_of(runtime).payments("INV-2001") == 1
     decisions = [
         (e.action, e.tier, e.rule)
         for e in runtime.ledger.events()
@@ -64,7 +65,7 @@ async def test_agent_loop_stops_when_the_step_budget_is_spent(
     assert result.status == "budget_exhausted"
     assert "step budget of 3 steps is spent" in result.transcript[-1]
     # ask (1), pay (2), ask (3): the bank-change call never reached policy
-    assert runtime.bank.payments("INV-2001") == 1
+    assert bank_of(runtime).payments("INV-2001") == 1
     assert not any(e.action == "vendors.update_bank_details" for e in runtime.ledger.events())
 
 
@@ -74,7 +75,7 @@ async def test_agent_loop_stops_when_the_token_budget_is_spent(
     result = await _loop(client, settings, Budget(max_tokens=10))
     assert result.status == "budget_exhausted"
     assert "token budget of 10 is spent" in result.transcript[-1]
-    assert runtime.bank.payments("INV-2001") == 0
+    assert bank_of(runtime).payments("INV-2001") == 0
 
 
 async def _invoice(client: Client, settings: Settings, invoice: str) -> InvoiceResult:

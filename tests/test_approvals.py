@@ -22,30 +22,30 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.worker import Worker
 
-from activities.payloads import StepRef, ToolCall
-from governance.approvals import (
-    ApprovalDecision,
-    ApprovalOutcome,
-    ApprovalStatus,
-    HaltRequest,
-    PendingApproval,
-)
-from governance.errors import ApprovalError
-from governance.signing import sign_decision
-from governance.types import Decision, Tier
 from tests.approval_app import (
     PayAmountInput,
     PayAmountResult,
     PayAmountWorkflow,
     ToolProbeWorkflow,
 )
-from tests.conftest import new_id
-from tether.approvals import decide_request, signing_key
-from tether.client import start_task
-from tether.config import Settings
-from verification.ledger import RecordedEvent
-from worker import Runtime, build_worker
-from workflows import AgentLoopInput, AgentLoopResult, AgentStatus, Budget
+from tests.conftest import bank_of, new_id
+from tether.activities.payloads import StepRef, ToolCall
+from tether.core.config import Settings
+from tether.errors import ApprovalError
+from tether.governance.approvals import (
+    ApprovalDecision,
+    ApprovalOutcome,
+    ApprovalStatus,
+    HaltRequest,
+    PendingApproval,
+)
+from tether.governance.signing import sign_decision
+from tether.governance.types import Decision, Tier
+from tether.runtime.approvals import decide_request, signing_key
+from tether.runtime.client import start_task
+from tether.verification.events import RecordedEvent
+from tether.worker import Runtime, build_worker
+from tether.workflows import AgentLoopInput, AgentLoopResult, AgentStatus, Budget
 
 POLICY = """\
 p, role:ap-agent, vendor/:name, payments.pay, r.ctx.amount <= 10000, auto, small, -, -
@@ -216,7 +216,7 @@ async def test_every_attack_on_one_request_is_refused_and_recorded(
     refused = await _events(app, handle.id, "approval.refused", len(attacks))
     assert {e.payload["why"] for e in refused} == set(reasons.values())
     assert all(e.payload["via"] == "update" for e in refused)
-    assert app.bank.payments("INV-T") == 0
+    assert bank_of(app).payments("INV-T") == 0
 
     # The one good decision still goes through, and is then consumed.
     good = _signed(pending, "user:alice", key, comment="PO matches")
@@ -224,7 +224,7 @@ async def test_every_attack_on_one_request_is_refused_and_recorded(
     assert outcome.status is ApprovalStatus.APPROVED
     result = await handle.result()
     assert result.status == "paid"
-    assert app.bank.payments("INV-T") == 1
+    assert bank_of(app).payments("INV-T") == 1
     decided = await _events(app, handle.id, "approval.decided", 1)
     assert decided[0].actor == "user:alice" and decided[0].outcome == "approved"
     assert app.ledger.verify().ok
@@ -250,7 +250,7 @@ async def test_an_old_approval_replayed_on_another_step_is_refused(
     readdressed = grant.model_copy(update={"request_id": second_pending.request_id})
     assert "does not verify" in await _refused(second, readdressed)
     await _events(app, second.id, "approval.refused", 2)
-    assert app.bank.payments("INV-T") == 1
+    assert bank_of(app).payments("INV-T") == 1
 
     await second.execute_update(
         "decide",
@@ -259,7 +259,7 @@ async def test_an_old_approval_replayed_on_another_step_is_refused(
     )
     result = await second.result()
     assert result.status == "rejected" and "duplicate invoice" in result.message
-    assert app.bank.payments("INV-T") == 1
+    assert bank_of(app).payments("INV-T") == 1
 
 
 async def test_arguments_changed_after_approval_need_approval_again(
@@ -283,11 +283,11 @@ async def test_arguments_changed_after_approval_need_approval_again(
     assert '"amount":45000' in second.args_summary
     invalidated = await _events(app, handle.id, "approval.invalidated", 1)
     assert invalidated[0].step == first.step
-    assert app.bank.payments("INV-T") == 0
+    assert bank_of(app).payments("INV-T") == 0
 
     await handle.execute_update("decide", _signed(second, "user:dave", key))
     assert (await handle.result()).status == "paid"
-    assert app.bank.payments("INV-T") == 1
+    assert bank_of(app).payments("INV-T") == 1
 
 
 async def test_a_tool_refuses_to_run_without_a_decision_and_approval_for_its_arguments(
@@ -343,7 +343,7 @@ async def test_a_tool_refuses_to_run_without_a_decision_and_approval_for_its_arg
                 "ToolProbe", call, id=new_id("probe"), task_queue=approval_settings.task_queue
             )
         assert expected in str(failed.value.__cause__.__cause__), expected  # type: ignore[union-attr]
-    assert app.bank.payments("INV-T") == 0
+    assert bank_of(app).payments("INV-T") == 0
     refused = [e for e in app.ledger.events() if e.kind == "tool.refused"]
     assert len(refused) == len(calls)
 
@@ -379,7 +379,7 @@ async def test_approval_after_the_deadline_is_refused_and_recorded(
     assert ("approval.decided", "escalated") in kinds
     assert ("approval.decided", "expired") in kinds
     assert [k for k in kinds if k[0] == "approval.refused"] == [("approval.refused", "refused")] * 2
-    assert app.bank.payments("INV-T") == 0
+    assert bank_of(app).payments("INV-T") == 0
 
 
 async def test_escalated_request_is_approved_by_the_next_role(
@@ -413,7 +413,7 @@ async def test_quorum_needs_distinct_people(
     )
     assert one.status is ApprovalStatus.PENDING
     assert "already approved" in await _refused(handle, _signed(pending, "user:alice", key))
-    assert app.bank.payments("INV-T") == 0
+    assert bank_of(app).payments("INV-T") == 0
     two = await handle.execute_update(
         "decide", _signed(pending, "user:dave", key), result_type=ApprovalOutcome
     )
@@ -466,7 +466,7 @@ async def test_halt_rejects_a_pending_request(
     result = await handle.result()
     assert result.status == "rejected" and "incident 42" in result.message
     assert app.approvals.get(pending.request_id).status is ApprovalStatus.REJECTED
-    assert app.bank.payments("INV-T") == 0
+    assert bank_of(app).payments("INV-T") == 0
 
 
 async def test_a_signal_is_checked_like_an_update(
@@ -482,7 +482,7 @@ async def test_a_signal_is_checked_like_an_update(
     await handle.signal("approve", {"approver": "user:alice", "approve": True})
     refused = await _events(app, handle.id, "approval.refused", 2)
     assert {e.payload["via"] for e in refused} == {"signal"}
-    assert app.bank.payments("INV-T") == 0
+    assert bank_of(app).payments("INV-T") == 0
     await handle.signal(
         "approve", _signed(pending, "user:alice", key, approve=False, comment="dup")
     )
@@ -521,7 +521,7 @@ async def test_prompt_injected_approval_claims_change_nothing(
         result = await handle.result()
     assert result.status == "answered"
     assert any("no PO on file" in line for line in result.transcript)
-    assert runtime.bank.payments("INV-INJ") == 0
+    assert bank_of(runtime).payments("INV-INJ") == 0
     decisions = [e for e in runtime.ledger.events(handle.id) if e.kind == "decision"]
     assert [(d.tier, d.rule) for d in decisions] == [("approve", "big")]
     runtime.ledger.engine.dispose()

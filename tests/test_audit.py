@@ -14,10 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
-from tether.db import make_engine
-from verification.audit import prove_consistency, prove_inclusion, tree_head, verify_against
-from verification.checkpoint import Checkpoint, load_or_create_key, sign, verify_signature
-from verification.ledger import GENESIS, Ledger, LedgerEvent, _row_fields, event_hash
+from tether.core.db import make_engine
+from tether.verification.audit import prove_consistency, prove_inclusion, tree_head, verify_against
+from tether.verification.checkpoint import Checkpoint, load_or_create_key, sign, verify_signature
+from tether.verification.events import GENESIS, LedgerEvent
+from tether.verification.ledger import Ledger, _row_fields, event_hash
 
 
 def _ledger(path: Path, n: int) -> Ledger:
@@ -40,7 +41,7 @@ def _rechain(ledger: Ledger) -> None:
     """What an attacker with database access does: recompute every hash and the head."""
     from sqlalchemy.orm import Session
 
-    from verification.ledger import EventRow, HeadRow
+    from tether.verification.ledger import EventRow, HeadRow
 
     with Session(ledger.engine) as session, session.begin():
         prev, seq = GENESIS, 0
@@ -158,7 +159,7 @@ def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
         "TETHER_CHECKPOINT_KEY": str(tmp_path / "keys" / "cp.pem"),
     }
     return subprocess.run(
-        [sys.executable, "-m", "tether.cli", "audit", *args],
+        [sys.executable, "-m", "tether.cli.main", "audit", *args],
         env=env,
         capture_output=True,
         text=True,

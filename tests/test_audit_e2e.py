@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ap.workflows import InvoiceResult
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
@@ -17,12 +18,11 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
 from tests.conftest import start_invoice
-from tether.approvals import decide_request, signing_key
-from tether.config import Settings
-from verification.bundle import build_bundle, verify_bundle
-from verification.checkpoint import load_or_create_key
-from worker import Runtime
-from workflows import InvoiceResult
+from tether.core.config import Settings
+from tether.runtime.approvals import decide_request, signing_key
+from tether.verification.bundle import build_bundle, verify_bundle
+from tether.verification.checkpoint import load_or_create_key
+from tether.worker import Runtime
 
 
 async def _json(settings: Settings, tmp_path: Path, *args: str) -> Any:
@@ -41,7 +41,7 @@ async def _cli(settings: Settings, tmp_path: Path, *args: str) -> subprocess.Com
         "COLUMNS": "200",
     }
     return await _run(
-        [sys.executable, "-m", "tether.cli", "audit", *args],
+        [sys.executable, "-m", "tether.cli.main", "audit", *args],
         env=env,
         capture_output=True,
         text=True,
@@ -156,7 +156,7 @@ async def test_export_and_verify_bundle_offline(
         "TETHER_TEMPORAL_ADDRESS": "127.0.0.1:1",
     }
     verified = await _run(
-        [sys.executable, "-m", "tether.cli", "audit", "verify-bundle", str(bundle_path)],
+        [sys.executable, "-m", "tether.cli.main", "audit", "verify-bundle", str(bundle_path)],
         env=offline,
         capture_output=True,
         text=True,
@@ -173,7 +173,7 @@ async def test_export_and_verify_bundle_offline(
     tampered = bundle_path.read_text().replace('"actor":"user:alice"', '"actor":"user:eve"', 1)
     bundle_path.write_text(tampered)
     broken = await _run(
-        [sys.executable, "-m", "tether.cli", "audit", "verify-bundle", str(bundle_path)],
+        [sys.executable, "-m", "tether.cli.main", "audit", "verify-bundle", str(bundle_path)],
         env=offline,
         capture_output=True,
         text=True,

@@ -8,9 +8,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import JsonValue
 
-from verification.canonical import HASHED, canonical_event, canonical_row
-from verification.ledger import canonical_json, event_hash
-from verification.pg_append import split_canonical
+from tether.verification.canonical import HASHED, canonical_event, canonical_row
+from tether.verification.events import canonical_json
+from tether.verification.ledger import event_hash
+from tether.verification.pg_append import split_canonical
 
 
 @given(

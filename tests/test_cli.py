@@ -10,14 +10,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ap.workflows import InvoiceResult
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from tests.conftest import start_invoice
-from tether.config import Settings
-from verification.ledger import LedgerEvent
-from worker import Runtime
-from workflows import InvoiceResult
+from tests.conftest import bank_of, start_invoice
+from tether.core.config import Settings
+from tether.verification.events import LedgerEvent
+from tether.worker import Runtime
 
 
 async def tether(
@@ -34,7 +34,7 @@ async def tether(
     }
     return await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-m", "tether.cli", *args],
+        [sys.executable, "-m", "tether.cli.main", *args],
         env=full,
         cwd=cwd,
         capture_output=True,
@@ -192,7 +192,7 @@ async def test_reject_through_the_cli_reaches_the_workflow(
     assert done.returncode == 0, done.stderr
     result: InvoiceResult = await handle.result()
     assert result.status == "rejected" and "duplicate invoice" in result.message
-    assert runtime.bank.payments("INV-1003") == 0
+    assert bank_of(runtime).payments("INV-1003") == 0
 
 
 async def test_run_and_audit_verify(
@@ -243,8 +243,8 @@ async def test_demo_end_to_end(tmp_path: Path, settings: Settings) -> None:
         "ledger verified",
     ):
         assert word in done.stdout, word
-    from tether.db import make_engine
-    from verification.ledger import Ledger
+    from tether.core.db import make_engine
+    from tether.verification.ledger import Ledger
 
     ledger = Ledger(make_engine(f"sqlite:///{db}"))
     try:

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from tether.config import Settings
+from tether.core.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUIRED = {"postgresql", "ledger-db", "temporal", "temporal-ui", "worker", "console"}

@@ -20,16 +20,16 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from typer.testing import CliRunner
 
-from console import approve, audit, create_app
-from console.auth import check_credential
-from governance.approvals import ApprovalStatus
-from governance.feed import FeedStore, Notification
-from governance.reviews import ReviewStatus, review_id
 from tests.conftest import start_invoice
 from tests.console_helpers import XSS, awaiting_approval, csrf_of, password, serve, sign_in
-from tether.config import Settings
-from verification.bundle import verify_bundle
-from worker import Runtime, build_worker
+from tether.console import approve, audit, create_app
+from tether.console.auth import check_credential
+from tether.core.config import Settings
+from tether.governance.approvals import ApprovalStatus
+from tether.governance.feed import FeedStore, Notification
+from tether.governance.reviews import ReviewStatus, review_id
+from tether.verification.bundle import verify_bundle
+from tether.worker import Runtime, build_worker
 
 pytest_plugins = ["tests.console_fixtures"]  # its fixtures
 
@@ -114,7 +114,7 @@ async def test_sign_in_sessions_cookies_and_headers(csettings: Settings, base_ur
         http.cookies.set("tether_session", "eyJwIjoidXNlcjphbGljZSJ9.forged.sig")
         assert (await http.get("/inbox")).status_code == 303
     # Tokens work as passwords when configured as token-sha256.
-    from console.auth import token_credential
+    from tether.console.auth import token_credential
 
     assert check_credential(token_credential("t0ken-abc"), "t0ken-abc")
     assert not check_credential(token_credential("t0ken-abc"), "t0ken-abd")
@@ -350,7 +350,7 @@ async def test_auditor_roles_limit_the_audit_pages(csettings: Settings) -> None:
 
 
 def test_hash_password_command_and_settings_check(tmp_path: Path) -> None:
-    from tether.cli import app
+    from tether.cli.main import app
 
     result = CliRunner().invoke(
         app, ["console", "hash-password"], input="s3cret-enough\ns3cret-enough\n"

@@ -17,9 +17,10 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from tests.conftest import bank_of
 from tests.console_helpers import XSS, awaiting_approval, password
-from tether.config import Settings
-from worker import Runtime
+from tether.core.config import Settings
+from tether.worker import Runtime
 
 pytest_plugins = ["tests.console_fixtures"]
 
@@ -120,7 +121,7 @@ async def test_a_rejection_reason_reaches_the_agent_without_javascript(
     result = await handle.result()
     assert result.status == "rejected"
     assert "duplicate of INV-0999" in result.message
-    assert crt.bank.payments("INV-1003") == 0
+    assert bank_of(crt).payments("INV-1003") == 0
 
 
 async def test_a_script_in_a_tool_argument_renders_as_text(

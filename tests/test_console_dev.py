@@ -17,7 +17,7 @@ import httpx
 from tests.conftest import free_port
 from tests.console_helpers import csrf_of, password, users
 from tests.test_dev import _dev
-from tether.dev import port_busy
+from tether.cli.dev import port_busy
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -35,7 +35,7 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
 def _console(tmp_path: Path, **extra: str) -> subprocess.CompletedProcess[str]:
     """`tether console` on a free port with `extra` variables, run to its exit."""
     return subprocess.run(
-        [sys.executable, "-m", "tether.cli", "console"],
+        [sys.executable, "-m", "tether.cli.main", "console"],
         env=_env(tmp_path, TETHER_CONSOLE_PORT=str(free_port()), **extra),
         cwd=tmp_path,
         capture_output=True,

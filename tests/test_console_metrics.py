@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from console.charts import bars, stacked_bars, timeline_svg
-from console.details import argument_rows, five_answers, influences, spend
-from console.metrics import overview
-from verification.forensics import timeline
-from verification.ledger import RecordedEvent
+from tether.console.charts import bars, stacked_bars, timeline_svg
+from tether.console.details import argument_rows, five_answers, influences, spend
+from tether.console.metrics import overview
+from tether.verification.events import RecordedEvent
+from tether.verification.forensics import timeline
 
 START = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 

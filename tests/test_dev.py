@@ -11,13 +11,13 @@ import time
 import uuid
 from pathlib import Path
 
+from ap.workflows import InvoiceInput, InvoiceResult
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from tests.conftest import free_port
-from tether.client import start_task
-from tether.dev import port_busy
-from workflows import InvoiceInput, InvoiceResult
+from tether.cli.dev import port_busy
+from tether.runtime.client import start_task
 
 
 def _dev(
@@ -35,7 +35,7 @@ def _dev(
         **extra,
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "tether.cli", "dev"],
+        [sys.executable, "-m", "tether.cli.main", "dev"],
         env=env,
         cwd=tmp_path,
         stdout=subprocess.PIPE,

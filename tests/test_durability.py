@@ -6,17 +6,17 @@ import asyncio
 import signal
 from pathlib import Path
 
+from ap.workflows import InvoiceInput, InvoiceResult
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from governance.approvals import ApprovalStatus
-from tests.conftest import new_id, payment_in_flight, spawn_worker, start_invoice
-from tether.binaries import temporal_test_server
-from tether.client import start_task
-from tether.config import Settings
-from worker import Runtime, build_worker
-from workflows import InvoiceInput, InvoiceResult
+from tests.conftest import bank_of, new_id, payment_in_flight, spawn_worker, start_invoice
+from tether.core.binaries import temporal_test_server
+from tether.core.config import Settings
+from tether.governance.approvals import ApprovalStatus
+from tether.runtime.client import start_task
+from tether.worker import Runtime, build_worker
 
 
 async def test_worker_killed_mid_payment_pays_once(
@@ -40,7 +40,7 @@ async def test_worker_killed_mid_payment_pays_once(
         second.send_signal(signal.SIGINT)
         second.wait(timeout=30)
     assert result.status == "paid"
-    assert runtime.bank.payments("INV-1001") == 1
+    assert bank_of(runtime).payments("INV-1001") == 1
     events = runtime.ledger.events(handle.id)
     kinds = [e.kind for e in events]
     assert kinds.count("decision") == 1
@@ -74,7 +74,7 @@ async def test_approval_deadline_rejects_by_default(tmp_path: Path) -> None:
         await env.shutdown()
     assert result.status == "rejected"
     assert "expired" in result.message
-    assert runtime.bank.payments("INV-1003") == 0
+    assert bank_of(runtime).payments("INV-1003") == 0
     (request,) = runtime.approvals.list(status=None)
     assert request.status is ApprovalStatus.EXPIRED
     decided = [e for e in runtime.ledger.events(handle.id) if e.kind == "approval.decided"]

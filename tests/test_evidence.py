@@ -9,9 +9,9 @@ from temporalio.worker import Worker
 
 from tests.conftest import new_id, start_invoice
 from tests.wire_app import WireTools, WireWorkflow
-from tether.config import Settings
-from verification.ledger import digest
-from worker import Runtime, build_worker
+from tether.core.config import Settings
+from tether.verification.events import digest
+from tether.worker import Runtime, build_worker
 
 
 async def test_each_step_links_what_influenced_it(

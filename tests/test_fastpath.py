@@ -23,18 +23,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import JsonValue
 
-from governance import fastpath
-from governance.errors import InvalidNameError, PolicyError
-from governance.fastpath import key_match2_regex, literal_prefix, role_closures
-from governance.names import (
+from tether.errors import InvalidNameError, PolicyError
+from tether.governance import fastpath
+from tether.governance.fastpath import key_match2_regex, literal_prefix, role_closures
+from tether.governance.names import (
     INVALID_REQUEST_RULE,
     MAX_NAME_LENGTH,
     canonical_action,
     canonical_agent,
     canonical_resource,
 )
-from governance.policy import PolicyEngine, parse_policy
-from governance.types import NO_MATCH_RULE, Decision, DecisionRequest, Tier
+from tether.governance.policy import PolicyEngine, parse_policy
+from tether.governance.types import NO_MATCH_RULE, Decision, DecisionRequest, Tier
 
 MODEL = Path(__file__).resolve().parent.parent / "governance" / "policies" / "model.conf"
 MODEL_TEXT = MODEL.read_text(encoding="utf-8")

@@ -17,15 +17,15 @@ import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pydantic import BaseModel, ValidationError
 
-from activities.breaker import BreakerState, EndpointHealth
-from activities.gateway import Gateway, build_provider
-from activities.models import GatewayFailure, Pricing, ScriptedProvider
-from activities.openai_http import ClientShards, retry_after_seconds
-from activities.payloads import ModelCallInput, ModelTool, StepRef
 from tests.model_server import ModelServer
-from tether import telemetry
-from tether.config import Settings
-from tether.gateway_config import EndpointConfig, ModelsConfig
+from tether.activities.breaker import BreakerState, EndpointHealth
+from tether.activities.gateway import Gateway, build_provider
+from tether.activities.models import GatewayFailure, Pricing, ScriptedProvider
+from tether.activities.openai_http import ClientShards, retry_after_seconds
+from tether.activities.payloads import ModelCallInput, ModelTool, StepRef
+from tether.core import telemetry
+from tether.core.config import Settings
+from tether.core.gateway_config import EndpointConfig, ModelsConfig
 
 
 class Echo(BaseModel):

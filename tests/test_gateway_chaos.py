@@ -17,14 +17,14 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
-from activities.gateway import Gateway
 from tests.conftest import new_id
 from tests.gateway_app import Echo, GatewayAskInput, GatewayAskResult, GatewayAskWorkflow
 from tests.model_server import ModelServer
-from tether.client import start_task
-from tether.config import Settings
-from tether.gateway_config import ModelsConfig
-from worker import Runtime, build_worker
+from tether.activities.gateway import Gateway
+from tether.core.config import Settings
+from tether.core.gateway_config import ModelsConfig
+from tether.runtime.client import start_task
+from tether.worker import Runtime, build_worker
 
 WORKFLOWS = 48
 PUBLIC = ("cloud-1", "cloud-2")

@@ -14,24 +14,23 @@ from typing import Any
 
 import pytest
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
-from temporalio.worker import Replayer, Worker
+from temporalio.worker import Worker
 
-from activities.accounting import usage_report
-from activities.gateway import Gateway
-from governance.approvals import ApprovalStatus
-from governance.budget import AgentBudget, OnBreach
-from tests.conftest import new_id
+from tests.conftest import new_id, replayer_for
 from tests.gateway_app import Echo, GatewayAskInput, GatewayAskResult, GatewayAskWorkflow
 from tests.model_server import ModelServer
-from tether.approvals import decide_request, signing_key
-from tether.client import start_task
-from tether.config import Settings
-from tether.gateway_config import ModelsConfig
-from verification.ledger import LedgerEvent
-from worker import Runtime, build_worker
-from workflows import ALL_WORKFLOWS, WORKFLOW_RUNNER, AgentStatus
+from tether.activities.accounting import usage_report
+from tether.activities.gateway import Gateway
+from tether.core.config import Settings
+from tether.core.gateway_config import ModelsConfig
+from tether.governance.approvals import ApprovalStatus
+from tether.governance.budget import AgentBudget, OnBreach
+from tether.runtime.approvals import decide_request, signing_key
+from tether.runtime.client import start_task
+from tether.verification.events import LedgerEvent
+from tether.worker import Runtime, build_worker
+from tether.workflows import AgentStatus
 
 
 @pytest.fixture
@@ -163,11 +162,7 @@ async def test_ladder_then_tries_another_model(
     result = await handle.result()
     assert result.output == Echo(echo="x", endpoint="b")
     # The ladder is deterministic: its history replays against today's code.
-    replayer = Replayer(
-        workflows=[*ALL_WORKFLOWS, GatewayAskWorkflow],
-        data_converter=pydantic_data_converter,
-        workflow_runner=WORKFLOW_RUNNER,
-    )
+    replayer = replayer_for(GatewayAskWorkflow)
     replayed = await replayer.replay_workflow(
         await handle.fetch_history(), raise_on_replay_failure=False
     )

@@ -6,16 +6,16 @@ import uuid
 from typing import Any
 
 import pytest
+from ap.workflows import InvoiceResult
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.worker import Worker
 
-from governance.approvals import ApprovalDecision, ApprovalOutcome, ApprovalStatus
-from governance.signing import sign_decision
-from tests.conftest import pending_status, start_invoice
-from tether.approvals import signing_key
-from tether.config import Settings
-from worker import Runtime
-from workflows import InvoiceResult
+from tests.conftest import bank_of, pending_status, start_invoice
+from tether.core.config import Settings
+from tether.governance.approvals import ApprovalDecision, ApprovalOutcome, ApprovalStatus
+from tether.governance.signing import sign_decision
+from tether.runtime.approvals import signing_key
+from tether.worker import Runtime
 
 
 async def _start(
@@ -31,7 +31,7 @@ async def test_small_invoice_is_paid_automatically(
     handle = await _start(client, settings, "INV-1001")
     result = await handle.result()
     assert result.status == "paid" and result.receipt_id
-    assert runtime.bank.payments("INV-1001") == 1
+    assert bank_of(runtime).payments("INV-1001") == 1
     kinds = [(e.kind, e.tier, e.outcome) for e in runtime.ledger.events(handle.id)]
     assert kinds == [
         ("model.call", "", "succeeded"),
@@ -62,7 +62,7 @@ async def test_bank_change_is_denied_and_nothing_is_paid(
     result = await handle.result()
     assert result.status == "denied"
     assert "ap-no-bank-changes" in result.message
-    assert runtime.bank.payments("INV-1004") == 0
+    assert bank_of(runtime).payments("INV-1004") == 0
     events = runtime.ledger.events(handle.id)
     assert [(e.kind, e.tier, e.rule) for e in events][-1] == (
         "decision",
@@ -101,7 +101,7 @@ async def test_large_invoice_waits_for_a_signed_approval(
             ApprovalDecision(request_id=pending.request_id, approver="user:alice", approve=True),
         )
     assert "not signed" in str(unsigned.value.cause)
-    assert runtime.bank.payments("INV-1003") == 0
+    assert bank_of(runtime).payments("INV-1003") == 0
 
     outcome = await handle.execute_update(
         "decide", signed("user:alice", comment="ok"), result_type=ApprovalOutcome
@@ -109,7 +109,7 @@ async def test_large_invoice_waits_for_a_signed_approval(
     assert outcome.status is ApprovalStatus.APPROVED
     result = await handle.result()
     assert result.status == "paid"
-    assert runtime.bank.payments("INV-1003") == 1
+    assert bank_of(runtime).payments("INV-1003") == 1
     assert runtime.approvals.get(pending.request_id).status is ApprovalStatus.APPROVED
     kinds = [(e.kind, e.actor) for e in runtime.ledger.events(handle.id)]
     assert ("approval.requested", "user:bob") in kinds

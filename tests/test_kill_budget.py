@@ -18,25 +18,33 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ap.workflows import InvoiceInput, InvoiceResult
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
-from governance.approvals import ApprovalStatus
-from governance.budget import AgentBudget, Breach, Budgets, OnBreach, Reservation, ReservationRow
-from governance.kill import KillError
-from tests.conftest import new_id
+from tests.conftest import bank_of, new_id
 from tests.kill_app import AskInput, AskOnceWorkflow, GatedInput, GatedWorkflow
 from tests.test_cli import one_line, tether
-from tether.client import start_task
-from tether.config import Settings
-from tether.db import make_engine
-from tether.kill import halt_pending
-from verification.ledger import Ledger
-from worker import Runtime, build_worker
-from workflows import AgentStatus, InvoiceInput, InvoiceResult
+from tether.core.config import Settings
+from tether.core.db import make_engine
+from tether.errors import KillError
+from tether.governance.approvals import ApprovalStatus
+from tether.governance.budget import (
+    AgentBudget,
+    Breach,
+    Budgets,
+    OnBreach,
+    Reservation,
+    ReservationRow,
+)
+from tether.runtime.client import start_task
+from tether.runtime.kill import halt_pending
+from tether.verification.ledger import Ledger
+from tether.worker import Runtime, build_worker
+from tether.workflows import AgentStatus
 
 PG_URL = os.environ.get("TETHER_TEST_DATABASE_URL", "")
 NOTE = json.dumps({"note": "n" * 388})
@@ -150,10 +158,10 @@ async def test_each_scope_stops_runs_in_scope_until_released(
         assert cause.type == "ActionDenied" and "incident 42" in cause.message
         events = runtime.ledger.events(handle.id)
         assert [(e.kind, e.outcome, e.rule) for e in events] == [("model.killed", "refused", rule)]
-    assert runtime.bank.payments("INV-1001") == 0
+    assert bank_of(runtime).payments("INV-1001") == 0
     if kind == "tenant":  # another tenant runs on
         assert (await (await _invoice(client, settings, "INV-1001")).result()).status == "paid"
-        assert runtime.bank.payments("INV-1001") == 1
+        assert bank_of(runtime).payments("INV-1001") == 1
 
     switches.release(kind, value, released_by="user:ops")
     with pytest.raises(KillError, match=r"no .* kill switch .* is engaged"):
@@ -200,7 +208,7 @@ async def test_a_run_in_flight_is_stopped_at_its_next_step(
     runtime.kills.engage("agent", "agent:ap-clerk", reason="runaway", engaged_by="user:ops")
     await handle.signal("go")
     assert await handle.result() == "denied: kill-switch:agent:agent:ap-clerk"
-    assert runtime.bank.payments("INV-7001") == 0
+    assert bank_of(runtime).payments("INV-7001") == 0
     [decision] = runtime.ledger.events(handle.id)
     assert (decision.kind, decision.tier, decision.outcome) == ("decision", "deny", "denied")
     assert "runaway" in str(decision.payload["reason"])
@@ -224,7 +232,7 @@ async def test_engaging_halts_pending_approvals_in_scope(
 
     result = await waiting.result()
     assert result.status == "rejected" and "fraud" in result.message
-    assert runtime.bank.payments("INV-1003") == 0
+    assert bank_of(runtime).payments("INV-1003") == 0
     [closed] = [p for p in runtime.approvals.list(None) if p.workflow_id == waiting.id]
     assert closed.status is ApprovalStatus.REJECTED
     decided = [e for e in runtime.ledger.events(waiting.id) if e.kind == "approval.decided"]
@@ -321,7 +329,7 @@ def test_rolling_window_and_bad_budgets(runtime: Runtime) -> None:
     assert [e.kind for e in runtime.ledger.events() if e.kind.startswith("budget.")] == [
         "budget.set"
     ]
-    from governance.budget import BudgetError
+    from tether.errors import BudgetError
 
     with pytest.raises(BudgetError, match="'vendor:x'"):
         budgets.set(AgentBudget(subject="vendor:x", window_seconds=60, max_tokens=1), actor="u")

@@ -22,15 +22,10 @@ from hypothesis import strategies as st
 from pydantic import JsonValue
 from sqlalchemy import text
 
-from tether.db import make_engine
-from verification.ledger import (
-    Ledger,
-    LedgerError,
-    LedgerEvent,
-    RecordedEvent,
-    VerifyReport,
-    digest,
-)
+from tether.core.db import make_engine
+from tether.errors import LedgerError
+from tether.verification.events import LedgerEvent, RecordedEvent, digest
+from tether.verification.ledger import Ledger, VerifyReport
 
 FIELDS = [
     "seq",

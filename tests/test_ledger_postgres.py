@@ -47,8 +47,9 @@ from tests.test_ledger import (
     _tamper,
     _tamperings,
 )
-from tether.db import make_engine
-from verification.ledger import Ledger, LedgerEvent, digest
+from tether.core.db import make_engine
+from tether.verification.events import LedgerEvent, digest
+from tether.verification.ledger import Ledger
 
 URL = os.environ.get("TETHER_TEST_DATABASE_URL", "")
 pytestmark = [

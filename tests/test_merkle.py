@@ -7,7 +7,7 @@ import hashlib
 from hypothesis import given
 from hypothesis import strategies as st
 
-from verification import merkle
+from tether.verification import merkle
 
 
 def _leaves(n: int) -> list[bytes]:

@@ -20,14 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ap.workflows import InvoiceResult
 from pydantic import BaseModel, SecretStr, ValidationError
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
-from temporalio.worker import Replayer
 
-from activities.notify import (
+from tests.conftest import bank_of, replayer_for, start_invoice
+from tests.test_cli import tether
+from tether.activities.notify import (
     DELIVERY_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -35,10 +36,11 @@ from activities.notify import (
     sign_webhook,
     verify_webhook,
 )
-from activities.tools import ToolActivities, tool
-from governance.errors import ReviewError
-from governance.feed import FeedStore
-from governance.reviews import (
+from tether.activities.tools import ToolActivities, tool
+from tether.core.config import Settings
+from tether.errors import ReviewError
+from tether.governance.feed import FeedStore
+from tether.governance.reviews import (
     ReviewFlag,
     ReviewOutcome,
     ReviewStatus,
@@ -46,13 +48,9 @@ from governance.reviews import (
     check_flag,
     review_id,
 )
-from tests.conftest import start_invoice
-from tests.test_cli import tether
-from tether.config import Settings
-from tether.review import flag_review
-from verification.ledger import RecordedEvent
-from worker import Runtime, build_worker
-from workflows import ALL_WORKFLOWS, WORKFLOW_RUNNER, InvoiceResult
+from tether.runtime.review import flag_review
+from tether.verification.events import RecordedEvent
+from tether.worker import Runtime, build_worker
 
 SECRET = "s3cret-for-tests"
 
@@ -282,7 +280,7 @@ async def test_notify_tells_every_sink_and_a_flag_refunds_the_payment(
             assert refused.returncode == 2 and "agent identity" in refused.stderr
             [why] = events(runtime, wid, "review.refused")
             assert why.actor == "agent:ap-clerk" and "agent identity" in str(why.payload["why"])
-            assert runtime.bank.refunds("INV-1002") == []
+            assert bank_of(runtime).refunds("INV-1002") == []
 
             # A person flags within the window: the payment is refunded, once.
             outcome = await flag_review(
@@ -296,7 +294,7 @@ async def test_notify_tells_every_sink_and_a_flag_refunds_the_payment(
             )
             assert outcome.status is ReviewStatus.COMPENSATED
             assert outcome.compensation == "refund_vendor"
-            [refund] = runtime.bank.refunds("INV-1002")
+            [refund] = bank_of(runtime).refunds("INV-1002")
             assert (refund.vendor, refund.amount) == ("northwind", 4800.0)
             kinds = [(e.kind, e.actor) for e in runtime.ledger.events(wid)]
             assert kinds[-2:] == [
@@ -312,18 +310,14 @@ async def test_notify_tells_every_sink_and_a_flag_refunds_the_payment(
             # A second flag is refused and recorded; nothing is refunded twice.
             with pytest.raises(ReviewError, match="already compensated"):
                 await flag_review(client, feed, runtime.ledger, wid, step, reviewer="user:alice")
-            assert len(runtime.bank.refunds("INV-1002")) == 1
+            assert len(bank_of(runtime).refunds("INV-1002")) == 1
             assert len(events(runtime, wid, "review.refused")) == 2
             assert runtime.ledger.verify().ok
 
             # Both new histories (patched parent, flagged window) replay deterministically.
             window_handle = client.get_workflow_handle(review_id(wid, step))
             await window_handle.result()
-            replayer = Replayer(
-                workflows=ALL_WORKFLOWS,
-                data_converter=pydantic_data_converter,
-                workflow_runner=WORKFLOW_RUNNER,
-            )
+            replayer = replayer_for()
             for h in (handle, window_handle):
                 replayed = await replayer.replay_workflow(
                     await h.fetch_history(), raise_on_replay_failure=False
@@ -360,7 +354,7 @@ async def test_flags_sent_straight_to_temporal_are_refused_and_recorded_by_the_w
         ]
         for event, (_, _, why) in zip(refused, attempts, strict=True):
             assert why in str(event.payload["why"])
-        assert runtime.bank.refunds("INV-1002") == []
+        assert bank_of(runtime).refunds("INV-1002") == []
         assert feed.get_review(review_id(wid, step)).status is ReviewStatus.OPEN
 
         # The window is still open to a person, and a refusal seen by the reviewing
@@ -375,11 +369,7 @@ async def test_flags_sent_straight_to_temporal_are_refused_and_recorded_by_the_w
             await flag_review(client, feed, runtime.ledger, wid, step, reviewer="user:alice")
         assert len(events(runtime, wid, "review.refused")) == len(attempts) + 1
         await review.result()
-        replayer = Replayer(
-            workflows=ALL_WORKFLOWS,
-            data_converter=pydantic_data_converter,
-            workflow_runner=WORKFLOW_RUNNER,
-        )
+        replayer = replayer_for()
         replayed = await replayer.replay_workflow(
             await review.fetch_history(), raise_on_replay_failure=False
         )
@@ -412,7 +402,7 @@ async def test_a_window_that_ends_unflagged_closes_and_refuses_late_flags(
         review = client.get_workflow_handle(review_id(wid, step))
         with pytest.raises((RPCError, WorkflowUpdateFailedError)):
             await review.execute_update("flag", ReviewFlag(reviewer="user:carol"))
-        assert runtime.bank.refunds("INV-1002") == []
+        assert bank_of(runtime).refunds("INV-1002") == []
         assert not events(runtime, wid, "compensation.executed")
 
 

@@ -15,15 +15,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import JsonValue
 
-from governance.approvals import (
+from tether.errors import ApprovalError, PolicyError
+from tether.governance.approvals import (
     ApprovalDecision,
     ApprovalStatus,
     PendingApproval,
     check_approval,
 )
-from governance.errors import ApprovalError, PolicyError
-from governance.policy import PolicyEngine, parse_policy
-from governance.types import NO_MATCH_RULE, Decision, DecisionRequest, Tier
+from tether.governance.policy import PolicyEngine, parse_policy
+from tether.governance.types import NO_MATCH_RULE, Decision, DecisionRequest, Tier
 
 POLICIES = Path(__file__).resolve().parent.parent / "governance" / "policies"
 MODEL = POLICIES / "model.conf"

@@ -14,22 +14,23 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from ap.workflows import InvoiceResult
 from temporalio.client import Client
 
-from governance.errors import PolicyError
-from governance.lint import lint
-from governance.policy_store import PolicyStore
-from governance.policy_tests import run_policy_tests
-from governance.reload import FileSource, PolicyHolder, PolicyTexts, StoreSource
-from governance.types import DecisionRequest, Tier
 from tests.conftest import start_invoice
 from tests.test_ledger_postgres import URL as PG_URL
 from tests.test_ledger_postgres import _schema
-from tether.config import Settings
-from tether.db import make_engine
-from verification.ledger import Ledger, digest
-from worker import Runtime, build_worker
-from workflows import InvoiceResult
+from tether.core.config import Settings
+from tether.core.db import make_engine
+from tether.errors import PolicyError
+from tether.governance.lint import lint
+from tether.governance.policy_store import PolicyStore
+from tether.governance.policy_tests import run_policy_tests
+from tether.governance.reload import FileSource, PolicyHolder, PolicyTexts, StoreSource
+from tether.governance.types import DecisionRequest, Tier
+from tether.verification.events import digest
+from tether.verification.ledger import Ledger
+from tether.worker import Runtime, build_worker
 
 POLICIES = Path(__file__).resolve().parent.parent / "governance" / "policies"
 MODEL = POLICIES / "model.conf"
@@ -130,7 +131,7 @@ def _cli(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[
         **env,
     }
     return subprocess.run(
-        [sys.executable, "-m", "tether.cli", *args],
+        [sys.executable, "-m", "tether.cli.main", *args],
         env=full,
         cwd=tmp_path,
         capture_output=True,

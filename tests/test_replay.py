@@ -7,10 +7,8 @@ from pathlib import Path
 
 import pytest
 from temporalio.client import WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Replayer
 
-from workflows import ALL_WORKFLOWS, WORKFLOW_RUNNER
+from tests.conftest import replayer_for
 
 HISTORIES = sorted((Path(__file__).resolve().parent / "histories").glob("*.json"))
 
@@ -29,11 +27,7 @@ def test_histories_are_stored() -> None:
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_stored_history_replays(path: Path) -> None:
     history = WorkflowHistory.from_json(path.stem, path.read_text())
-    replayer = Replayer(
-        workflows=ALL_WORKFLOWS,
-        data_converter=pydantic_data_converter,
-        workflow_runner=WORKFLOW_RUNNER,
-    )
+    replayer = replayer_for()
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"
 
@@ -50,10 +44,6 @@ async def test_replay_detects_a_changed_history() -> None:
             changed = True
     assert changed
     history = WorkflowHistory.from_json("changed", json.dumps(data))
-    replayer = Replayer(
-        workflows=ALL_WORKFLOWS,
-        data_converter=pydantic_data_converter,
-        workflow_runner=WORKFLOW_RUNNER,
-    )
+    replayer = replayer_for()
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is not None

@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client, WorkflowHandle
 
+from bench.workflows import StepsInput
 from tests.conftest import spawn_worker
 from tests.test_ledger_postgres import URL, _schema
-from tether.client import start_task
-from tether.config import Settings
-from verification.ledger import Ledger
-from workflows.bench import StepsInput
+from tether.core.config import Settings
+from tether.runtime.client import start_task
+from tether.verification.ledger import Ledger
 
 WORKFLOWS = 240
 STEPS = StepsInput().steps

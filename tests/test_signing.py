@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from governance.approvals import ApprovalDecision, check_binding, parse_chain
-from governance.errors import ApprovalError, PolicyError
-from governance.signing import public_hex, sign_decision, verify_decision
 from tests.test_policy import PENDING
+from tether.errors import ApprovalError, PolicyError
+from tether.governance.approvals import ApprovalDecision, check_binding, parse_chain
+from tether.governance.signing import public_hex, sign_decision, verify_decision
 
 KEY = Ed25519PrivateKey.generate()
 TRUSTED = [public_hex(KEY)]

@@ -24,21 +24,21 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from pydantic import ValidationError
 from temporalio.client import Client
 
-from activities.gateway import Gateway
-from governance.approvals import ApprovalDecision, ApprovalOutcome, ApprovalStatus
-from governance.signing import sign_decision
-from governance.types import Decision, Tier
 from tests.conftest import new_id, pending_status
 from tests.gateway_app import GatewayAskInput, GatewayAskResult, GatewayAskWorkflow
 from tests.model_server import ModelServer
 from tests.test_invoice_flow import _start
-from tether import genai, telemetry
-from tether.approvals import signing_key
-from tether.client import start_task
-from tether.config import Settings
-from tether.gateway_config import ModelsConfig
-from worker import Runtime, build_worker
-from workflows import AgentStatus
+from tether.activities.gateway import Gateway
+from tether.core import genai, telemetry
+from tether.core.config import Settings
+from tether.core.gateway_config import ModelsConfig
+from tether.governance.approvals import ApprovalDecision, ApprovalOutcome, ApprovalStatus
+from tether.governance.signing import sign_decision
+from tether.governance.types import Decision, Tier
+from tether.runtime.approvals import signing_key
+from tether.runtime.client import start_task
+from tether.worker import Runtime, build_worker
+from tether.workflows import AgentStatus
 
 
 class Captured:
@@ -98,7 +98,7 @@ async def test_agent_tasks_are_traced_and_measured(
     config = client.config()
     config["interceptors"] = [interceptor]
     traced = Client(**config)
-    captured.tel.watch_kill_switches(runtime.kills)
+    captured.tel.watch_kill_switches(lambda: [r.kind.value for r in runtime.kills.status()])
     async with build_worker(client, settings, runtime):
         paid = await (await _start(traced, settings, "INV-1001")).result()
         denied_handle = await _start(traced, settings, "INV-1004")

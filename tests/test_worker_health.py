@@ -12,10 +12,11 @@ import httpx
 import pytest
 from temporalio.client import Client
 
-from tests.conftest import free_port, payment_in_flight, spawn_worker, start_invoice
-from tether.config import Settings
-from tether.health import HealthError, HealthServer
-from worker import Runtime, build_worker
+from tests.conftest import bank_of, free_port, payment_in_flight, spawn_worker, start_invoice
+from tether.core.config import Settings
+from tether.errors import HealthError
+from tether.runtime.health import HealthServer
+from tether.worker import Runtime, build_worker
 
 
 async def _status(http: httpx.AsyncClient, url: str) -> int:
@@ -98,6 +99,6 @@ async def test_sigterm_drains_the_running_activity(
     async with build_worker(client, settings, runtime):
         result = await asyncio.wait_for(handle.result(), timeout=60)
     assert result.status == "paid"
-    assert runtime.bank.payments("INV-1001") == 1
+    assert bank_of(runtime).payments("INV-1001") == 1
     assert [e.kind for e in runtime.ledger.events(handle.id)].count("tool.executed") == 1
     assert runtime.ledger.verify().ok

@@ -10,8 +10,8 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
 
-    from activities.tools import tool
-    from workflows.agent import AgentWorkflow
+    from tether.activities.tools import tool
+    from tether.workflows.agent import AgentWorkflow
 
 
 class Transfer(BaseModel):

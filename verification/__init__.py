@@ -3,15 +3,8 @@
 A plain library: no Temporal import.
 """
 
-from verification.ledger import (
-    GENESIS,
-    Ledger,
-    LedgerEvent,
-    RecordedEvent,
-    VerifyReport,
-    canonical_json,
-    digest,
-)
+from tether.verification.events import GENESIS, LedgerEvent, RecordedEvent, canonical_json, digest
+from tether.verification.ledger import Ledger, VerifyReport
 
 __all__ = [
     "GENESIS",

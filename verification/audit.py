@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from verification import merkle
-from verification.checkpoint import Checkpoint, TreeHead, verify_signature
-from verification.ledger import Ledger, VerifyReport
+from tether.verification import merkle
+from tether.verification.checkpoint import Checkpoint, TreeHead, verify_signature
+from tether.verification.ledger import Ledger, VerifyReport
 
 
 def _leaves(hashes: list[str]) -> list[bytes]:

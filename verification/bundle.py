@@ -17,9 +17,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel, JsonValue, ValidationError
 
-from verification.audit import InclusionProof, prove_inclusion, tree_head
-from verification.checkpoint import Checkpoint, sign, verify_signature
-from verification.ledger import Ledger, RecordedEvent, canonical_json, digest, event_hash
+from tether.verification.audit import InclusionProof, prove_inclusion, tree_head
+from tether.verification.checkpoint import Checkpoint, sign, verify_signature
+from tether.verification.events import RecordedEvent, canonical_json, digest
+from tether.verification.ledger import Ledger, event_hash
 
 
 class Manifest(BaseModel):

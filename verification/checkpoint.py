@@ -19,11 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel, ValidationError
 
-from governance.errors import TetherError
-
-
-class CheckpointError(TetherError):
-    pass
+from tether.errors import CheckpointError
 
 
 class TreeHead(BaseModel):

@@ -9,9 +9,9 @@ from datetime import datetime
 
 from pydantic import BaseModel, JsonValue
 
-from governance.policy import PolicyEngine
-from governance.types import DecisionRequest
-from verification.ledger import RecordedEvent
+from tether.governance.policy import PolicyEngine
+from tether.governance.types import DecisionRequest
+from tether.verification.events import RecordedEvent
 
 
 class WhatIfRow(BaseModel):

@@ -22,13 +22,14 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from hashlib import sha256
 from typing import Any
 
-from pydantic import BaseModel, Field, JsonValue
+from pydantic import BaseModel, JsonValue
 from sqlalchemy import (
     Connection,
     Engine,
@@ -42,42 +43,18 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from governance.errors import TetherError
-from tether.db import Base, create_tables, make_engine
-from tether.telemetry import ledger_append_timer
-from verification import pg_append
-from verification.canonical import HASHED, canonical_event, canonical_row
-from verification.query import EventQuery, iso_utc
-
-GENESIS = "0" * 64
-
-
-class LedgerEvent(BaseModel):
-    """What a caller appends."""
-
-    idempotency_key: str
-    kind: str
-    workflow_id: str = ""
-    run_id: str = ""
-    step: int | None = None
-    agent: str = ""
-    action: str = ""
-    resource: str = ""
-    tier: str = ""
-    rule: str = ""
-    policy_version: str = ""
-    actor: str = ""
-    outcome: str = ""
-    payload: dict[str, JsonValue] = Field(default_factory=dict)
-
-
-class RecordedEvent(LedgerEvent):
-    """An event as stored, with its place in the chain."""
-
-    seq: int
-    recorded_at: str
-    prev_hash: str
-    hash: str
+from tether.core.db import Base, create_tables, make_engine
+from tether.errors import LedgerError
+from tether.verification import pg_append
+from tether.verification.canonical import HASHED, canonical_event, canonical_row
+from tether.verification.events import (
+    GENESIS,
+    LedgerEvent,
+    RecordedEvent,
+    canonical_json,
+    digest,
+)
+from tether.verification.query import EventQuery, iso_utc
 
 
 class EventRow(Base):
@@ -123,15 +100,6 @@ class HeadRow(Base):
 EVENTS: Table = EventRow.__table__  # type: ignore[assignment]
 HEAD: Table = HeadRow.__table__  # type: ignore[assignment]
 BLOBS: Table = BlobRow.__table__  # type: ignore[assignment]
-
-
-def canonical_json(value: JsonValue) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def digest(value: JsonValue) -> str:
-    """SHA-256 of the canonical JSON of `value`, as `sha256:<hex>`."""
-    return "sha256:" + hashlib.sha256(canonical_json(value).encode()).hexdigest()
 
 
 def event_hash(fields: Mapping[str, Any]) -> str:
@@ -190,10 +158,6 @@ _SQLITE_INSERT = (
 )
 
 
-class LedgerError(TetherError):
-    """The ledger cannot take an append as it stands; the message says why."""
-
-
 class _Pending:
     """One queued append, completed by whichever thread writes its batch."""
 
@@ -216,8 +180,11 @@ class _AlreadyStored(Exception):
 class Ledger:
     """Append and read hash-linked events."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, on_append: Callable[[float], None] | None = None) -> None:
+        """`on_append`, when given, is told each append's latency in seconds (the worker
+        passes its telemetry's histogram; the ledger itself knows no telemetry)."""
         self.engine = engine
+        self.on_append = on_append
         self._mutex = threading.Lock()
         self._writer = threading.Lock()
         self._queue: list[_Pending] = []
@@ -244,8 +211,17 @@ class Ledger:
         """INSERT that can skip conflicting rows, in this database's dialect."""
         return (pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert)(table)
 
-    @ledger_append_timer
     def append(self, event: LedgerEvent, content: Sequence[JsonValue] = ()) -> RecordedEvent:
+        """Append `event` once (see `_append`), timed for `on_append` when it is set."""
+        if self.on_append is None:
+            return self._append(event, content)
+        start = time.perf_counter()
+        try:
+            return self._append(event, content)
+        finally:
+            self.on_append(time.perf_counter() - start)
+
+    def _append(self, event: LedgerEvent, content: Sequence[JsonValue]) -> RecordedEvent:
         """Append `event` once; a repeated idempotency key returns the stored event.
 
         `content` (prompts, outputs, tool results) goes to the content-addressed store,

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from verification.canonical import canonical_event
+from tether.verification.canonical import canonical_event
 
 COLUMNS = (
     "idempotency_key", "kind", "workflow_id", "run_id", "step", "agent", "action", "resource",

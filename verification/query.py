@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 from pydantic import BaseModel
 
 if TYPE_CHECKING:
-    from verification.ledger import RecordedEvent
+    from tether.verification.events import RecordedEvent
 
 
 class EventQuery(BaseModel):

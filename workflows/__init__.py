@@ -1,37 +1,29 @@
-"""Workflows: deterministic sequencing only. Authors subclass `AgentWorkflow`."""
+"""Workflows: deterministic sequencing only. Authors subclass `AgentWorkflow`.
 
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+`TETHER_WORKFLOWS` are the workflows Tether itself runs (the agent loop, the review
+window of notify-tier actions); every worker registers them beside the app's own.
+"""
 
-from workflows.agent import AgentStatus, AgentWorkflow, Budget, Usage
-from workflows.agent_loop import AgentLoopInput, AgentLoopResult, AgentLoopWorkflow, AgentTurn
-from workflows.bench import GovernedStepsWorkflow, StepsInput, UngovernedStepsWorkflow
-from workflows.errors import (
+from tether.workflows.agent import AgentStatus, AgentWorkflow, Budget, Usage
+from tether.workflows.agent_loop import (
+    AgentLoopInput,
+    AgentLoopResult,
+    AgentLoopWorkflow,
+    AgentTurn,
+)
+from tether.workflows.errors import (
     ActionAmbiguous,
     ActionDenied,
     ActionRejected,
     BudgetExceeded,
     ModelOutputInvalid,
 )
-from workflows.invoice import InvoiceFields, InvoiceInput, InvoiceResult, PayInvoiceWorkflow
-from workflows.review import ReviewWindowWorkflow
+from tether.workflows.review import ReviewWindowWorkflow
 
-ALL_WORKFLOWS = [
-    PayInvoiceWorkflow,
-    AgentLoopWorkflow,
-    GovernedStepsWorkflow,
-    UngovernedStepsWorkflow,
-    ReviewWindowWorkflow,
-]
-
-WORKFLOW_RUNNER = SandboxedWorkflowRunner(
-    restrictions=SandboxRestrictions.default.with_passthrough_modules("cryptography")
-)
-"""The sandbox every worker and replayer uses. `cryptography` (a native extension that
-cannot be imported twice) passes through: workflows verify approval signatures."""
+TETHER_WORKFLOWS: list[type] = [AgentLoopWorkflow, ReviewWindowWorkflow]
 
 __all__ = [
-    "ALL_WORKFLOWS",
-    "WORKFLOW_RUNNER",
+    "TETHER_WORKFLOWS",
     "ActionAmbiguous",
     "ActionDenied",
     "ActionRejected",
@@ -43,14 +35,7 @@ __all__ = [
     "AgentWorkflow",
     "Budget",
     "BudgetExceeded",
-    "GovernedStepsWorkflow",
-    "InvoiceFields",
-    "InvoiceInput",
-    "InvoiceResult",
     "ModelOutputInvalid",
-    "PayInvoiceWorkflow",
     "ReviewWindowWorkflow",
-    "StepsInput",
-    "UngovernedStepsWorkflow",
     "Usage",
 ]

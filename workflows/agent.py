@@ -33,7 +33,7 @@ from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel, JsonValue, ValidationError
 
-    from activities.payloads import (
+    from tether.activities.payloads import (
         BudgetBreachDetails,
         DecideInput,
         ModelCallInput,
@@ -42,20 +42,21 @@ with workflow.unsafe.imports_passed_through():
         StepRef,
         ToolCall,
     )
-    from activities.tools import ToolSpec, spec_of
-    from governance.approvals import ApprovalDecision, PendingApproval
-    from governance.types import Decision, Tier
-    from tether.gateway_config import CALL_MODEL_TIMEOUT_SECONDS, DATA_CLASSES
-    from verification.ledger import canonical_json, digest
-    from workflows.approvals import ApprovalsMixin, request_id_of
-    from workflows.errors import (
+    from tether.activities.tools import ToolSpec, spec_of
+    from tether.core.gateway_config import CALL_MODEL_TIMEOUT_SECONDS, DATA_CLASSES
+    from tether.errors import ErrorType
+    from tether.governance.approvals import ApprovalDecision, PendingApproval
+    from tether.governance.types import Decision, Tier
+    from tether.verification.events import canonical_json, digest
+    from tether.workflows.approvals import ApprovalsMixin, request_id_of
+    from tether.workflows.errors import (
         ActionAmbiguous,
         ActionDenied,
         BudgetExceeded,
         ModelOutputInvalid,
     )
-    from workflows.recovery import CALL_FAILURES, Check, RecoveryLadder
-    from workflows.review import notify_step
+    from tether.workflows.recovery import CALL_FAILURES, Check, RecoveryLadder
+    from tether.workflows.review import notify_step
 
 M = TypeVar("M", bound=BaseModel)
 R = TypeVar("R", bound=BaseModel)
@@ -371,7 +372,7 @@ class AgentWorkflow(ApprovalsMixin, RecoveryLadder):
                 if ladder and isinstance(cause, ActivityTimeoutError):
                     raise ApplicationError(
                         f"model call {request.task!r} timed out on every try: {cause.message}",
-                        type="ModelUnavailable",
+                        type=ErrorType.MODEL_UNAVAILABLE,
                         non_retryable=True,
                     ) from None
                 if not isinstance(cause, ApplicationError):
@@ -383,11 +384,11 @@ class AgentWorkflow(ApprovalsMixin, RecoveryLadder):
                 details = BudgetBreachDetails.model_validate(
                     cause.details[0] if cause.details else {}
                 )
-                if cause.type == "KillSwitchEngaged":
+                if cause.type == ErrorType.KILL_SWITCH_ENGAGED:
                     raise ActionDenied(cause.message, details.rule) from None
-                if cause.type == "BudgetExceeded":
+                if cause.type == ErrorType.BUDGET_EXCEEDED:
                     raise BudgetExceeded(cause.message) from None
-                if cause.type != "BudgetApprovalNeeded" or request.budget_override:
+                if cause.type != ErrorType.BUDGET_APPROVAL_NEEDED or request.budget_override:
                     raise
                 granted = await self._approve_overspend(request, details)
                 request = request.model_copy(update={"budget_override": granted})

@@ -17,9 +17,9 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel, Field, JsonValue, ValidationError
 
-    from activities.tools import REGISTRY
-    from workflows.agent import AgentWorkflow, Budget, Usage
-    from workflows.errors import ActionDenied, ActionRejected, BudgetExceeded
+    from tether.activities.tools import REGISTRY
+    from tether.workflows.agent import AgentWorkflow, Budget, Usage
+    from tether.workflows.errors import ActionDenied, ActionRejected, BudgetExceeded
 
 
 class AgentLoopInput(BaseModel):

@@ -33,14 +33,15 @@ from temporalio.exceptions import ApplicationError
 with workflow.unsafe.imports_passed_through():
     from pydantic import JsonValue, ValidationError
 
-    from activities.governance import (
+    from tether.activities.governance import (
         ApprovalContext,
         CloseApprovalInput,
         PrepareApprovalInput,
         approval_event,
     )
-    from activities.payloads import StepRef
-    from governance.approvals import (
+    from tether.activities.payloads import StepRef
+    from tether.errors import ApprovalError
+    from tether.governance.approvals import (
         ApprovalDecision,
         ApprovalOutcome,
         ApprovalStatus,
@@ -49,11 +50,10 @@ with workflow.unsafe.imports_passed_through():
         check_approval,
         check_binding,
     )
-    from governance.errors import ApprovalError
-    from governance.signing import verify_decision
-    from governance.types import Decision
-    from verification.ledger import LedgerEvent, digest
-    from workflows.errors import ActionRejected
+    from tether.governance.signing import verify_decision
+    from tether.governance.types import Decision
+    from tether.verification.events import LedgerEvent, digest
+    from tether.workflows.errors import ActionRejected
 
 LOCAL = timedelta(seconds=30)
 DEFAULT_APPROVAL_TIMEOUT = timedelta(hours=24)

@@ -1,4 +1,5 @@
-"""Errors a governed step raises into the author's workflow.
+"""Errors a governed step raises into the author's workflow (the whole tree of Tether's
+errors is drawn in `tether.errors`).
 
     ApplicationError (temporalio)
     ├── ActionDenied        policy said deny; nothing ran
@@ -15,16 +16,18 @@ from __future__ import annotations
 
 from temporalio.exceptions import ApplicationError
 
+from tether.errors import ErrorType
+
 
 class ActionDenied(ApplicationError):
     def __init__(self, message: str, rule: str = "") -> None:
-        super().__init__(message, rule, type="ActionDenied", non_retryable=True)
+        super().__init__(message, rule, type=ErrorType.ACTION_DENIED, non_retryable=True)
         self.rule = rule
 
 
 class ActionRejected(ApplicationError):
     def __init__(self, message: str, reason: str = "") -> None:
-        super().__init__(message, reason, type="ActionRejected", non_retryable=True)
+        super().__init__(message, reason, type=ErrorType.ACTION_REJECTED, non_retryable=True)
         self.reason = reason
 
 
@@ -32,14 +35,14 @@ class ActionAmbiguous(ApplicationError):
     """Never retried blindly: a person must find out whether the effect happened."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(message, type="ActionAmbiguous", non_retryable=True)
+        super().__init__(message, type=ErrorType.ACTION_AMBIGUOUS, non_retryable=True)
 
 
 class BudgetExceeded(ApplicationError):
     def __init__(self, message: str) -> None:
-        super().__init__(message, type="BudgetExceeded", non_retryable=True)
+        super().__init__(message, type=ErrorType.BUDGET_EXCEEDED, non_retryable=True)
 
 
 class ModelOutputInvalid(ApplicationError):
     def __init__(self, message: str) -> None:
-        super().__init__(message, type="ModelOutputInvalid", non_retryable=True)
+        super().__init__(message, type=ErrorType.MODEL_OUTPUT_INVALID, non_retryable=True)

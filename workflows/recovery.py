@@ -32,15 +32,20 @@ from temporalio.exceptions import ApplicationError
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel, JsonValue, ValidationError
 
-    from activities.payloads import ModelCallInput, ModelCallResult, StepRef
-    from governance.approvals import ApprovalDecision
-    from governance.types import Decision, Tier
-    from verification.ledger import canonical_json, digest
-    from workflows.errors import ModelOutputInvalid
+    from tether.activities.payloads import ModelCallInput, ModelCallResult, StepRef
+    from tether.errors import ErrorType
+    from tether.governance.approvals import ApprovalDecision
+    from tether.governance.types import Decision, Tier
+    from tether.verification.events import canonical_json, digest
+    from tether.workflows.errors import ModelOutputInvalid
 
 M = TypeVar("M", bound=BaseModel)
 LOCAL = timedelta(seconds=30)
-CALL_FAILURES = ("NoEligibleEndpoint", "ModelRequestRejected", "ModelUnavailable")
+CALL_FAILURES = (
+    ErrorType.NO_ELIGIBLE_ENDPOINT,
+    ErrorType.MODEL_REQUEST_REJECTED,
+    ErrorType.MODEL_UNAVAILABLE,
+)
 """Error types of a model call that failed for good (see `activities.gateway`)."""
 
 Check = Callable[[M], str | None]

@@ -32,8 +32,8 @@ from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlrea
 with workflow.unsafe.imports_passed_through():
     from pydantic import JsonValue, ValidationError
 
-    from activities.notify import review_event
-    from activities.payloads import (
+    from tether.activities.notify import review_event
+    from tether.activities.payloads import (
         CompensationRef,
         NotifyInput,
         NotifyResult,
@@ -42,9 +42,9 @@ with workflow.unsafe.imports_passed_through():
         StepRef,
         ToolCall,
     )
-    from activities.tools import REGISTRY, ToolSpec
-    from governance.errors import ReviewError
-    from governance.reviews import (
+    from tether.activities.tools import REGISTRY, ToolSpec
+    from tether.errors import ReviewError
+    from tether.governance.reviews import (
         ReviewFlag,
         ReviewOutcome,
         ReviewStatus,
@@ -52,7 +52,7 @@ with workflow.unsafe.imports_passed_through():
         check_flag,
         review_id,
     )
-    from verification.ledger import digest
+    from tether.verification.events import digest
 
 LOCAL = timedelta(seconds=30)
 NOTIFY_RETRY = RetryPolicy(

@@ -1,0 +1,140 @@
+"""`tether policy lint | test | push | history`: thin wrappers over governance's policy tools.
+
+`lint` and `test` exit 1 when they find an error or a failing case (a check that fails);
+bad input (an unreadable file, a malformed tests file, a refused push) exits 2 with one line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from tether.cli.common import _settings, friendly, out
+from tether.core.config import Settings
+from tether.core.db import make_engine
+from tether.governance.lint import lint
+from tether.governance.policy import PolicyEngine
+from tether.governance.policy_store import PolicyStore
+from tether.governance.policy_tests import run_policy_tests
+from tether.governance.reload import read_text, source_for
+from tether.verification.ledger import Ledger
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+ModelOption = Annotated[Path | None, typer.Option(help="casbin model (default: configured).")]
+
+
+def configured_engine(settings: Settings, policy: Path | None = None) -> PolicyEngine:
+    """`policy` if given, else the policy in force where the worker reads it."""
+    if policy is not None or settings.policy_source == "file":
+        return PolicyEngine.from_files(settings.policy_model, policy or settings.policy_path)
+    texts = source_for(settings).read()
+    return PolicyEngine.from_texts(texts.model_text, texts.policy_text, texts.name)
+
+
+def _store(settings: Settings) -> PolicyStore:
+    ledger = Ledger(make_engine(settings.database_url))
+    return PolicyStore(ledger.engine, ledger)
+
+
+def add_policy_commands(policy_app: typer.Typer) -> None:
+    """Register the commands on `tether policy`."""
+
+    @policy_app.command("lint")
+    @friendly
+    def policy_lint(path: Path, model: ModelOption = None, as_json: JsonFlag = False) -> None:
+        """Find what bites casbin users; exit 1 on any error, 0 with warnings only."""
+        model_path = model or _settings().policy_model
+        findings = lint(read_text(model_path), read_text(path), source=str(path))
+        errors = sum(f.severity == "error" for f in findings)
+        if as_json:
+            out.print_json(data=[f.model_dump() for f in findings])
+        elif not findings:
+            out.print(f"{path}: no findings", highlight=False)
+        else:
+            table = Table(
+                title=f"{path}: {errors} error(s), {len(findings) - errors} warning(s)",
+                title_justify="left",
+            )
+            for col in ("line", "severity", "check", "rule", "message"):
+                table.add_column(col, overflow="fold")
+            for f in findings:
+                colour = "red" if f.severity == "error" else "yellow"
+                table.add_row(str(f.line), f"[{colour}]{f.severity}[/]", f.check, f.rule, f.message)
+            out.print(table)
+        raise typer.Exit(1 if errors else 0)
+
+    @policy_app.command("test")
+    @friendly
+    def policy_test(file: Path, model: ModelOption = None, as_json: JsonFlag = False) -> None:
+        """Run a policy's regression tests (TOML cases with expected tiers); exit 1 on a failure."""
+        settings = _settings()
+        engine, results = run_policy_tests(
+            file, model or settings.policy_model, settings.policy_path
+        )
+        failed = [r for r in results if not r.passed]
+        if as_json:
+            out.print_json(
+                data={"policy_version": engine.version, "cases": [r.model_dump() for r in results]}
+            )
+        else:
+            table = Table(
+                title=f"{file}: {len(results) - len(failed)} passed, {len(failed)} failed "
+                f"(policy {engine.version})",
+                title_justify="left",
+            )
+            for col in ("", "case", "expected", "got", "why"):
+                table.add_column(col, overflow="fold")
+            for r in results:
+                table.add_row(
+                    "[green]pass[/]" if r.passed else "[red]FAIL[/]",
+                    r.name,
+                    f"{r.expect.value}" + (f" ({r.expect_rule})" if r.expect_rule else ""),
+                    f"{r.tier.value} ({r.rule})",
+                    "" if r.passed else r.reason,
+                )
+            out.print(table)
+            for r in failed:
+                out.print(
+                    f"FAILED {r.name!r}: expected {r.expect.value}"
+                    + (f" by rule {r.expect_rule!r}" if r.expect_rule else "")
+                    + f", got {r.tier.value} by rule {r.rule!r}",
+                    highlight=False,
+                )
+        raise typer.Exit(1 if failed else 0)
+
+    @policy_app.command("push")
+    @friendly
+    def policy_push(
+        path: Path,
+        as_user: Annotated[str, typer.Option("--as", help="Who is changing it: user:you.")],
+        model: ModelOption = None,
+    ) -> None:
+        """Lint, load and activate a policy in the database store (workers reload it)."""
+        settings = _settings()
+        model_text = read_text(model or settings.policy_model)
+        version = _store(settings).push(model_text, read_text(path), as_user)
+        out.print(
+            f"{path}: version {version.version} is active "
+            f"({version.revision}, by {version.author})",
+            highlight=False,
+        )
+
+    @policy_app.command("history")
+    @friendly
+    def policy_history(as_json: JsonFlag = False) -> None:
+        """Policy versions pushed to the database store, newest first."""
+        versions = _store(_settings()).history()
+        if as_json:
+            out.print_json(
+                data=[v.model_dump(exclude={"model_text", "policy_text"}) for v in versions]
+            )
+            return
+        table = Table(title=f"{len(versions)} policy version(s)", title_justify="left")
+        for col in ("id", "version", "author", "pushed at", "active"):
+            table.add_column(col)
+        for v in versions:
+            table.add_row(str(v.id), v.version, v.author, v.created_at, "yes" if v.active else "")
+        out.print(table)

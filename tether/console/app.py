@@ -1,0 +1,293 @@
+"""The console's application: state, sign-in, CSRF, security headers, error pages.
+
+`create_app(settings)` builds the FastAPI app `tether console` serves. Pages are rendered
+on the server (Jinja2, autoescaped) and work without JavaScript; `static/console.js` only
+counts deadlines down and refreshes pages that wait for something.
+
+Thin by design: approvals go through `tether.approvals.decide_request`, flags through
+`tether.review.flag_review`, kill switches through `governance.kill` and
+`tether.kill.halt_pending`, audits through `verification` — the functions the CLI calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import jinja2
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from temporalio.client import Client
+
+from tether.cli.policy import configured_engine
+from tether.console.auth import ProxyAuth, Session, SessionCodec, check_credential, csrf_ok
+from tether.core.config import Settings
+from tether.core.db import make_engine
+from tether.governance.feed import FeedStore
+from tether.governance.kill import KillSwitches
+from tether.governance.policy import PolicyEngine
+from tether.governance.store import ApprovalStore
+from tether.verification.ledger import Ledger
+
+HERE = Path(__file__).resolve().parent
+POLICY_TTL = 2.0
+"""Seconds a loaded policy is reused for role checks (workers poll as often)."""
+
+
+class SignInRequired(Exception):
+    pass
+
+
+class Forbidden(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass
+class Viewer:
+    """The signed-in person of one request, with what the policy lets them do."""
+
+    person: str
+    session: Session
+    roles: list[str] = field(default_factory=list)
+    may_kill: bool = False
+    may_audit: bool = False
+
+
+class ConsoleState:
+    """Everything the pages share: settings, stores, the policy, the Temporal client."""
+
+    def __init__(self, settings: Settings, client: Client | None = None) -> None:
+        self.settings = settings
+        self.ledger = Ledger(make_engine(settings.database_url))
+        self.approvals = ApprovalStore(self.ledger.engine)
+        self.feed = FeedStore(self.ledger.engine)
+        self.kills = KillSwitches(self.ledger.engine, self.ledger)
+        self.sessions = SessionCodec(settings)
+        self.proxy = ProxyAuth(settings)
+        self._client = client
+        self._client_lock = asyncio.Lock()
+        self._policy: tuple[float, PolicyEngine] | None = None
+
+    async def client(self) -> Client:
+        from tether.runtime.client import connect
+
+        async with self._client_lock:
+            if self._client is None:
+                self._client = await connect(self.settings)
+            return self._client
+
+    def policy(self) -> PolicyEngine:
+        now = time.monotonic()
+        if self._policy is None or now - self._policy[0] > POLICY_TTL:
+            self._policy = (now, configured_engine(self.settings))
+        return self._policy[1]
+
+    def viewer(self, person: str, session: Session) -> Viewer:
+        engine = self.policy()
+        roles = sorted({role for p, role in engine.document.approver_roles if p == person})
+        auditors = self.settings.console_auditor_roles
+        return Viewer(
+            person=person,
+            session=session,
+            roles=roles,
+            may_kill=any(r in roles for r in self.settings.console_kill_roles),
+            may_audit=not auditors or any(r in roles for r in auditors),
+        )
+
+
+def state(request: Request) -> ConsoleState:
+    found: ConsoleState = request.app.state.console
+    return found
+
+
+async def viewer(request: Request) -> Viewer:
+    """The signed-in person; SignInRequired when there is none."""
+    console = state(request)
+    session = console.sessions.load(request)
+    proxied = console.proxy.person(request)
+    if proxied == "":
+        raise SignInRequired
+    if proxied is not None:
+        if session is None or session.person != proxied:
+            session = Session.new(proxied)
+            request.state.issue_session = session
+        return await run_in_threadpool(console.viewer, proxied, session)
+    if session is None or not session.person:
+        raise SignInRequired
+    if session.person not in console.settings.console_users:  # removed from the config
+        raise SignInRequired
+    return await run_in_threadpool(console.viewer, session.person, session)
+
+
+async def form_of(request: Request, who: Viewer | None = None) -> dict[str, str]:
+    """The posted form, once its CSRF token matched the session's; Forbidden otherwise."""
+    form = await request.form()
+    fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    session = who.session if who is not None else state(request).sessions.load(request)
+    if not csrf_ok(session, fields.get("csrf", "")):
+        raise Forbidden(
+            "this form's security token is missing or stale; reload the page and try again"
+        )
+    return fields
+
+
+def render(
+    request: Request,
+    name: str,
+    who: Viewer | None,
+    status_code: int = 200,
+    **context: Any,
+) -> HTMLResponse:
+    templates: Jinja2Templates = request.app.state.templates
+    session = who.session if who is not None else getattr(request.state, "issue_session", None)
+    if session is None:
+        session = state(request).sessions.load(request)
+    return templates.TemplateResponse(
+        request,
+        name,
+        {"viewer": who, "csrf": session.csrf if session else "", **context},
+        status_code=status_code,
+    )
+
+
+def _templates() -> Jinja2Templates:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(HERE / "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    env.filters["until"] = _until
+    return Jinja2Templates(env=env)
+
+
+def _until(deadline: datetime, now: datetime) -> str:
+    """Time left as people read it: '2d 3h', '4h 10m', '9m 05s', 'expired'."""
+    seconds = int((deadline - now).total_seconds())
+    if seconds <= 0:
+        return "expired"
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    return f"{minutes}m {secs:02d}s"
+
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+
+
+def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
+    """The console for `settings`; `client` is the Temporal client to use (else connect)."""
+    from tether.console import approve, audit
+
+    console = ConsoleState(settings, client)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        console.ledger.engine.dispose()
+
+    app = FastAPI(
+        title="Tether console", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan
+    )
+    app.state.console = console
+    app.state.templates = _templates()
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+
+    @app.middleware("http")
+    async def headers(request: Request, call_next: Any) -> Response:
+        response: Response = await call_next(request)
+        issued = getattr(request.state, "issue_session", None)
+        if isinstance(issued, Session):
+            console.sessions.store(response, issued)
+        response.headers["Content-Security-Policy"] = CSP
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "same-origin"
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    @app.exception_handler(SignInRequired)
+    async def sign_in(request: Request, _exc: SignInRequired) -> Response:
+        if request.method == "GET":
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
+        return render(
+            request, "error.html", None, 401, title="Sign in first", message="Sign in first."
+        )
+
+    @app.exception_handler(Forbidden)
+    async def forbidden(request: Request, exc: Forbidden) -> Response:
+        return render(request, "error.html", None, 403, title="Not allowed", message=exc.message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        title = HTTPStatus(exc.status_code).phrase
+        return render(request, "error.html", None, exc.status_code, title=title, message=exc.detail)
+
+    @app.get("/login", response_class=HTMLResponse)
+    async def login_page(request: Request, next: str = "/") -> Response:
+        session = console.sessions.load(request)
+        if session is not None and session.person in console.settings.console_users:
+            return RedirectResponse(_local(next), status_code=303)
+        if session is None or session.person:
+            request.state.issue_session = Session.new()
+        return render(request, "login.html", None, next=_local(next), error="")
+
+    @app.post("/login", response_class=HTMLResponse)
+    async def login(request: Request) -> Response:
+        fields = await form_of(request)
+        person = fields.get("person", "").strip()
+        secret = fields.get("password", "")
+        stored = console.settings.console_users.get(person)
+        ok = stored is not None and await run_in_threadpool(check_credential, stored, secret)
+        if not ok:
+            request.state.issue_session = Session.new()
+            return render(
+                request,
+                "login.html",
+                None,
+                401,
+                next=_local(fields.get("next", "/")),
+                error="Unknown person or wrong password.",
+            )
+        response = RedirectResponse(_local(fields.get("next", "/")), status_code=303)
+        console.sessions.store(response, Session.new(person))
+        return response
+
+    @app.post("/logout")
+    async def logout(request: Request) -> Response:
+        await form_of(request)
+        response = RedirectResponse("/login", status_code=303)
+        console.sessions.clear(response)
+        return response
+
+    app.include_router(approve.router)
+    app.include_router(audit.router)
+    return app
+
+
+def _local(target: str) -> str:
+    """Only same-site paths as redirect targets (no open redirect)."""
+    if not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    return target

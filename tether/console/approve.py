@@ -1,0 +1,301 @@
+"""Approver pages: the inbox, a request, deciding it, the notify feed, the kill switch.
+
+A person's identity comes from the session only, never from a form field or the URL; the
+workflow is the authority on every decision (`decide_request` sends the signed update and
+the workflow records any refusal), and the console offers a request only to the people
+`governance.approvals.check_approval` would accept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+from starlette.concurrency import run_in_threadpool
+from temporalio.service import RPCError
+
+from tether.console.app import Forbidden, Viewer, form_of, render, state, viewer
+from tether.console.details import argument_rows, influences, spend, urgency, why_not
+from tether.errors import ApprovalError, ConnectError, ReviewError, TetherError
+from tether.governance.approvals import ApprovalStatus, PendingApproval
+from tether.governance.reviews import ReviewFlag, check_flag
+from tether.runtime.approvals import decide_request, signing_key
+from tether.runtime.kill import halt_pending
+from tether.runtime.review import flag_review
+from tether.verification.forensics import timeline
+
+router = APIRouter()
+Who = Annotated[Viewer, Depends(viewer)]
+
+
+@router.get("/")
+async def home(who: Who) -> Response:
+    return RedirectResponse("/inbox", status_code=303)
+
+
+@router.get("/inbox", response_class=HTMLResponse)
+async def inbox(request: Request, who: Who) -> Response:
+    console = state(request)
+    now = datetime.now(UTC)
+    pending = await run_in_threadpool(console.approvals.list, ApprovalStatus.PENDING)
+    mine = [p for p in pending if not why_not(p, who.person, now)]
+    # Approvals towards a quorum live in the workflow until it closes: ask it.
+    quorum = [p for p in mine if p.quorum > 1]
+    live = {p.request_id: p for p in await asyncio.gather(*(_live(request, p) for p in quorum))}
+    mine = [live.get(p.request_id, p) for p in mine]
+    mine = sorted((p for p in mine if not why_not(p, who.person, now)), key=urgency)
+    return render(request, "inbox.html", who, requests=mine, now=now)
+
+
+async def _live(request: Request, pending: PendingApproval) -> PendingApproval:
+    """The workflow's own view of an open request (quorum so far), else the store's."""
+    if pending.status is not ApprovalStatus.PENDING:
+        return pending
+    from tether.workflows.agent import AgentStatus
+
+    try:
+        client = await state(request).client()
+        handle = client.get_workflow_handle(pending.workflow_id, run_id=pending.run_id)
+        status = await handle.query("status", result_type=AgentStatus)
+    except (RPCError, TetherError):
+        return pending
+    if status.pending is not None and status.pending.request_id == pending.request_id:
+        live: PendingApproval = status.pending.model_copy(update={"status": pending.status})
+        return live
+    return pending
+
+
+def _offered(pending: PendingApproval, person: str, now: datetime) -> tuple[bool, str]:
+    """(may see the page, why they may not decide); seeing needs a say in the request."""
+    problem = why_not(pending, person, now)
+    involved = person in pending.approvers and person not in (pending.requested_by, pending.agent)
+    return (not problem or involved), problem
+
+
+@router.get("/requests/{request_id}", response_class=HTMLResponse)
+async def request_page(request: Request, request_id: str, who: Who) -> Response:
+    console = state(request)
+    try:
+        stored = await run_in_threadpool(console.approvals.get, request_id)
+    except ApprovalError:
+        return _not_offered(request, who, request_id)
+    pending = await _live(request, stored)
+    visible, problem = _offered(pending, who.person, datetime.now(UTC))
+    if not visible:
+        return _not_offered(request, who, request_id)
+    return await _request_view(request, who, pending, problem)
+
+
+def _not_offered(request: Request, who: Viewer, request_id: str) -> Response:
+    return render(
+        request,
+        "error.html",
+        who,
+        404,
+        title="Not in your inbox",
+        message=f"Request {request_id!r} is not waiting for your decision.",
+    )
+
+
+async def _request_view(
+    request: Request,
+    who: Viewer,
+    pending: PendingApproval,
+    problem: str,
+    *,
+    result: str = "",
+    refused: str = "",
+    status_code: int = 200,
+) -> Response:
+    console = state(request)
+    events = await run_in_threadpool(console.ledger.events, pending.workflow_id)
+    events = [e for e in events if e.run_id == pending.run_id]
+    return render(
+        request,
+        "request.html",
+        who,
+        status_code,
+        p=pending,
+        args=argument_rows(pending.args_summary),
+        influences=influences(events, pending.step),
+        steps=list(zip(events, timeline(events), strict=True)),
+        spend=spend(events),
+        problem=problem,
+        result=result,
+        refused=refused,
+        now=datetime.now(UTC),
+    )
+
+
+@router.post("/requests/{request_id}/decide", response_class=HTMLResponse)
+async def decide(request: Request, request_id: str, who: Who) -> Response:
+    fields = await form_of(request, who)
+    console = state(request)
+    verdict = fields.get("verdict", "")
+    comment = fields.get("comment", "").strip()
+    try:
+        pending = await run_in_threadpool(console.approvals.get, request_id)
+    except ApprovalError:
+        return _not_offered(request, who, request_id)
+    if verdict not in ("approve", "reject"):
+        raise Forbidden(f"verdict {verdict!r} is neither 'approve' nor 'reject'")
+    if verdict == "reject" and not comment:
+        if not _offered(pending, who.person, datetime.now(UTC))[0]:
+            return _not_offered(request, who, request_id)
+        return await _request_view(
+            request,
+            who,
+            pending,
+            "",
+            refused="A rejection needs a reason: the agent is told it.",
+            status_code=400,
+        )
+    try:
+        client = await console.client()
+        key = await run_in_threadpool(signing_key, console.settings)
+        outcome = await decide_request(
+            client,
+            console.approvals,
+            console.ledger,
+            request_id,
+            approver=who.person,
+            approve=verdict == "approve",
+            comment=comment,
+            key=key,
+        )
+    except ConnectError as exc:
+        return render(
+            request, "error.html", who, 503, title="Temporal unreachable", message=str(exc)
+        )
+    except (ApprovalError, TetherError) as exc:
+        # The workflow refused (and recorded) it; the refused may not see the request.
+        return render(request, "error.html", who, 403, title="Decision refused", message=str(exc))
+    for _ in range(40):  # the workflow closes the request right after it answers
+        latest = await run_in_threadpool(console.approvals.get, request_id)
+        if latest.status is not ApprovalStatus.PENDING or outcome.status is ApprovalStatus.PENDING:
+            break
+        await asyncio.sleep(0.05)
+    what = {
+        ApprovalStatus.APPROVED: "approved",
+        ApprovalStatus.REJECTED: "rejected",
+        ApprovalStatus.PENDING: "approval counted; the quorum needs more approvers",
+    }.get(outcome.status, outcome.status.value)
+    result = f"Accepted by the workflow: {what} by {outcome.approver}."
+    return await _request_view(request, who, latest, "decided", result=result)
+
+
+# -- notify feed ------------------------------------------------------------------------
+
+
+@router.get("/feed", response_class=HTMLResponse)
+async def feed(request: Request, who: Who) -> Response:
+    console = state(request)
+
+    def load() -> list[tuple[object, object, str]]:
+        now = datetime.now(UTC)
+        rows: list[tuple[object, object, str]] = []
+        for note in console.feed.list_feed(100):
+            window = None
+            problem = "no review window"
+            if note.review_id:
+                try:
+                    window = console.feed.get_review(note.review_id)
+                    check_flag(window, ReviewFlag(reviewer=who.person), now)
+                    problem = ""
+                except ReviewError as exc:
+                    problem = str(exc)
+            rows.append((note, window, problem))
+        return rows
+
+    return render(request, "feed.html", who, rows=await run_in_threadpool(load), message="")
+
+
+@router.post("/feed/flag", response_class=HTMLResponse)
+async def flag(request: Request, who: Who) -> Response:
+    fields = await form_of(request, who)
+    console = state(request)
+    workflow_id = fields.get("workflow_id", "")
+    try:
+        step = int(fields.get("step", ""))
+    except ValueError:
+        raise Forbidden(f"step {fields.get('step')!r} is not a number") from None
+    try:
+        client = await console.client()
+        outcome = await flag_review(
+            client,
+            console.feed,
+            console.ledger,
+            workflow_id,
+            step,
+            reviewer=who.person,
+            reason=fields.get("reason", "").strip(),
+        )
+        message, code = f"Flagged: {outcome.status.value}. {outcome.detail}", 200
+    except (ReviewError, TetherError) as exc:
+        message, code = f"Refused: {exc}", 403
+    return render(request, "done.html", who, code, title="Flag", message=message, back="/feed")
+
+
+# -- kill switch --------------------------------------------------------------------------
+
+
+def _kill_allowed(who: Viewer) -> None:
+    if not who.may_kill:
+        raise Forbidden(
+            f"{who.person!r} holds none of the roles allowed to use the kill switch "
+            "(console_kill_roles)"
+        )
+
+
+@router.get("/kill", response_class=HTMLResponse)
+async def kill_page(request: Request, who: Who) -> Response:
+    _kill_allowed(who)
+    records = await run_in_threadpool(state(request).kills.status, False)
+    return render(request, "kill.html", who, records=records)
+
+
+@router.post("/kill/engage", response_class=HTMLResponse)
+async def kill_engage(request: Request, who: Who) -> Response:
+    fields = await form_of(request, who)
+    _kill_allowed(who)
+    console = state(request)
+    try:
+        record = await run_in_threadpool(
+            lambda: console.kills.engage(
+                fields.get("kind", ""),
+                fields.get("value", "").strip(),
+                reason=fields.get("reason", "").strip(),
+                engaged_by=who.person,
+            )
+        )
+    except TetherError as exc:
+        return render(request, "done.html", who, 400, title="Kill switch", message=str(exc))
+    message = f"Engaged: {record.describe()}."
+    try:
+        done = await halt_pending(await console.client(), console.approvals, record)
+        message += f" Halted {len(done.halted)} pending approval(s)."
+        if done.unreachable:
+            message += f" Could not reach {', '.join(done.unreachable)}."
+    except TetherError as exc:
+        message += f" Pending approvals were not halted ({exc}); engage again to retry."
+    return render(request, "done.html", who, title="Kill switch", message=message, back="/kill")
+
+
+@router.post("/kill/release", response_class=HTMLResponse)
+async def kill_release(request: Request, who: Who) -> Response:
+    fields = await form_of(request, who)
+    _kill_allowed(who)
+    console = state(request)
+    try:
+        record = await run_in_threadpool(
+            lambda: console.kills.release(
+                fields.get("kind", ""), fields.get("value", ""), released_by=who.person
+            )
+        )
+    except TetherError as exc:
+        return render(request, "done.html", who, 400, title="Kill switch", message=str(exc))
+    message = f"Released: {record.kind.value} {record.value!r} by {who.person}."
+    return render(request, "done.html", who, title="Kill switch", message=message, back="/kill")

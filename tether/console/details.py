@@ -1,0 +1,156 @@
+"""What a page shows about a request or a run, derived from recorded events. Pure functions.
+
+Eligibility is the control plane's own rule (`governance.approvals.check_approval`), the
+one the workflow applies: the console offers a request to exactly the people the
+workflow would accept a decision from.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+
+from pydantic import BaseModel, JsonValue
+
+from tether.errors import ApprovalError
+from tether.governance.approvals import ApprovalDecision, PendingApproval, check_approval
+from tether.verification.events import RecordedEvent
+
+
+def why_not(pending: PendingApproval, person: str, now: datetime) -> str:
+    """ "" when `person` may decide `pending` now; otherwise why not."""
+    probe = ApprovalDecision(request_id=pending.request_id, approver=person, approve=True)
+    try:
+        check_approval(pending, probe, now)
+    except ApprovalError as exc:
+        return str(exc)
+    if person in pending.approved_by:
+        return (
+            f"{person!r} has already approved request {pending.request_id!r}; its quorum of "
+            f"{pending.quorum} needs other people"
+        )
+    return ""
+
+
+def urgency(pending: PendingApproval) -> tuple[float, str]:
+    """Sort key: the nearest deadline first, then the newest request."""
+    deadline = pending.deadline.timestamp() if pending.deadline else float("inf")
+    return (deadline, pending.request_id)
+
+
+def argument_rows(summary: str) -> list[tuple[str, str]] | None:
+    """The arguments as (name, value) rows; None when the summary is not a JSON object."""
+    try:
+        parsed = json.loads(summary)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(parsed, dict):
+        return None
+    return [(str(k), _text(v)) for k, v in parsed.items()]
+
+
+def _text(value: JsonValue) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+class Influence(BaseModel):
+    """One thing that may have influenced a step: a model call or an earlier result."""
+
+    kind: str
+    ref: str
+    detail: str
+
+
+def influences(events: Sequence[RecordedEvent], step: int | None) -> list[Influence]:
+    """What the decision of `step` names as its inputs, resolved against the run's events."""
+    decision = next((e for e in events if e.kind == "decision" and e.step == step), None)
+    if decision is None:
+        return []
+    calls = {str(e.payload.get("call_id")): e for e in events if e.kind == "model.call"}
+    found: list[Influence] = []
+    raw = decision.payload.get("inputs")
+    for ref in raw if isinstance(raw, list) else []:
+        ref = str(ref)
+        call = calls.get(ref)
+        if call is not None:
+            p = call.payload
+            found.append(
+                Influence(
+                    kind="model call",
+                    ref=ref,
+                    detail=f"{call.action} by {p.get('model', '?')} ({p.get('provider', '?')}), "
+                    f"{p.get('sensitivity', '')} data, output {str(p.get('output_digest'))[:23]}…",
+                )
+            )
+        elif ref.startswith("step:"):
+            _, number, digest = [*ref.split(":", 2), "", ""][:3]
+            found.append(
+                Influence(kind="tool result", ref=ref, detail=f"step {number}, {digest[:23]}…")
+            )
+        else:
+            found.append(Influence(kind="input", ref=ref, detail=ref))
+    context = decision.payload.get("context")
+    if isinstance(context, dict) and context:
+        found.append(
+            Influence(
+                kind="policy context",
+                ref="context",
+                detail=", ".join(f"{k} = {_text(v)}" for k, v in context.items()),
+            )
+        )
+    return found
+
+
+class Spend(BaseModel):
+    model_calls: int = 0
+    tokens: int = 0
+    cost_usd: float = 0.0
+
+
+def spend(events: Sequence[RecordedEvent]) -> Spend:
+    """Model calls, tokens and cost recorded for a run so far."""
+    total = Spend()
+    for e in events:
+        if e.kind != "model.call":
+            continue
+        p = e.payload
+        tokens = _number(p.get("input_tokens")) + _number(p.get("output_tokens"))
+        total = Spend(
+            model_calls=total.model_calls + 1,
+            tokens=total.tokens + int(tokens),
+            cost_usd=total.cost_usd + _number(p.get("cost_usd")),
+        )
+    return total
+
+
+def _number(value: JsonValue) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+
+
+def five_answers(e: RecordedEvent) -> dict[str, str]:
+    """An event's answers: what occurred, why allowed, what influenced it, outcome, replay."""
+    p = e.payload
+    why = ""
+    if e.tier:
+        why = f"{e.tier} under rule {e.rule} (policy {e.policy_version or '-'})"
+        if e.kind.startswith("approval.") and e.actor:
+            why += f", {e.outcome} by {e.actor}"
+        reason = p.get("reason") or p.get("why")
+        if reason:
+            why += f": {reason}"
+    inputs = p.get("inputs")
+    data = ", ".join(str(i) for i in inputs) if isinstance(inputs, list) else ""
+    for key in ("args_digest", "prompt_digest", "output_digest", "result_digest"):
+        if p.get(key):
+            data += (", " if data else "") + f"{key.removesuffix('_digest')} {str(p[key])[:23]}…"
+    return {
+        "what": f"{e.kind}: {e.action} {e.resource}".strip(),
+        "why": why or "-",
+        "data": data or "-",
+        "outcome": e.outcome or "-",
+        "replay": f"{e.workflow_id} run {e.run_id[:12]} step "
+        + (str(e.step) if e.step is not None else "-"),
+    }

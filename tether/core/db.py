@@ -1,0 +1,70 @@
+"""Database engines for the ledger and the approvals store (SQLite default, PostgreSQL).
+
+SQLite is opened in WAL mode and every transaction starts `BEGIN IMMEDIATE`, so writers
+from many worker processes queue on the database lock instead of failing mid-way.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.orm import DeclarativeBase
+
+from tether.errors import DatabaseError
+
+
+def make_engine(url: str) -> Engine:
+    """Create an engine for `url`, creating the SQLite file's folder when needed."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise DatabaseError(
+            f"database URL {url!r} is not a SQLAlchemy URL; use e.g. "
+            "'sqlite:///.tether/tether.db' or 'postgresql+psycopg://user@host/db'"
+        ) from None
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 60})
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # let the "begin" hook issue BEGIN
+            dbapi_conn.execute("PRAGMA journal_mode=WAL")
+            dbapi_conn.execute("PRAGMA busy_timeout=60000")
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+
+
+class Base(DeclarativeBase):
+    """The declarative base every Tether table shares, so one `create_all` makes them all."""
+
+
+_SETUP_LOCK = 0x7E7E_0001
+"""PostgreSQL advisory lock id that serialises table creation between processes."""
+
+
+def create_tables(engine: Engine, then: Callable[[Connection], object] | None = None) -> None:
+    """Create every Tether table that is missing, once, even with many workers starting.
+
+    One transaction under a lock (SQLite: the write lock of BEGIN IMMEDIATE; PostgreSQL:
+    an advisory lock) covers the existence checks, the CREATEs and `then`, so two
+    processes starting on an empty database cannot both try to create the same table.
+    """
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SETUP_LOCK})
+        Base.metadata.create_all(conn)
+        if then is not None:
+            then(conn)

@@ -1,0 +1,124 @@
+"""`tether audit replay`: re-run a workflow's history against today's code, then
+cross-check every activity result in that history against the ledger's digests.
+
+Uses the worker's data converter and workflow set, so a replay failure means today's
+code would not reproduce the recorded execution.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from pydantic import BaseModel, JsonValue
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowHistory
+from temporalio.worker import Replayer
+
+from tether.runtime.app import App
+from tether.runtime.plugin import TetherPlugin
+from tether.verification.events import digest
+from tether.verification.forensics import Divergence, HistoryFact, cross_check
+from tether.verification.ledger import Ledger
+from tether.verification.query import EventSource
+
+
+class ReplayReport(BaseModel):
+    workflow_id: str
+    run_id: str
+    replayed: bool
+    replay_error: str = ""
+    facts_checked: int
+    divergences: list[Divergence]
+
+    @property
+    def ok(self) -> bool:
+        return self.replayed and not self.divergences
+
+
+def _json(data: bytes) -> JsonValue:
+    value: JsonValue = json.loads(data)
+    return value
+
+
+def history_facts(history: WorkflowHistory) -> list[HistoryFact]:
+    """The activity outcomes of a history, reduced to what the ledger records of them."""
+    scheduled: dict[int, tuple[str, JsonValue]] = {}
+    facts: list[HistoryFact] = []
+    for event in history.events:
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            attrs = event.activity_task_scheduled_event_attributes
+            payload = _json(attrs.input.payloads[0].data) if attrs.input.payloads else None
+            scheduled[event.event_id] = (attrs.activity_type.name, payload)
+        elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+            done = event.activity_task_completed_event_attributes
+            name, inp = scheduled.get(done.scheduled_event_id, ("", None))
+            result = _json(done.result.payloads[0].data) if done.result.payloads else None
+            if name == "call_model" and isinstance(result, dict):
+                facts.append(
+                    HistoryFact(
+                        event_id=event.event_id,
+                        kind="model.call",
+                        value={
+                            "call_id": result["call_id"],
+                            "output_digest": digest(result["text"]),
+                        },
+                    )
+                )
+            elif (
+                name.startswith("tool.") and isinstance(inp, dict) and isinstance(inp["ref"], dict)
+            ):
+                step = inp["ref"]["step"]
+                facts.append(
+                    HistoryFact(
+                        event_id=event.event_id,
+                        kind="tool.executed",
+                        step=step if isinstance(step, int) else None,
+                        value={"result_digest": digest(result)},
+                    )
+                )
+        elif event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED:
+            details = event.marker_recorded_event_attributes.details
+            if "data" not in details or "result" not in details:
+                continue
+            meta = _json(details["data"].payloads[0].data)
+            if isinstance(meta, dict) and meta.get("activity_type") == "decide_step":
+                decision = _json(details["result"].payloads[0].data)
+                if isinstance(decision, dict):
+                    facts.append(
+                        HistoryFact(event_id=event.event_id, kind="decision", value=decision)
+                    )
+    return facts
+
+
+async def replay_history(
+    history: WorkflowHistory,
+    ledger: EventSource,
+    run_id: str,
+    workflows: Sequence[type] = (),
+    app: App | None = None,
+) -> ReplayReport:
+    """Replay `history` with Tether's workflows, `app`'s (its tool modules imported, so
+    an agent loop finds its tools) and `workflows`, then cross-check it with the ledger."""
+    plugin = TetherPlugin((app or App()).merged(workflows))
+    replayer = Replayer(workflows=[], plugins=[plugin])
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    events = [e for e in ledger.events(history.workflow_id) if not run_id or e.run_id == run_id]
+    facts = history_facts(history)
+    return ReplayReport(
+        workflow_id=history.workflow_id,
+        run_id=run_id,
+        replayed=result.replay_failure is None,
+        replay_error=str(result.replay_failure or ""),
+        facts_checked=len(facts),
+        divergences=cross_check(facts, events),
+    )
+
+
+async def replay_workflow(
+    client: Client, ledger: Ledger, workflow_id: str, app: App | None = None
+) -> ReplayReport:
+    handle = client.get_workflow_handle(workflow_id)
+    description = await handle.describe()
+    history = await handle.fetch_history()
+    return await replay_history(history, ledger, description.run_id, app=app)
