@@ -7,11 +7,12 @@ COPY workflows ./workflows
 COPY activities ./activities
 COPY governance ./governance
 COPY verification ./verification
-COPY console ./console
-COPY bench ./bench
 COPY worker.py ./
 RUN pip install --no-cache-dir -c constraints.txt . \
     && useradd --system --uid 10001 --home /var/lib/tether tether \
     && mkdir -p /var/lib/tether && chown tether /var/lib/tether
+# The app the stack runs: the accounts-payable example, declared in tether.toml ([app]).
+COPY examples ./examples
+COPY tether.toml ./
 USER tether
-CMD ["python", "worker.py"]
+CMD ["tether", "worker"]

@@ -1,7 +1,7 @@
 """The Tether worker: settings → Temporal client → dependencies → `Worker.run()`.
 
-Run it with `python worker.py`; run more of them, on more machines, against the same
-task queue to scale out.
+Run it with `tether worker` (or `python worker.py` in this repository); run more of
+them, on more machines, against the same task queue to scale out.
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ from tether.activities.payloads import (
     ModelCallInput,
     ModelCallResult,
 )
-from tether.errors import ErrorType
+from tether.errors import ErrorType, TetherError
 from tether.governance.budget import Breach, Budgets
 from tether.governance.kill import KillSwitches
 from tether.verification.events import LedgerEvent, digest
@@ -105,8 +105,8 @@ class Script(BaseModel):
     pricing: Pricing = Field(default_factory=Pricing)
 
 
-class ScriptError(Exception):
-    pass
+class ScriptError(TetherError):
+    """The model script cannot be read or is not valid; the message names the file."""
 
 
 class ScriptedProvider:
@@ -127,6 +127,13 @@ class ScriptedProvider:
         except ValueError as exc:
             raise ScriptError(f"model script {str(path)!r} is not valid: {exc}") from None
 
+    def entry_for(self, request: ModelCallInput) -> ScriptEntry | None:
+        """The first entry whose task and match fit `request`, or None."""
+        for entry in self.script.entries:
+            if entry.task == request.task and entry.match in request.prompt:
+                return entry
+        return None
+
     async def complete(self, request: ModelCallInput) -> ModelCallResult:
         if self.name in request.exclude_endpoints:
             raise GatewayFailure(
@@ -136,44 +143,44 @@ class ScriptedProvider:
                 [],
                 retryable=False,
             )
-        for entry in self.script.entries:
-            if entry.task == request.task and entry.match in request.prompt:
-                out = (
-                    entry.repair_output
-                    if request.repair_error and entry.repair_output is not None
-                    else entry.output
-                )
-                text = out if isinstance(out, str) else json.dumps(out)
-                # A real provider stops at max_output_tokens; so does the script.
-                text = text[: request.max_output_tokens * 4]
-                input_tokens = estimate_tokens(request.prompt)
-                output_tokens = estimate_tokens(text)
-                return ModelCallResult(
-                    call_id="",
-                    provider=self.name,
-                    model=self.script.model,
-                    text=text,
+        entry = self.entry_for(request)
+        if entry is None:
+            raise ApplicationError(
+                f"the model script has no entry for task {request.task!r} matching this "
+                f"prompt; add one (prompt starts {request.prompt[:60]!r})",
+                type="ScriptMiss",
+                non_retryable=True,
+            )
+        out = (
+            entry.repair_output
+            if request.repair_error and entry.repair_output is not None
+            else entry.output
+        )
+        text = out if isinstance(out, str) else json.dumps(out)
+        # A real provider stops at max_output_tokens; so does the script.
+        text = text[: request.max_output_tokens * 4]
+        input_tokens = estimate_tokens(request.prompt)
+        output_tokens = estimate_tokens(text)
+        return ModelCallResult(
+            call_id="",
+            provider=self.name,
+            model=self.script.model,
+            text=text,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cost_usd=self.pricing.cost(input_tokens, output_tokens),
+            tokens_estimated=True,
+            endpoint=self.name,
+            attempts=[
+                ModelAttempt(
+                    endpoint=self.name,
+                    reason="embedded default",
+                    outcome="ok",
                     input_tokens=input_tokens,
                     output_tokens=output_tokens,
-                    cost_usd=self.pricing.cost(input_tokens, output_tokens),
-                    tokens_estimated=True,
-                    endpoint=self.name,
-                    attempts=[
-                        ModelAttempt(
-                            endpoint=self.name,
-                            reason="embedded default",
-                            outcome="ok",
-                            input_tokens=input_tokens,
-                            output_tokens=output_tokens,
-                        )
-                    ],
-                    finish_reason="stop",
                 )
-        raise ApplicationError(
-            f"the model script has no entry for task {request.task!r} matching this prompt; "
-            f"add one (prompt starts {request.prompt[:60]!r})",
-            type="ScriptMiss",
-            non_retryable=True,
+            ],
+            finish_reason="stop",
         )
 
 

@@ -39,16 +39,17 @@ from rich.progress import Progress, TaskID
 from rich.table import Table
 from rich.text import Text
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from bench.workflows import StepsInput
+from bench.workflows import GovernedStepsWorkflow, StepsInput, UngovernedStepsWorkflow
 from tether.core import telemetry
 from tether.core.binaries import temporal_cli
 from tether.core.config import Settings
 from tether.runtime.client import start_task
+from tether.runtime.plugin import TetherPlugin
 from tether.worker import Runtime, build_worker
 
+BENCH_WORKFLOWS = [GovernedStepsWorkflow, UngovernedStepsWorkflow]
 GOVERNED = "GovernedSteps"
 UNGOVERNED = "UngovernedSteps"
 TARGET_RATIO = 0.6
@@ -269,9 +270,11 @@ async def measure(
         config = client.config()
         config["interceptors"] = [interceptor]
         traced_client = Client(**config)
-        async with build_worker(client, settings, runtime, task_queue=traced_queue):
+        async with build_worker(
+            client, settings, runtime, task_queue=traced_queue, extra_workflows=BENCH_WORKFLOWS
+        ):
             telemetry.activate(None)
-            async with build_worker(client, settings, runtime):
+            async with build_worker(client, settings, runtime, extra_workflows=BENCH_WORKFLOWS):
 
                 async def run_batch(
                     variant: Variant, count: int, bar: tuple[Progress, TaskID] | None
@@ -359,7 +362,7 @@ async def dev_server() -> AsyncIterator[Client]:
     with _stdout_to_stderr():
         env = await WorkflowEnvironment.start_local(
             dev_server_existing_path=temporal_cli(),
-            data_converter=pydantic_data_converter,
+            plugins=[TetherPlugin()],
             dev_server_log_level="error",
         )
     try:

@@ -131,6 +131,15 @@ def source_for(settings: Settings, ledger: Ledger | None = None) -> PolicySource
     return StoreSource(PolicyStore(ledger.engine, ledger))
 
 
+def configured_engine(settings: Settings, policy: Path | None = None) -> PolicyEngine:
+    """`policy` if given, else the policy in force where the worker reads it (the CLI's
+    `policy explain` and the console's views decide with it)."""
+    if policy is not None or settings.policy_source == "file":
+        return PolicyEngine.from_files(settings.policy_model, policy or settings.policy_path)
+    texts = source_for(settings).read()
+    return PolicyEngine.from_texts(texts.model_text, texts.policy_text, texts.name)
+
+
 class PolicyHolder:
     """Holds the policy in force and swaps it, whole, when its source changes."""
 

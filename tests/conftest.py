@@ -133,6 +133,12 @@ async def payment_in_flight(runtime: Runtime, invoice: str, log: Path) -> None:
 
 
 ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "accounts_payable"
+"""The accounts-payable example project (its policy, tests and model script)."""
+
+# The tests run this repository's own project (the example app, declared in its
+# tether.toml) wherever a test's working directory is, in-process and in subprocesses.
+os.environ.setdefault("TETHER_CONFIG", str(ROOT / "tether.toml"))
 
 
 def free_port() -> int:

@@ -19,9 +19,9 @@ import uvicorn
 from ap.workflows import InvoiceResult
 from temporalio.client import Client, WorkflowHandle
 
-from tests.conftest import free_port, pending_status, start_invoice
+from tests.conftest import EXAMPLE, free_port, pending_status, start_invoice
 from tether.console import create_app, hash_password
-from tether.core.config import DEFAULT_POLICY_DIR, Settings
+from tether.core.config import Settings
 from tether.governance.approvals import PendingApproval
 from tether.worker import Runtime
 
@@ -47,9 +47,7 @@ XSS = "<script>document.title='pwned'</script>"
 
 def console_settings(settings: Settings, tmp_path: Path) -> Settings:
     policy = tmp_path / "console-policy.csv"
-    policy.write_text(
-        (DEFAULT_POLICY_DIR / "default.csv").read_text() + "\ng2, user:olga, role:ops\n"
-    )
+    policy.write_text((EXAMPLE / "policy.csv").read_text() + "\ng2, user:olga, role:ops\n")
     script = json.loads((Path(str(settings.model_script))).read_text())
     script["entries"].append(
         {

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from ap.workflows import InvoiceInput, InvoiceResult
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
-from tests.conftest import bank_of, new_id
+from tests.conftest import ROOT, bank_of, new_id
 from tether.core.config import Settings
 from tether.runtime.client import start_task
 from tether.worker import Runtime
@@ -111,3 +117,55 @@ async def test_garbage_model_output_fails_the_run_clearly(
     assert cause.type == "ModelOutputInvalid"
     assert "InvoiceFields" in cause.message
     assert not any(e.kind == "decision" for e in runtime.ledger.events())
+
+
+async def test_cli_replay_of_an_agent_loop_imports_the_apps_tools(
+    client: Client, settings: Settings, runtime: Runtime, worker: Worker, tmp_path: Path
+) -> None:
+    """`tether audit replay` runs in a process of its own: the agent loop finds its tools
+    only because replay imports the app's tool modules ([app] tools). Without them the same
+    history would look nondeterministic, which the code is not."""
+    handle = await start_task(
+        client,
+        "AgentLoop",
+        AgentLoopInput(
+            goal="Pay invoice INV-2001 from acme-office",
+            agent="agent:ap-clerk",
+            tools=["pay_vendor", "update_bank_details"],
+            budget=Budget(max_steps=20),
+        ),
+        workflow_id=new_id("loop-replay"),
+        task_queue=settings.task_queue,
+        started_by="user:carol",
+        result_type=AgentLoopResult,
+    )
+    await handle.result()
+    no_tools = tmp_path / "no-tools.toml"
+    example = ROOT / "examples" / "accounts_payable"
+    no_tools.write_text(
+        f'policy_path = "{example / "policy.csv"}"\n'
+        f'[app]\npath = ["{example}"]\n'
+    )
+
+    def replay(config: Path) -> subprocess.CompletedProcess[str]:
+        env = {
+            **os.environ,
+            "TETHER_CONFIG": str(config),
+            "TETHER_DATABASE_URL": settings.database_url,
+            "TETHER_TEMPORAL_ADDRESS": settings.temporal_address,
+        }
+        return subprocess.run(
+            [sys.executable, "-m", "tether.cli", "audit", "replay", handle.id],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    done = await asyncio.to_thread(replay, ROOT / "tether.toml")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "reproduces" in done.stdout
+    # The control: the same history replayed without the app's tools does not reproduce.
+    broken = await asyncio.to_thread(replay, no_tools)
+    assert broken.returncode == 1 and "replay failed" in broken.stderr

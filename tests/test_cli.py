@@ -92,7 +92,8 @@ async def test_bad_input_gets_one_line_and_loses_nothing(
     line = one_line(await tether(settings, tmp_path, "audit", "show", "no-such-run"))
     assert "'no-such-run'" in line
     (tmp_path / "tether.toml").write_text("dev_port = 'seven'\n")
-    line = one_line(await tether(settings, tmp_path, "approvals", "list"))
+    broken = str(tmp_path / "tether.toml")
+    line = one_line(await tether(settings, tmp_path, "approvals", "list", TETHER_CONFIG=broken))
     assert "dev_port" in line
     assert runtime.ledger.events() == before
     assert runtime.ledger.verify().ok

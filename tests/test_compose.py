@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -49,12 +50,17 @@ def pinned_images(compose: dict[str, Any]) -> list[str]:
     return problems
 
 
+IMAGE_SET = {*tomllib.loads((ROOT / "tether.toml").read_text()), "policy_model"}
+"""Settings the image itself sets: its tether.toml (the app it runs) and the casbin model,
+which ships inside the package."""
+
+
 def worker_settings(compose: dict[str, Any]) -> list[str]:
     env = _env(compose["services"]["worker"])
     return [
         f"worker does not set {var} (setting {field!r})"
         for field in Settings.model_fields
-        if (var := f"TETHER_{field.upper()}") not in env
+        if (var := f"TETHER_{field.upper()}") not in env and field not in IMAGE_SET
     ]
 
 
@@ -216,7 +222,7 @@ def test_worker_talks_to_the_services_in_the_file() -> None:
     assert host in compose["services"]
     assert env["TETHER_DATABASE_URL"].startswith("postgresql+psycopg://")
     # The paths point inside the image, where the Dockerfile puts the project.
-    for key in ("TETHER_POLICY_MODEL", "TETHER_POLICY_PATH", "TETHER_MODEL_SCRIPT"):
+    for key in ("TETHER_POLICY_PATH", "TETHER_MODEL_SCRIPT"):
         relative = Path(env[key]).relative_to("/app")
         assert (ROOT / relative).is_file(), f"{key} names {env[key]}, not in the project"
 
@@ -226,8 +232,10 @@ def test_dockerfile_pinned_and_unprivileged() -> None:
     base = re.search(r"^FROM (\S+)", text, re.MULTILINE)
     assert base and re.search(r":\d", base.group(1)), "the base image is not pinned"
     assert re.search(r"^USER (?!root)\S+", text, re.MULTILINE), "the image runs as root"
-    for folder in ("tether", "workflows", "activities", "governance", "verification"):
+    for folder in ("tether", "workflows", "activities", "governance", "verification", "examples"):
         assert f"COPY {folder} " in text, f"the image lacks {folder}/"
+    # The image's app is declared like any author's: tether.toml beside the project.
+    assert "COPY tether.toml " in text
 
 
 def test_checks_catch_drift() -> None:

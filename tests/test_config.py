@@ -13,6 +13,7 @@ from tether.core.config import Settings
 def test_toml_then_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "tether.toml").write_text('task_queue = "from-toml"\ndev_port = 7999\n')
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TETHER_CONFIG")  # the tether.toml of the working directory
     assert Settings().task_queue == "from-toml"
     assert Settings().dev_port == 7999
     monkeypatch.setenv("TETHER_TASK_QUEUE", "from-env")
@@ -31,6 +32,7 @@ def test_unknown_and_invalid_keys_are_named(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TETHER_CONFIG")  # the tether.toml of the working directory
     (tmp_path / "tether.toml").write_text('task_queu = "typo"\n')
     with pytest.raises(ValidationError, match="task_queu"):
         Settings()

@@ -386,6 +386,7 @@ async def test_endpoints_come_from_tether_toml(
         "max_concurrency = 4\n"
     )
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TETHER_CONFIG")  # the tether.toml of the working directory
     settings = Settings()
     assert settings.models.latency_target_ms == 800
     onprem, cloud = settings.models.endpoints

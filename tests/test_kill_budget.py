@@ -25,7 +25,7 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
-from tests.conftest import bank_of, new_id
+from tests.conftest import EXAMPLE, bank_of, new_id
 from tests.kill_app import AskInput, AskOnceWorkflow, GatedInput, GatedWorkflow
 from tests.test_cli import one_line, tether
 from tether.core.config import Settings
@@ -58,7 +58,7 @@ assert len(NOTE) == 400
 @pytest.fixture
 def script(tmp_path: Path) -> Path:
     """The demo script plus a priced `note` task whose output uses all 100 output tokens."""
-    demo = json.loads(Path("activities/scripts/demo.json").read_text())
+    demo = json.loads((EXAMPLE / "script.json").read_text())
     demo["entries"].append({"task": "note", "output": json.loads(NOTE)})
     demo["pricing"] = {"usd_per_1k_input": 1.0, "usd_per_1k_output": 2.0}
     path = tmp_path / "script.json"

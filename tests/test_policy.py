@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import JsonValue
 
+from tests.conftest import EXAMPLE
 from tether.errors import ApprovalError, PolicyError
 from tether.governance.approvals import (
     ApprovalDecision,
@@ -27,7 +28,7 @@ from tether.governance.types import NO_MATCH_RULE, Decision, DecisionRequest, Ti
 
 POLICIES = Path(__file__).resolve().parent.parent / "governance" / "policies"
 MODEL = POLICIES / "model.conf"
-DEFAULT = POLICIES / "default.csv"
+DEFAULT = EXAMPLE / "policy.csv"
 MODEL_TEXT = MODEL.read_text(encoding="utf-8")
 
 

@@ -17,7 +17,7 @@ import pytest
 from ap.workflows import InvoiceResult
 from temporalio.client import Client
 
-from tests.conftest import start_invoice
+from tests.conftest import EXAMPLE, start_invoice
 from tests.test_ledger_postgres import URL as PG_URL
 from tests.test_ledger_postgres import _schema
 from tether.core.config import Settings
@@ -35,7 +35,7 @@ from tether.worker import Runtime, build_worker
 POLICIES = Path(__file__).resolve().parent.parent / "governance" / "policies"
 MODEL = POLICIES / "model.conf"
 MODEL_TEXT = MODEL.read_text(encoding="utf-8")
-DEFAULT_TEXT = (POLICIES / "default.csv").read_text(encoding="utf-8")
+DEFAULT_TEXT = (EXAMPLE / "policy.csv").read_text(encoding="utf-8")
 ROOT = Path(__file__).resolve().parent.parent
 
 # --- lint ------------------------------------------------------------------------------
@@ -141,7 +141,7 @@ def _cli(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[
 
 
 def test_policy_lint_exit_codes_and_json(tmp_path: Path) -> None:
-    clean = _cli(tmp_path, "policy", "lint", str(POLICIES / "default.csv"))
+    clean = _cli(tmp_path, "policy", "lint", str(EXAMPLE / "policy.csv"))
     assert clean.returncode == 0, clean.stderr
     bad = tmp_path / "bad.csv"
     bad.write_text(
@@ -179,12 +179,12 @@ def test_policy_explain_json(tmp_path: Path) -> None:
 
 
 def test_the_default_policy_passes_its_own_tests(tmp_path: Path) -> None:
-    tests = POLICIES / "default.tests.toml"
-    _, results = run_policy_tests(tests, MODEL, POLICIES / "default.csv")
+    tests = EXAMPLE / "policy.tests.toml"
+    _, results = run_policy_tests(tests, MODEL, EXAMPLE / "policy.csv")
     assert len(results) >= 9 and all(r.passed for r in results), results
     done = _cli(tmp_path, "policy", "test", str(tests))
     assert done.returncode == 0, done.stdout + done.stderr
-    assert f"{len(results)} passed, 0 failed" in done.stdout
+    assert f"{len(results)} passed, 0 failed" in done.stderr  # the title; rows on stdout
 
 
 def test_a_failing_case_is_named_and_exits_1(tmp_path: Path) -> None:
@@ -198,7 +198,7 @@ def test_a_failing_case_is_named_and_exits_1(tmp_path: Path) -> None:
         "resource = 'vendor/acme'\ncontext = { amount = 250 }\nexpect = 'auto'\n"
         "rule = 'ap-pay-small'\n"
     )
-    _, results = run_policy_tests(tests, MODEL, POLICIES / "default.csv")
+    _, results = run_policy_tests(tests, MODEL, EXAMPLE / "policy.csv")
     assert [r.passed for r in results] == [True, False]
     assert (results[1].tier, results[1].rule) == (Tier.DENY, "default-deny")
     done = _cli(tmp_path, "policy", "test", str(tests))
@@ -206,7 +206,7 @@ def test_a_failing_case_is_named_and_exits_1(tmp_path: Path) -> None:
     assert (
         "FAILED 'small stays auto': expected auto by rule 'ap-pay-small', "
         "got deny by rule 'default-deny'"
-    ) in done.stdout
+    ) in done.stderr
     tests.write_text(
         "[[case]]\nagent = 'agent:a'\naction = 'x'\nresource = 'y'\nexpect = 'maybe'\n"
     )

@@ -11,8 +11,9 @@ pull in the Temporal SDK.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from tether.core.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from tether.activities.tools import (
@@ -47,6 +48,9 @@ if TYPE_CHECKING:
     )
     from tether.runtime.client import (
         connect as connect,
+    )
+    from tether.runtime.client import (
+        run_client as run_client,
     )
     from tether.runtime.client import (
         start_task as start_task,
@@ -129,6 +133,7 @@ _EXPORTS = {
     "TetherPlugin": "tether.runtime.plugin",
     "connect": "tether.runtime.client",
     "start_task": "tether.runtime.client",
+    "run_client": "tether.runtime.client",
     "Runtime": "tether.worker",
     "build_worker": "tether.worker",
     "run_worker": "tether.worker",
@@ -137,14 +142,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'tether' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -16,7 +16,7 @@ activity whose result is in history, so replay never re-asks policy. Approvals a
 the `decide` update (validated: holder of the approver role, not the requester, request
 open, deadline not passed) or the `approve` signal with the same payload (refused
 attempts are recorded in the ledger). The human who started the run is read from the
-memo key `started_by`, set by `tether.client.start_task`.
+memo key `started_by`, set by `tether.start_task`.
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel, JsonValue, ValidationError
 
+    from tether.activities.governance import GovernanceActivities
+    from tether.activities.models import ModelActivities
     from tether.activities.payloads import (
         BudgetBreachDetails,
         DecideInput,
@@ -232,8 +234,8 @@ class AgentWorkflow(ApprovalsMixin, RecoveryLadder):
         ref = self._ref()
         args_json: dict[str, JsonValue] = args.model_dump(mode="json")
         summary = canonical_json(args_json)
-        decision = await workflow.execute_local_activity(
-            "decide_step",
+        decision = await workflow.execute_local_activity_method(
+            GovernanceActivities.decide_step,
             DecideInput(
                 ref=ref,
                 action=action,
@@ -244,7 +246,6 @@ class AgentWorkflow(ApprovalsMixin, RecoveryLadder):
                 governed=self.governed,
                 inputs=list(self._inputs),
             ),
-            result_type=Decision,
             start_to_close_timeout=LOCAL,
         )
         if decision.tier is Tier.DENY:
@@ -298,8 +299,8 @@ class AgentWorkflow(ApprovalsMixin, RecoveryLadder):
 
     async def _record_ambiguous(self, call: ToolCall, decision: Decision) -> None:
         ref = call.ref
-        await workflow.execute_local_activity(
-            "record_event",
+        await workflow.execute_local_activity_method(
+            GovernanceActivities.record_event,
             ref.event(
                 "tool.ambiguous",
                 action=call.action,
@@ -324,8 +325,8 @@ class AgentWorkflow(ApprovalsMixin, RecoveryLadder):
         decision: Decision,
         dispatched: dict[str, JsonValue],
     ) -> None:
-        await workflow.execute_local_activity(
-            "record_event",
+        await workflow.execute_local_activity_method(
+            GovernanceActivities.record_event,
             ref.event(
                 "approval.invalidated",
                 action=action,
@@ -357,10 +358,9 @@ class AgentWorkflow(ApprovalsMixin, RecoveryLadder):
         """Run `call_model`; return its result and the request as finally sent."""
         while True:
             try:
-                result = await workflow.execute_activity(
-                    "call_model",
+                result = await workflow.execute_activity_method(
+                    ModelActivities.call_model,
                     request,
-                    result_type=ModelCallResult,
                     start_to_close_timeout=timedelta(seconds=CALL_MODEL_TIMEOUT_SECONDS),
                     retry_policy=MODEL_RETRY,
                 )

@@ -36,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
     from tether.activities.governance import (
         ApprovalContext,
         CloseApprovalInput,
+        GovernanceActivities,
         PrepareApprovalInput,
         approval_event,
     )
@@ -115,8 +116,8 @@ class ApprovalsMixin:
                 }
             )
             self._pending, self._grants, self._rejection = pending, [], None
-            await workflow.execute_local_activity(
-                "open_approval", pending, start_to_close_timeout=LOCAL
+            await workflow.execute_local_activity_method(
+                GovernanceActivities.open_approval, pending, start_to_close_timeout=LOCAL
             )
             quorum = pending.quorum
             with contextlib.suppress(TimeoutError):
@@ -130,14 +131,12 @@ class ApprovalsMixin:
                 )
             last = index == len(context.stages) - 1
             status, approver, comment = self._verdict(pending.quorum, last)
-            await workflow.execute_local_activity(
-                "close_approval",
-                CloseApprovalInput(
-                    pending=self._pending or pending,
-                    status=status,
-                    approver=approver,
-                    comment=comment,
-                ),
+            closing = CloseApprovalInput(
+                pending=self._pending or pending, status=status, approver=approver, comment=comment
+            )
+            await workflow.execute_local_activity_method(
+                GovernanceActivities.close_approval,
+                closing,
                 start_to_close_timeout=LOCAL,
             )
             self._pending = None
@@ -169,10 +168,9 @@ class ApprovalsMixin:
     ) -> ApprovalContext:
         """Stages and trusted keys; waits (paused) while the agent is over its cap."""
         while True:
-            context: ApprovalContext = await workflow.execute_local_activity(
-                "prepare_approval",
+            context: ApprovalContext = await workflow.execute_local_activity_method(
+                GovernanceActivities.prepare_approval,
                 PrepareApprovalInput(ref=ref, action=action, resource=resource, decision=decision),
-                result_type=ApprovalContext,
                 start_to_close_timeout=LOCAL,
             )
             if context.halted:
@@ -277,7 +275,9 @@ class ApprovalsMixin:
                 outcome="refused",
                 payload=detail,
             )
-        await workflow.execute_local_activity("record_event", event, start_to_close_timeout=LOCAL)
+        await workflow.execute_local_activity_method(
+            GovernanceActivities.record_event, event, start_to_close_timeout=LOCAL
+        )
 
     @workflow.update(name="decide")
     async def decide(self, raw: JsonValue) -> ApprovalOutcome:
@@ -327,8 +327,8 @@ class ApprovalsMixin:
             update={"deadline": workflow.now() + timeout}
         )
         self._pending, self._decision = pending, None
-        await workflow.execute_local_activity(
-            "open_approval", pending, start_to_close_timeout=LOCAL
+        await workflow.execute_local_activity_method(
+            GovernanceActivities.open_approval, pending, start_to_close_timeout=LOCAL
         )
         expired = False
         while self._decision is None and not expired:
@@ -348,8 +348,8 @@ class ApprovalsMixin:
             status = ApprovalStatus.APPROVED if decided.approve else ApprovalStatus.REJECTED
             approver, comment = decided.approver, decided.comment
         self._pending = pending.model_copy(update={"status": status})
-        await workflow.execute_local_activity(
-            "close_approval",
+        await workflow.execute_local_activity_method(
+            GovernanceActivities.close_approval,
             CloseApprovalInput(pending=pending, status=status, approver=approver, comment=comment),
             start_to_close_timeout=LOCAL,
         )
@@ -365,8 +365,8 @@ class ApprovalsMixin:
     async def _record_refused_v1(self, pending: PendingApproval) -> None:
         while self._refused:
             attempt, why = self._refused.pop(0)
-            await workflow.execute_local_activity(
-                "record_event",
+            await workflow.execute_local_activity_method(
+                GovernanceActivities.record_event,
                 approval_event(
                     pending,
                     "approval.refused",

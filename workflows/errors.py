@@ -1,12 +1,5 @@
-"""Errors a governed step raises into the author's workflow (the whole tree of Tether's
-errors is drawn in `tether.errors`).
-
-    ApplicationError (temporalio)
-    ├── ActionDenied        policy said deny; nothing ran
-    ├── ActionRejected      an approver rejected, or the approval deadline passed
-    ├── ActionAmbiguous     a side-effecting tool timed out after dispatch: outcome unknown
-    ├── BudgetExceeded      a step, token or cost budget is spent
-    └── ModelOutputInvalid  the model's output failed its schema, repair included
+"""Errors a governed step raises into the author's workflow: `ApplicationError`
+subclasses whose `type` is an `ErrorType` value (`tether.errors` draws the whole tree).
 
 All are non-retryable: uncaught, they fail the run with their type; caught, the author
 decides what the agent does next.

@@ -32,6 +32,7 @@ from temporalio.exceptions import ApplicationError
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel, JsonValue, ValidationError
 
+    from tether.activities.governance import GovernanceActivities
     from tether.activities.payloads import ModelCallInput, ModelCallResult, StepRef
     from tether.errors import ErrorType
     from tether.governance.approvals import ApprovalDecision
@@ -226,8 +227,8 @@ class RecoveryLadder:
     async def _record_rung(
         self, ref: StepRef, task: str, rung: str, outcome: str, error: str, call_id: str = ""
     ) -> None:
-        await workflow.execute_local_activity(
-            "record_event",
+        await workflow.execute_local_activity_method(
+            GovernanceActivities.record_event,
             ref.event(
                 "model.rung",
                 key=f"model.rung.{rung}.{outcome}",

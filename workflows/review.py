@@ -32,11 +32,11 @@ from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlrea
 with workflow.unsafe.imports_passed_through():
     from pydantic import JsonValue, ValidationError
 
-    from tether.activities.notify import review_event
+    from tether.activities.governance import GovernanceActivities
+    from tether.activities.notify import NotifyActivities, review_event
     from tether.activities.payloads import (
         CompensationRef,
         NotifyInput,
-        NotifyResult,
         RecordReviewInput,
         ReviewWindowInput,
         StepRef,
@@ -84,12 +84,13 @@ def _compensation(spec: ToolSpec) -> CompensationRef | None:
 async def notify_step(inp: NotifyInput, spec: ToolSpec, args: dict[str, JsonValue]) -> None:
     """Tell the notify sinks of a step that ran; then open its review window."""
     if not workflow.patched(PATCH):
-        await workflow.execute_local_activity("notify", inp, start_to_close_timeout=LOCAL)
+        await workflow.execute_local_activity_method(
+            NotifyActivities.notify, inp, start_to_close_timeout=LOCAL
+        )
         return
-    told = await workflow.execute_local_activity(
-        "notify",
+    told = await workflow.execute_local_activity_method(
+        NotifyActivities.notify,
         inp.model_copy(update={"review": True}),
-        result_type=NotifyResult,
         start_to_close_timeout=LOCAL,
         retry_policy=NOTIFY_RETRY,
     )
@@ -118,8 +119,8 @@ async def notify_step(inp: NotifyInput, spec: ToolSpec, args: dict[str, JsonValu
         )
     except WorkflowAlreadyStartedError:
         # A run reusing this workflow id while the last run's window is still open.
-        await workflow.execute_local_activity(
-            "record_event",
+        await workflow.execute_local_activity_method(
+            GovernanceActivities.record_event,
             ref.event(
                 "review.not_opened",
                 action=inp.action,
@@ -165,7 +166,9 @@ class ReviewWindowWorkflow:
     @workflow.run
     async def run(self, inp: ReviewWindowInput) -> ReviewOutcome:
         opened = self._window
-        await workflow.execute_local_activity("open_review", opened, start_to_close_timeout=LOCAL)
+        await workflow.execute_local_activity_method(
+            NotifyActivities.open_review, opened, start_to_close_timeout=LOCAL
+        )
         remaining = inp.until - workflow.now()
         if self._flag is None and remaining > timedelta(0):
             with contextlib.suppress(TimeoutError):
@@ -272,8 +275,8 @@ class ReviewWindowWorkflow:
         payload: dict[str, JsonValue],
         content: list[JsonValue] | None = None,
     ) -> None:
-        await workflow.execute_local_activity(
-            "record_review",
+        await workflow.execute_local_activity_method(
+            NotifyActivities.record_review,
             RecordReviewInput(
                 window=self._window,
                 kind=kind,
@@ -349,7 +352,9 @@ class ReviewWindowWorkflow:
             },
             key_suffix=f".{workflow.uuid4()}",
         )
-        await workflow.execute_local_activity("record_event", event, start_to_close_timeout=LOCAL)
+        await workflow.execute_local_activity_method(
+            GovernanceActivities.record_event, event, start_to_close_timeout=LOCAL
+        )
 
     @workflow.query(name="window")
     def window(self) -> ReviewWindow:

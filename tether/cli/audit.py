@@ -7,10 +7,21 @@ from typing import Annotated
 
 import typer
 from pydantic import ValidationError
-from rich.table import Table
+from rich.text import Text
 from temporalio.service import RPCError
 
-from tether.cli.common import _app, _run, _settings, _stores, err, event_line, friendly, out
+from tether.cli.common import (
+    _app,
+    _run,
+    _settings,
+    _stores,
+    emit_table,
+    err,
+    event_line,
+    friendly,
+    out,
+    red,
+)
 from tether.errors import TetherError
 from tether.governance.policy import PolicyEngine
 from tether.runtime.replay import ReplayReport
@@ -37,10 +48,15 @@ audit_app = typer.Typer(help="Verify, checkpoint and inspect the ledger.", no_ar
 
 def _report(report: VerifyReport) -> None:
     if report.ok:
-        out.print(f"ledger intact: {report.events} events, head {report.head_hash}", soft_wrap=True)
+        out.print(
+            f"ledger intact: {report.events} events, head {report.head_hash}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
         return
     where = f" at entry {report.first_bad_seq}" if report.first_bad_seq else ""
-    err.print(f"[red]ledger broken[/]{where}: {report.problem}", highlight=False, soft_wrap=True)
+    err.print(red("ledger broken", f"{where}: {report.problem}"), highlight=False, soft_wrap=True)
     raise typer.Exit(1)
 
 
@@ -72,7 +88,9 @@ def audit_checkpoint(
     output.write_text(checkpoint.model_dump_json(indent=2))
     out.print(
         f"checkpoint of {checkpoint.size} events, root {checkpoint.root[:16]}…, "
-        f"key {checkpoint.key_id} → {output}"
+        f"key {checkpoint.key_id} → {output}",
+        markup=False,
+        highlight=False,
     )
 
 
@@ -121,11 +139,13 @@ def audit_verify_proof(
     if not problem and not parsed.verify():
         problem = f"the proof does not put event {parsed.seq} in the checkpoint's tree"
     if problem:
-        err.print(f"[red]proof rejected[/]: {problem}", highlight=False, soft_wrap=True)
+        err.print(red("proof rejected", f": {problem}"), highlight=False, soft_wrap=True)
         raise typer.Exit(1)
     out.print(
         f"event {parsed.seq} ({parsed.event_hash[:16]}…) is in the checkpoint of {cp.size} "
-        f"events signed by {cp.key_id}"
+        f"events signed by {cp.key_id}",
+        markup=False,
+        highlight=False,
     )
 
 
@@ -142,12 +162,14 @@ def audit_consistency(
     proof = prove_consistency(ledger, old_cp.size, new_size)
     if proof.old_root != old_cp.root or not proof.verify():
         err.print(
-            f"[red]not consistent[/]: the ledger's first {old_cp.size} entries no longer "
-            "match the older checkpoint",
+            red(
+                "not consistent",
+                f": the ledger's first {old_cp.size} entries no longer match the older checkpoint",
+            ),
             highlight=False,
         )
         raise typer.Exit(1)
-    out.print(f"consistent: {old_cp.size} → {proof.new_size} events, append-only")
+    out.print(f"consistent: {old_cp.size} → {proof.new_size} events, append-only", markup=False)
 
 
 @audit_app.command("show")
@@ -173,15 +195,22 @@ def audit_show(
             ]
         )
         return
-    table = Table(title=f"{workflow_id}: {len(events)} events", title_justify="left")
-    for col in ("+ms", "took ms", "step", "event", "what", "seq"):
-        table.add_column(col, overflow="fold")
-    for e, t in zip(events, entries, strict=True):
-        took = f"{t.duration_ms:.0f}" if t.duration_ms is not None else ""
-        table.add_row(
-            f"{t.since_start_ms:.0f}", took, str(e.step or ""), e.kind, t.summary, str(e.seq)
-        )
-    out.print(table)
+    emit_table(
+        f"{workflow_id}: {len(events)} events",
+        ("+ms", "took ms", "step", "event", "what", "seq"),
+        [
+            (
+                f"{t.since_start_ms:.0f}",
+                f"{t.duration_ms:.0f}" if t.duration_ms is not None else "",
+                str(e.step or ""),
+                e.kind,
+                t.summary,
+                str(e.seq),
+            )
+            for e, t in zip(events, entries, strict=True)
+        ],
+        ids=("event", "seq"),
+    )
 
 
 @audit_app.command("search")
@@ -221,10 +250,11 @@ def audit_search(
     for e in found:
         out.print(
             f"{e.recorded_at[:19]} {e.workflow_id} " + event_line(e),
+            markup=False,
             highlight=False,
             soft_wrap=True,
         )
-    out.print(f"{len(found)} event(s)")
+    out.print(f"{len(found)} event(s)", markup=False)
 
 
 @audit_app.command("what-if")
@@ -245,22 +275,27 @@ def audit_what_if(
     if as_json:
         out.print_json(data=[{**r.model_dump(), "changed": r.changed} for r in rows])
         return
-    table = Table(
-        title=f"{workflow_id} under {policy.name} ({engine.version})", title_justify="left"
+    emit_table(
+        f"{workflow_id} under {policy.name} ({engine.version})",
+        ("step", "action", "resource", "recorded", "would be", "changed"),
+        [
+            (
+                str(r.step),
+                r.action,
+                r.resource,
+                f"{r.recorded_tier} ({r.recorded_rule})",
+                f"{r.new_tier} ({r.new_rule})",
+                Text("changed", style="yellow") if r.changed else "",
+            )
+            for r in rows
+        ],
+        ids=("action", "resource"),
     )
-    for col in ("step", "action", "resource", "recorded", "would be", ""):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(
-            str(r.step),
-            r.action,
-            r.resource,
-            f"{r.recorded_tier} ({r.recorded_rule})",
-            f"{r.new_tier} ({r.new_rule})",
-            "[yellow]changed[/]" if r.changed else "",
-        )
-    out.print(table)
-    out.print(f"{sum(r.changed for r in rows)} of {len(rows)} decision(s) would change")
+    err.print(
+        f"{sum(r.changed for r in rows)} of {len(rows)} decision(s) would change",
+        markup=False,
+        highlight=False,
+    )
 
 
 @audit_app.command("replay")
@@ -286,17 +321,23 @@ def audit_replay(workflow_id: str) -> None:
 
 def _print_replay(report: ReplayReport) -> None:
     if report.replayed:
-        out.print(f"replay: today's code reproduces {report.workflow_id} (run {report.run_id})")
+        out.print(
+            f"replay: today's code reproduces {report.workflow_id} (run {report.run_id})",
+            markup=False,
+            highlight=False,
+        )
     else:
-        err.print(f"[red]replay failed[/]: {report.replay_error}", highlight=False, soft_wrap=True)
+        err.print(red("replay failed", f": {report.replay_error}"), highlight=False, soft_wrap=True)
     for d in report.divergences:
         err.print(
-            f"[red]divergence[/] (history event {d.event_id}, ledger entry {d.seq}): {d.problem}",
+            red("divergence", f" (history event {d.event_id}, ledger entry {d.seq}): {d.problem}"),
             highlight=False,
             soft_wrap=True,
         )
     if not report.divergences:
-        out.print(f"cross-check: {report.facts_checked} activity results match the ledger")
+        out.print(
+            f"cross-check: {report.facts_checked} activity results match the ledger", markup=False
+        )
     if not report.ok:
         raise typer.Exit(1)
 
@@ -326,7 +367,9 @@ def audit_export(
     out.print(
         f"{output}: {len(bundle.manifest.events)} events with proofs, checkpoint of "
         f"{bundle.manifest.checkpoint.size} (key {bundle.manifest.checkpoint.key_id}), history, "
-        f"{len(bundle.content)} policy text(s)"
+        f"{len(bundle.content)} policy text(s)",
+        markup=False,
+        highlight=False,
     )
 
 
@@ -350,7 +393,7 @@ def audit_verify_bundle(
     problems = verify_bundle(raw, set(trust_key) if trust_key else None)
     if problems:
         for problem in problems:
-            err.print(f"[red]bundle broken[/]: {problem}", highlight=False, soft_wrap=True)
+            err.print(red("bundle broken", f": {problem}"), highlight=False, soft_wrap=True)
         raise typer.Exit(1)
     bundle = Bundle.model_validate_json(raw)
     history = WorkflowHistory.from_json(bundle.manifest.workflow_id, bundle.history)
@@ -366,6 +409,8 @@ def audit_verify_bundle(
     cp = bundle.manifest.checkpoint
     out.print(
         f"bundle intact: {len(bundle.manifest.events)} events proven against the checkpoint of "
-        f"{cp.size} events (key {cp.key_id})"
+        f"{cp.size} events (key {cp.key_id})",
+        markup=False,
+        highlight=False,
     )
     _print_replay(report)

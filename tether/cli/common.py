@@ -1,14 +1,19 @@
-"""Helpers every `tether` command shares: consoles, settings, stores, friendly errors."""
+"""Helpers every `tether` command shares: consoles, settings, stores, friendly errors, tables.
+
+Values (ids, rules, tiers, paths) are printed as `Text` or with `markup=False`, never
+as Rich markup: `[notify: rule]` must reach the reader as written.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Collection, Coroutine, Iterable, Sequence
 from functools import wraps
 from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.table import Table
 from rich.text import Text
 
 from tether.core.config import Settings, load_settings
@@ -19,9 +24,14 @@ from tether.runtime.app import App, app_from_ref, load_app
 from tether.verification.events import RecordedEvent
 from tether.verification.ledger import Ledger
 
-out = Console()
-err = Console(stderr=True)
+# soft_wrap: a message stays one line however long (a pipe gets no inserted newlines);
+# tables still fit the terminal, folding their own cells.
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
+Cell = str | Text
+"""A table cell: a `str` is shown as written (never parsed as markup); a `Text` may
+carry a style, which only a terminal shows."""
 
 
 def friendly(fn: F) -> F:
@@ -68,3 +78,58 @@ def event_line(e: RecordedEvent) -> str:
     target = f"{e.action} {e.resource}".strip()
     why = f"tier={e.tier} rule={e.rule} " if e.tier else ""
     return f"#{e.seq:<4} step {e.step} {e.kind:<18} {target:<40} {why}by {e.actor} -> {e.outcome}"
+
+
+def red(label: str, rest: str) -> Text:
+    """`label` in red, then `rest` as written: a failure line (`ledger broken: …`)."""
+    return Text.assemble((label, "red"), rest)
+
+
+def _tsv(cell: Cell) -> str:
+    plain = cell.plain if isinstance(cell, Text) else cell
+    return plain.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+
+
+def emit_table(
+    title: str,
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Cell]],
+    *,
+    ids: Collection[str] = (),
+    console: Console | None = None,
+) -> None:
+    """Print a listing: a Rich table on a terminal, else tab-separated lines for scripts.
+
+    On a terminal every cell is `Text` (brackets stay brackets) and no column ends in an
+    ellipsis: the `ids` columns keep each value on one line when the terminal is wide
+    enough for them, and fold onto the next line (every character kept) when it is not.
+    Anywhere else (a pipe, a file) the output is a header line of the column names and
+    one line per row, cells separated by tabs, nothing cut; a tab, newline or backslash
+    inside a cell is written as `\\t`, `\\n` or `\\\\`. The title then goes to stderr,
+    so stdout holds the data alone.
+    """
+    console = console or out
+    table_rows = [[c if isinstance(c, Text) else Text(c) for c in row] for row in rows]
+    if set(ids) - set(columns) or any(len(row) != len(columns) for row in table_rows):
+        raise ValueError(f"rows and ids {sorted(ids)} must fit the columns {list(columns)}")
+    if not console.is_terminal:
+        err.print(Text(title), highlight=False, soft_wrap=True)
+        lines = ["\t".join(_tsv(c) for c in columns)]
+        lines += ["\t".join(_tsv(c) for c in row) for row in table_rows]
+        console.file.write("".join(f"{line}\n" for line in lines))
+        console.file.flush()
+        return
+    widths = [
+        max([len(h), *(row[i].cell_len for row in table_rows)]) for i, h in enumerate(columns)
+    ]
+    id_width = sum(w + 3 for h, w in zip(columns, widths, strict=True) if h in ids)
+    others = sum(h not in ids for h in columns)
+    # One line per id only where that cannot crop it: Rich narrows a no_wrap column
+    # (cutting it) once the other columns cannot shrink any further.
+    one_line = id_width + 4 * others + 1 <= console.width
+    table = Table(title=Text(title), title_justify="left")
+    for header in columns:
+        table.add_column(Text(header), overflow="fold", no_wrap=one_line and header in ids)
+    for row in table_rows:
+        table.add_row(*row)
+    console.print(table)

@@ -13,16 +13,15 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
+from tether.cli.common import emit_table, red
 from tether.core.binaries import temporal_cli
 from tether.core.config import Settings
 from tether.errors import DevError
-
-WORKER_SCRIPT = Path(__file__).resolve().parent.parent / "worker.py"
 
 
 def port_busy(port: int, host: str = "127.0.0.1") -> bool:
@@ -61,7 +60,8 @@ def _stop(procs: list[subprocess.Popen[bytes]], grace: float = 15.0) -> None:
             proc.wait()
 
 
-def run_dev(settings: Settings, console: Console) -> int:
+def run_dev(settings: Settings, console: Console, app_args: Sequence[str] = ()) -> int:
+    """`app_args` (e.g. `--app REF`) go to the worker and console the stack starts."""
     for port, what, var in (
         (settings.dev_port, "Temporal gRPC", "TETHER_DEV_PORT"),
         (settings.dev_ui_port, "Temporal UI", "TETHER_DEV_UI_PORT"),
@@ -112,7 +112,7 @@ def run_dev(settings: Settings, console: Console) -> int:
         with worker_log.open("ab") as out:
             procs.append(
                 subprocess.Popen(
-                    [sys.executable, str(WORKER_SCRIPT)],
+                    [sys.executable, "-m", "tether.cli", *app_args, "worker"],
                     env=env,
                     stdout=out,
                     stderr=subprocess.STDOUT,
@@ -122,33 +122,40 @@ def run_dev(settings: Settings, console: Console) -> int:
         with console_log.open("ab") as out:
             procs.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "tether.cli.main", "console"],
+                    [sys.executable, "-m", "tether.cli", *app_args, "console"],
                     env=env,
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
                 )
             )
-        table = Table(title="tether dev", show_header=False, title_justify="left")
-        table.add_row("Temporal gRPC", address)
-        table.add_row("Temporal UI", f"http://127.0.0.1:{settings.dev_ui_port}")
-        table.add_row("Temporal state", str(state / "temporal.db"))
-        table.add_row("worker", f"pid {procs[1].pid}, task queue {settings.task_queue!r}")
-        table.add_row("console", f"http://{settings.console_host}:{settings.console_port}")
-        table.add_row("ledger", settings.database_url)
-        table.add_row("policy", str(settings.policy_path))
-        table.add_row("logs", f"{server_log}, {worker_log}, {console_log}")
-        console.print(table)
+        emit_table(
+            "tether dev",
+            ("part", "where"),
+            [
+                ("Temporal gRPC", address),
+                ("Temporal UI", f"http://127.0.0.1:{settings.dev_ui_port}"),
+                ("Temporal state", str(state / "temporal.db")),
+                ("worker", f"pid {procs[1].pid}, task queue {settings.task_queue!r}"),
+                ("console", f"http://{settings.console_host}:{settings.console_port}"),
+                ("ledger", settings.database_url),
+                ("policy", str(settings.policy_path)),
+                ("logs", f"{server_log}, {worker_log}, {console_log}"),
+            ],
+            ids=("where",),
+            console=console,
+        )
         console.print(
             f"ready. In another shell: TETHER_TEMPORAL_ADDRESS={address} tether run ... ; "
             "Ctrl-C stops everything.",
+            markup=False,
             highlight=False,
         )
         while all(p.poll() is None for p in procs):
             time.sleep(0.2)
         dead = next(p for p in procs if p.poll() is not None)
         name = {0: "Temporal dev server", 1: "worker"}.get(procs.index(dead), "console")
-        console.print(f"[red]the {name} exited with {dead.returncode}; see its log[/]")
+        console.print(red(f"the {name} exited with {dead.returncode}; see its log", ""))
         return 1
     except KeyboardInterrupt:
         console.print("stopping …")

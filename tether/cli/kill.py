@@ -8,9 +8,8 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from tether.cli.common import _run, _settings, friendly, out
+from tether.cli.common import _run, _settings, emit_table, friendly, out
 from tether.core.config import Settings
 from tether.core.db import make_engine
 from tether.errors import TetherError
@@ -53,7 +52,7 @@ def kill_engage(
     settings = _settings()
     ledger, switches = _engine(settings)
     record = switches.engage(kind, value, reason=reason, engaged_by=as_user)
-    out.print(f"engaged: {record.describe()}", highlight=False)
+    out.print(f"engaged: {record.describe()}", markup=False, highlight=False)
 
     async def go() -> None:
         try:
@@ -65,9 +64,9 @@ def kill_engage(
             ) from None
         done = await halt_pending(client, ApprovalStore(ledger.engine), record)
         for wid in done.halted:
-            out.print(f"halted pending approval of {wid}", highlight=False)
+            out.print(f"halted pending approval of {wid}", markup=False, highlight=False)
         for wid in done.unreachable:
-            out.print(f"could not signal {wid} (finished or gone)", highlight=False)
+            out.print(f"could not signal {wid} (finished or gone)", markup=False, highlight=False)
 
     _run(go())
 
@@ -78,7 +77,11 @@ def kill_release(kind: Kind, as_user: Actor, value: Value = "") -> None:
     """Release an engaged kill switch: new decisions in scope run again."""
     _, switches = _engine(_settings())
     record = switches.release(kind, value, released_by=as_user)
-    out.print(f"released: {record.kind.value} {record.value!r} by {as_user}", highlight=False)
+    out.print(
+        f"released: {record.kind.value} {record.value!r} by {as_user}",
+        markup=False,
+        highlight=False,
+    )
 
 
 @kill_app.command("status")
@@ -93,14 +96,15 @@ def kill_status(
     if as_json:
         out.print_json(data=[r.model_dump(mode="json") for r in records])
         return
-    table = Table(title=f"{len(records)} kill switch(es)", title_justify="left")
-    for col in ("scope", "value", "reason", "engaged by", "engaged at", "released at"):
-        table.add_column(col)
-    for r in records:
-        table.add_row(
-            r.kind.value, r.value, r.reason, r.engaged_by, r.engaged_at, r.released_at or "-"
-        )
-    out.print(table)
+    emit_table(
+        f"{len(records)} kill switch(es)",
+        ("scope", "value", "reason", "engaged by", "engaged at", "released at"),
+        [
+            (r.kind.value, r.value, r.reason, r.engaged_by, r.engaged_at, r.released_at or "-")
+            for r in records
+        ],
+        ids=("value", "engaged by"),
+    )
 
 
 def _budgets(settings: Settings) -> Budgets:
@@ -135,7 +139,7 @@ def budget_set(
         ),
         actor=as_user,
     )
-    out.print(f"budget of {budget.subject} set", highlight=False)
+    out.print(f"budget of {budget.subject} set", markup=False, highlight=False)
 
 
 @budget_app.command("show")
@@ -149,20 +153,24 @@ def budget_show(
     if as_json:
         out.print_json(data=[u.model_dump(mode="json") for u in usage])
         return
-    table = Table(title=f"{len(usage)} budget(s)", title_justify="left")
-    for col in ("subject", "window", "tokens", "cost", "open", "on breach"):
-        table.add_column(col)
-    for u in usage:
-        b = u.budget
-        table.add_row(
-            b.subject,
-            f"{b.window_seconds}s",
-            f"{u.tokens} / {b.max_tokens or '-'}",
-            f"${u.cost_usd:.4f} / " + (f"${b.max_cost_usd:.4f}" if b.max_cost_usd else "-"),
-            str(u.open_reservations),
-            b.on_breach.value + (f" ({b.approver_role})" if b.approver_role else ""),
-        )
-    out.print(table)
+    emit_table(
+        f"{len(usage)} budget(s)",
+        ("subject", "window", "tokens", "cost", "open", "on breach"),
+        [
+            (
+                u.budget.subject,
+                f"{u.budget.window_seconds}s",
+                f"{u.tokens} / {u.budget.max_tokens or '-'}",
+                f"${u.cost_usd:.4f} / "
+                + (f"${u.budget.max_cost_usd:.4f}" if u.budget.max_cost_usd else "-"),
+                str(u.open_reservations),
+                u.budget.on_breach.value
+                + (f" ({u.budget.approver_role})" if u.budget.approver_role else ""),
+            )
+            for u in usage
+        ],
+        ids=("subject",),
+    )
 
 
 @budget_app.command("clear")
@@ -172,4 +180,4 @@ def budget_clear(
 ) -> None:
     """Remove a budget (its usage history stays)."""
     _budgets(_settings()).clear(subject, actor=as_user)
-    out.print(f"budget of {subject} cleared", highlight=False)
+    out.print(f"budget of {subject} cleared", markup=False, highlight=False)

@@ -13,21 +13,30 @@ import uuid
 from pathlib import Path
 from typing import Annotated, get_type_hints
 
-import click
 import typer
 from pydantic import BaseModel, ValidationError
-from rich.table import Table
 from temporalio import workflow as temporal_workflow
 
 from tether.cli.audit import audit_app
-from tether.cli.common import APP_REF, _app, _run, _settings, _stores, err, friendly, out
+from tether.cli.common import (
+    APP_REF,
+    _app,
+    _run,
+    _settings,
+    _stores,
+    emit_table,
+    err,
+    friendly,
+    out,
+)
 from tether.cli.kill import budget_app, kill_app
-from tether.cli.policy import add_policy_commands, configured_engine
+from tether.cli.policy import add_policy_commands
 from tether.cli.review import review_app
 from tether.console.cli import console_app
 from tether.core.config import Settings
 from tether.errors import TetherError
 from tether.governance.policy import PolicyEngine
+from tether.governance.reload import configured_engine
 from tether.governance.types import DecisionRequest
 
 app = typer.Typer(
@@ -63,7 +72,9 @@ def _options(
     """Tether: governed, durable, evidenced AI agents on Temporal."""
     if config is not None:
         if not config.is_file():
-            err.print(f"error: --config {str(config)!r} is not a file", highlight=False)
+            err.print(
+                f"error: --config {str(config)!r} is not a file", markup=False, highlight=False
+            )
             raise typer.Exit(2)
         os.environ["TETHER_CONFIG"] = str(config)
     APP_REF.clear()
@@ -76,11 +87,29 @@ def _options(
 
 @app.command()
 @friendly
+def init(
+    directory: Annotated[Path, typer.Argument(help="The new project's folder.")],
+    force: Annotated[bool, typer.Option(help="Write into a folder that is not empty.")] = False,
+) -> None:
+    """Create a new project: a refund agent, its policy, model script and tests."""
+    from tether.cli.init import scaffold
+
+    files = scaffold(directory, force=force)
+    out.print(
+        f"created {len(files)} files in {directory}; next: cd {directory} && pytest",
+        markup=False,
+        highlight=False,
+    )
+
+
+@app.command()
+@friendly
 def dev() -> None:
     """Start the Temporal dev server (state under .tether/), a worker and the console."""
     from tether.cli.dev import run_dev
 
-    raise typer.Exit(run_dev(_settings(), out))
+    app_args = ["--app", APP_REF[0]] if APP_REF else []
+    raise typer.Exit(run_dev(_settings(), out, app_args))
 
 
 @app.command()
@@ -183,7 +212,7 @@ def run(
                 f"a workflow with id {wid!r} already exists; pick another --id, or see it "
                 f"with 'tether audit show {wid}'"
             ) from None
-        out.print(f"started {workflow} as {handle.id}")
+        out.print(f"started {workflow} as {handle.id}", markup=False, highlight=False)
         if wait:
             try:
                 out.print_json(data=await handle.result())
@@ -210,30 +239,35 @@ def approvals_list(
     if as_json:
         out.print_json(data=[p.model_dump(mode="json") for p in pending])
         return
-    table = Table(title=f"{len(pending)} open approval request(s)", title_justify="left")
-    for col in (
-        "id",
-        "action",
-        "resource",
-        "arguments",
-        "why",
-        "asked by",
-        "approvers",
-        "deadline",
-    ):
-        table.add_column(col)
-    for p in pending:
-        table.add_row(
-            p.request_id,
-            p.action,
-            p.resource,
-            p.args_summary[:60],
-            p.rule,
-            f"{p.agent} for {p.requested_by}",
-            p.approver_role,
-            p.deadline.isoformat(timespec="seconds") if p.deadline else "-",
-        )
-    out.print(table)
+    emit_table(
+        f"{len(pending)} open approval request(s)",
+        (
+            "id",
+            "workflow",
+            "action",
+            "resource",
+            "arguments",
+            "why",
+            "asked by",
+            "approvers",
+            "deadline",
+        ),
+        [
+            (
+                p.request_id,
+                p.workflow_id,
+                p.action,
+                p.resource,
+                p.args_summary,
+                p.rule,
+                f"{p.agent} for {p.requested_by}",
+                p.approver_role,
+                p.deadline.isoformat(timespec="seconds") if p.deadline else "-",
+            )
+            for p in pending
+        ],
+        ids=("id", "workflow"),
+    )
 
 
 def _decide(request_id: str, as_user: str, approve: bool, comment: str) -> None:
@@ -256,7 +290,11 @@ def _decide(request_id: str, as_user: str, approve: bool, comment: str) -> None:
             comment=comment,
             key=signing_key(settings),
         )
-        out.print(f"{outcome.request_id}: {outcome.status.value} by {outcome.approver}")
+        out.print(
+            f"{outcome.request_id}: {outcome.status.value} by {outcome.approver}",
+            markup=False,
+            highlight=False,
+        )
 
     _run(go())
 
@@ -269,8 +307,12 @@ def approvals_key() -> None:
     from tether.runtime.approvals import signing_key
 
     public = public_hex(signing_key(_settings()))
-    out.print(public)
-    err.print(f"key id {key_id_of(public)}; workers trust it via TETHER_APPROVAL_TRUSTED_KEYS")
+    out.print(public, markup=False, highlight=False, soft_wrap=True)
+    err.print(
+        f"key id {key_id_of(public)}; workers trust it via TETHER_APPROVAL_TRUSTED_KEYS",
+        markup=False,
+        highlight=False,
+    )
 
 
 @approvals_app.command("approve")
@@ -326,6 +368,7 @@ def policy_explain(
     out.print(
         f"tier: {decision.tier.value}\nrule: {decision.rule}\n"
         f"policy: {decision.policy_version}\nwhy: {decision.reason}",
+        markup=False,
         highlight=False,
     )
 
@@ -336,7 +379,11 @@ def policy_check(path: Path) -> None:
     """Load a policy file and report its rules and version, or the first error."""
     settings = _settings()
     engine = PolicyEngine.from_files(settings.policy_model, path)
-    out.print(f"{path}: {len(engine.document.rules)} rules, version {engine.version}")
+    out.print(
+        f"{path}: {len(engine.document.rules)} rules, version {engine.version}",
+        markup=False,
+        highlight=False,
+    )
 
 
 def main() -> None:
@@ -349,15 +396,7 @@ def main() -> None:
     """
     code = 0
     try:
-        app(standalone_mode=False)
-    except typer.Exit as exc:
-        code = exc.exit_code
-    except click.exceptions.Abort:
-        err.print("aborted")
-        code = 130
-    except click.ClickException as exc:
-        exc.show()
-        code = exc.exit_code
+        app()  # standalone: usage errors print their own message and raise SystemExit
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except KeyboardInterrupt:

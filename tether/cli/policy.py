@@ -10,28 +10,19 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
+from rich.text import Text
 
-from tether.cli.common import _settings, friendly, out
+from tether.cli.common import _settings, emit_table, err, friendly, out
 from tether.core.config import Settings
 from tether.core.db import make_engine
 from tether.governance.lint import lint
-from tether.governance.policy import PolicyEngine
 from tether.governance.policy_store import PolicyStore
 from tether.governance.policy_tests import run_policy_tests
-from tether.governance.reload import read_text, source_for
+from tether.governance.reload import read_text
 from tether.verification.ledger import Ledger
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 ModelOption = Annotated[Path | None, typer.Option(help="casbin model (default: configured).")]
-
-
-def configured_engine(settings: Settings, policy: Path | None = None) -> PolicyEngine:
-    """`policy` if given, else the policy in force where the worker reads it."""
-    if policy is not None or settings.policy_source == "file":
-        return PolicyEngine.from_files(settings.policy_model, policy or settings.policy_path)
-    texts = source_for(settings).read()
-    return PolicyEngine.from_texts(texts.model_text, texts.policy_text, texts.name)
 
 
 def _store(settings: Settings) -> PolicyStore:
@@ -52,18 +43,23 @@ def add_policy_commands(policy_app: typer.Typer) -> None:
         if as_json:
             out.print_json(data=[f.model_dump() for f in findings])
         elif not findings:
-            out.print(f"{path}: no findings", highlight=False)
+            out.print(f"{path}: no findings", markup=False, highlight=False)
         else:
-            table = Table(
-                title=f"{path}: {errors} error(s), {len(findings) - errors} warning(s)",
-                title_justify="left",
+            emit_table(
+                f"{path}: {errors} error(s), {len(findings) - errors} warning(s)",
+                ("line", "severity", "check", "rule", "message"),
+                [
+                    (
+                        str(f.line),
+                        Text(f.severity, style="red" if f.severity == "error" else "yellow"),
+                        f.check,
+                        f.rule,
+                        f.message,
+                    )
+                    for f in findings
+                ],
+                ids=("check", "rule"),
             )
-            for col in ("line", "severity", "check", "rule", "message"):
-                table.add_column(col, overflow="fold")
-            for f in findings:
-                colour = "red" if f.severity == "error" else "yellow"
-                table.add_row(str(f.line), f"[{colour}]{f.severity}[/]", f.check, f.rule, f.message)
-            out.print(table)
         raise typer.Exit(1 if errors else 0)
 
     @policy_app.command("test")
@@ -80,27 +76,28 @@ def add_policy_commands(policy_app: typer.Typer) -> None:
                 data={"policy_version": engine.version, "cases": [r.model_dump() for r in results]}
             )
         else:
-            table = Table(
-                title=f"{file}: {len(results) - len(failed)} passed, {len(failed)} failed "
+            emit_table(
+                f"{file}: {len(results) - len(failed)} passed, {len(failed)} failed "
                 f"(policy {engine.version})",
-                title_justify="left",
+                ("result", "case", "expected", "got", "why"),
+                [
+                    (
+                        Text("pass", style="green") if r.passed else Text("FAIL", style="red"),
+                        r.name,
+                        f"{r.expect.value}" + (f" ({r.expect_rule})" if r.expect_rule else ""),
+                        f"{r.tier.value} ({r.rule})",
+                        "" if r.passed else r.reason,
+                    )
+                    for r in results
+                ],
+                ids=("case",),
             )
-            for col in ("", "case", "expected", "got", "why"):
-                table.add_column(col, overflow="fold")
-            for r in results:
-                table.add_row(
-                    "[green]pass[/]" if r.passed else "[red]FAIL[/]",
-                    r.name,
-                    f"{r.expect.value}" + (f" ({r.expect_rule})" if r.expect_rule else ""),
-                    f"{r.tier.value} ({r.rule})",
-                    "" if r.passed else r.reason,
-                )
-            out.print(table)
             for r in failed:
-                out.print(
+                err.print(
                     f"FAILED {r.name!r}: expected {r.expect.value}"
                     + (f" by rule {r.expect_rule!r}" if r.expect_rule else "")
                     + f", got {r.tier.value} by rule {r.rule!r}",
+                    markup=False,
                     highlight=False,
                 )
         raise typer.Exit(1 if failed else 0)
@@ -119,6 +116,7 @@ def add_policy_commands(policy_app: typer.Typer) -> None:
         out.print(
             f"{path}: version {version.version} is active "
             f"({version.revision}, by {version.author})",
+            markup=False,
             highlight=False,
         )
 
@@ -132,9 +130,12 @@ def add_policy_commands(policy_app: typer.Typer) -> None:
                 data=[v.model_dump(exclude={"model_text", "policy_text"}) for v in versions]
             )
             return
-        table = Table(title=f"{len(versions)} policy version(s)", title_justify="left")
-        for col in ("id", "version", "author", "pushed at", "active"):
-            table.add_column(col)
-        for v in versions:
-            table.add_row(str(v.id), v.version, v.author, v.created_at, "yes" if v.active else "")
-        out.print(table)
+        emit_table(
+            f"{len(versions)} policy version(s)",
+            ("id", "version", "author", "pushed at", "active"),
+            [
+                (str(v.id), v.version, v.author, v.created_at, "yes" if v.active else "")
+                for v in versions
+            ],
+            ids=("id", "version"),
+        )

@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from tether.cli.common import _run, _settings, _stores, friendly, out
+from tether.cli.common import _run, _settings, _stores, emit_table, friendly, out
 from tether.governance.feed import FeedStore
 from tether.governance.reviews import ReviewStatus
 
@@ -29,21 +28,24 @@ def review_list(
     if as_json:
         out.print_json(data=[w.model_dump(mode="json") for w in windows])
         return
-    table = Table(title=f"{len(windows)} review window(s)", title_justify="left")
-    for col in ("workflow", "step", "action", "resource", "undo", "reviewers", "until", "status"):
-        table.add_column(col)
-    for w in windows:
-        table.add_row(
-            w.workflow_id,
-            str(w.step),
-            w.action,
-            w.resource,
-            w.compensation or "-",
-            w.reviewer_role or "anyone but an agent",
-            w.until.isoformat(timespec="seconds"),
-            w.status.value + (f" by {w.flagged_by}" if w.flagged_by else ""),
-        )
-    out.print(table)
+    emit_table(
+        f"{len(windows)} review window(s)",
+        ("workflow", "step", "action", "resource", "undo", "reviewers", "until", "status"),
+        [
+            (
+                w.workflow_id,
+                str(w.step),
+                w.action,
+                w.resource,
+                w.compensation or "-",
+                w.reviewer_role or "anyone but an agent",
+                w.until.isoformat(timespec="seconds"),
+                w.status.value + (f" by {w.flagged_by}" if w.flagged_by else ""),
+            )
+            for w in windows
+        ],
+        ids=("workflow",),
+    )
 
 
 @review_app.command("flag")
@@ -67,8 +69,12 @@ def review_flag(
         outcome = await flag_review(
             client, feed, ledger, workflow_id, step, reviewer=as_user, reason=reason
         )
-        out.print(f"{outcome.review_id}: {outcome.status.value} by {outcome.reviewer}")
+        out.print(
+            f"{outcome.review_id}: {outcome.status.value} by {outcome.reviewer}",
+            markup=False,
+            highlight=False,
+        )
         if outcome.detail:
-            out.print(outcome.detail, highlight=False)
+            out.print(outcome.detail, markup=False, highlight=False)
 
     _run(go())

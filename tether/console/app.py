@@ -31,14 +31,15 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.client import Client
 
-from tether.cli.policy import configured_engine
 from tether.console.auth import ProxyAuth, Session, SessionCodec, check_credential, csrf_ok
 from tether.core.config import Settings
 from tether.core.db import make_engine
 from tether.governance.feed import FeedStore
 from tether.governance.kill import KillSwitches
 from tether.governance.policy import PolicyEngine
+from tether.governance.reload import configured_engine
 from tether.governance.store import ApprovalStore
+from tether.runtime.app import App, load_app
 from tether.verification.ledger import Ledger
 
 HERE = Path(__file__).resolve().parent
@@ -70,8 +71,11 @@ class Viewer:
 class ConsoleState:
     """Everything the pages share: settings, stores, the policy, the Temporal client."""
 
-    def __init__(self, settings: Settings, client: Client | None = None) -> None:
+    def __init__(
+        self, settings: Settings, client: Client | None = None, app: App | None = None
+    ) -> None:
         self.settings = settings
+        self._app = app
         self.ledger = Ledger(make_engine(settings.database_url))
         self.approvals = ApprovalStore(self.ledger.engine)
         self.feed = FeedStore(self.ledger.engine)
@@ -89,6 +93,12 @@ class ConsoleState:
             if self._client is None:
                 self._client = await connect(self.settings)
             return self._client
+
+    def app(self) -> App:
+        """The app whose runs the console replays (imported on first use)."""
+        if self._app is None:
+            self._app = load_app(self.settings)
+        return self._app
 
     def policy(self) -> PolicyEngine:
         now = time.monotonic()
@@ -195,11 +205,14 @@ CSP = (
 )
 
 
-def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
-    """The console for `settings`; `client` is the Temporal client to use (else connect)."""
+def create_app(
+    settings: Settings, client: Client | None = None, tether_app: App | None = None
+) -> FastAPI:
+    """The console for `settings`; `client` is the Temporal client to use (else connect);
+    `tether_app` the app whose runs it replays (else the settings' `[app]`)."""
     from tether.console import approve, audit
 
-    console = ConsoleState(settings, client)
+    console = ConsoleState(settings, client, tether_app)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

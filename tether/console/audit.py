@@ -108,7 +108,7 @@ async def run_page(request: Request, workflow_id: str, who: Auditor) -> Response
         if status not in ("running", "unknown"):  # a finished history replays as a whole
             from tether.runtime.replay import replay_workflow
 
-            replayed = await replay_workflow(client, console.ledger, workflow_id)
+            replayed = await replay_workflow(client, console.ledger, workflow_id, app=console.app())
     except (RPCError, TetherError):
         pass
     return render(
@@ -131,7 +131,9 @@ async def replay(request: Request, workflow_id: str, who: Auditor) -> Response:
 
     console = state(request)
     try:
-        report = await replay_workflow(await console.client(), console.ledger, workflow_id)
+        report = await replay_workflow(
+            await console.client(), console.ledger, workflow_id, app=console.app()
+        )
         error = ""
     except (RPCError, TetherError) as exc:
         report, error = None, f"cannot replay {workflow_id!r}: {getattr(exc, 'message', exc)}"

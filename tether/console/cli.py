@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from tether.cli.common import _settings, err, friendly, out
+from tether.cli.common import _app, _settings, err, friendly, out
 
 console_app = typer.Typer(
     help="The web console where approvers decide and auditors look; with no command, serve it.",
@@ -35,9 +35,9 @@ def console(
             "nobody can sign in",
             highlight=False,
         )
-    app = create_app(settings)
+    app = create_app(settings, tether_app=_app(settings))
     bind_host, bind_port = host or settings.console_host, port or settings.console_port
-    out.print(f"Tether console on http://{bind_host}:{bind_port}", highlight=False)
+    out.print(f"Tether console on http://{bind_host}:{bind_port}", markup=False, highlight=False)
     # proxy_headers off: who a request comes from is the socket's peer, never a header a
     # client can set; `console_trusted_proxies` is matched against that peer.
     uvicorn.run(
@@ -63,5 +63,9 @@ def hash_password_command(
         from tether.errors import TetherError
 
         raise TetherError(str(exc)) from None
-    err.print('put it in tether.toml as  [console_users] "user:you" = "<hash>"', highlight=False)
-    out.print(hashed, highlight=False, soft_wrap=True)
+    err.print(
+        'put it in tether.toml as  [console_users] "user:you" = "<hash>"',
+        markup=False,
+        highlight=False,
+    )
+    out.print(hashed, markup=False, highlight=False, soft_wrap=True)

@@ -7,6 +7,7 @@ from many worker processes queue on the database lock instead of failing mid-way
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,8 +37,8 @@ def make_engine(url: str) -> Engine:
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
             dbapi_conn.isolation_level = None  # let the "begin" hook issue BEGIN
-            dbapi_conn.execute("PRAGMA journal_mode=WAL")
             dbapi_conn.execute("PRAGMA busy_timeout=60000")
+            _wal(dbapi_conn)
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Any) -> None:
@@ -45,6 +46,20 @@ def make_engine(url: str) -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+
+
+def _wal(conn: sqlite3.Connection, tries: int = 200) -> None:
+    """Switch `conn`'s database to WAL. Switching needs a moment with no other connection
+    mid-transaction and SQLite answers "locked" at once rather than waiting (its busy
+    timeout does not cover it), so a few workers opening one file together try again."""
+    for attempt in range(tries):
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == tries - 1:
+                raise
+            time.sleep(0.01)
 
 
 class Base(DeclarativeBase):

@@ -96,12 +96,16 @@ def import_ref(ref: str, what: str, paths: Sequence[str]) -> Any:
             sys.path.insert(0, path)
     module_name, sep, attr = ref.partition(":")
     if not sep or not module_name or not attr:
+        example = {"workflows": "RefundWorkflow", "tools": "SupportTools"}.get(what, what)
         raise AppError(
-            f"[app] {what} entry {ref!r} is not 'module:Name'; write e.g. "
-            f"'myapp.{what}:{'RefundWorkflow' if what == 'workflows' else 'SupportTools'}'"
+            f"[app] {what} entry {ref!r} is not 'module:Name'; write e.g. 'myapp.{what}:{example}'"
         )
     try:
         module = importlib.import_module(module_name)
+    except SyntaxError as exc:
+        raise AppError(
+            f"[app] {what} entry {ref!r}: {exc.filename}:{exc.lineno}: {exc.msg}; fix that file"
+        ) from None
     except ImportError as exc:
         raise AppError(
             f"[app] {what} entry {ref!r}: cannot import {module_name!r} ({exc}); the import "
@@ -152,7 +156,13 @@ def app_from_ref(ref: str, paths: Sequence[str] = (".",)) -> App:
         ref = f"{ref}:app"
     value = import_ref(ref, "app", [str(Path(p).resolve()) for p in paths])
     if callable(value) and not isinstance(value, App):
-        value = value()
+        try:
+            value = value()
+        except Exception as exc:  # the author's factory: its failure is one line, not ours
+            raise AppError(
+                f"--app {ref!r}: calling it to get the app raised {type(exc).__name__}: {exc}; "
+                "name a tether.App, or a function that takes no arguments and returns one"
+            ) from None
     if not isinstance(value, App):
         raise AppError(
             f"--app {ref!r} names a {type(value).__name__}, not a tether.App; define "

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+import asyncio
+import os
+import sys
+import traceback
+from collections.abc import Coroutine
+from typing import Any, NoReturn, TypeVar
 
 from pydantic import BaseModel
 from temporalio.client import Client, WorkflowHandle
@@ -54,3 +59,33 @@ async def start_task(
         memo={"started_by": started_by, "tenant": tenant.strip()},
         result_type=result_type,
     )
+
+
+def run_client(main: Coroutine[Any, Any, object]) -> NoReturn:
+    """Run a short client script's `main()` and end the process with its outcome: exit 0,
+    or 1 after printing the traceback of an exception it raised.
+
+    The Temporal SDK's native threads may call into Python while the interpreter shuts
+    down, which aborts a finishing process now and then (rc 134, 'PyGILState_Release',
+    temporalio/sdk-python#300). This ends the process without that shutdown, after
+    flushing output, as Tether's own CLI and worker do:
+
+        async def main() -> None:
+            client = await tether.connect(tether.load_settings())
+            ...
+
+        tether.run_client(main())
+    """
+    code = 0
+    try:
+        asyncio.run(main)
+    except KeyboardInterrupt:
+        code = 130
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:  # the script's own failure: shown, then exit 1
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
