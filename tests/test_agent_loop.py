@@ -142,10 +142,7 @@ async def test_cli_replay_of_an_agent_loop_imports_the_apps_tools(
     await handle.result()
     no_tools = tmp_path / "no-tools.toml"
     example = ROOT / "examples" / "accounts_payable"
-    no_tools.write_text(
-        f'policy_path = "{example / "policy.csv"}"\n'
-        f'[app]\npath = ["{example}"]\n'
-    )
+    no_tools.write_text(f'policy_path = "{example / "policy.csv"}"\n[app]\npath = ["{example}"]\n')
 
     def replay(config: Path) -> subprocess.CompletedProcess[str]:
         env = {

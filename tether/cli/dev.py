@@ -83,6 +83,9 @@ def run_dev(settings: Settings, console: Console, app_args: Sequence[str] = ()) 
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _terminate)
+    # Started in the background by a script, a process inherits SIGINT ignored, and Python
+    # then raises no KeyboardInterrupt: Ctrl-C (or kill -INT) must stop the stack anyway.
+    signal.signal(signal.SIGINT, _terminate)
     try:
         with server_log.open("ab") as out:
             procs.append(
