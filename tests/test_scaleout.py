@@ -18,7 +18,7 @@ import pytest
 from temporalio.client import Client, WorkflowHandle
 
 from bench.workflows import StepsInput
-from tests.conftest import spawn_worker
+from tests.conftest import EXAMPLE, ROOT, spawn_worker
 from tests.test_ledger_postgres import URL, _schema
 from tether.core.config import Settings
 from tether.runtime.client import start_task
@@ -42,7 +42,17 @@ async def test_two_workers_share_the_queue_and_survive_a_kill(
 ) -> None:
     with _schema() as url:
         ledger = Ledger.from_url(url)  # tables exist before two workers race to make them
+        # The workers' app: the benchmark's governed workflow over the example's tools.
+        config = tmp_path / "tether.toml"
+        config.write_text(
+            f'policy_path = "{EXAMPLE / "policy.csv"}"\n'
+            f'model_script = "{EXAMPLE / "script.json"}"\n'
+            f'[app]\npath = ["{ROOT}", "{EXAMPLE}"]\n'
+            'workflows = ["bench.workflows:GovernedStepsWorkflow"]\n'
+            'tools = ["ap.bank:PaymentTools"]\n'
+        )
         env = {
+            "TETHER_CONFIG": str(config),
             "TETHER_DATABASE_URL": url,
             "TETHER_STATE_DIR": str(tmp_path / "state"),
             "TETHER_APPROVAL_KEY": str(settings.approval_key),
