@@ -30,18 +30,18 @@ from tether.activities.tools import ToolActivities
 from tether.core import telemetry
 from tether.core.config import Settings, load_settings
 from tether.core.db import make_engine
-from tether.errors import TetherError
+from tether.errors import AppError, TetherError
 from tether.governance.budget import Budgets
 from tether.governance.feed import FeedStore
 from tether.governance.kill import KillSwitches
 from tether.governance.policy import PolicyEngine
 from tether.governance.reload import PolicyHolder, source_for
 from tether.governance.store import ApprovalStore
-from tether.runtime.app import App, AppContext, load_app
+from tether.runtime.app import App, AppContext, load_app, workflow_name
 from tether.runtime.approvals import trusted_keys
 from tether.runtime.client import connect
 from tether.runtime.health import HealthServer
-from tether.runtime.plugin import TetherPlugin
+from tether.runtime.plugin import TetherPlugin, workflow_runner
 from tether.verification.events import LedgerEvent, digest
 from tether.verification.ledger import Ledger
 from tether.workflows import TETHER_WORKFLOWS
@@ -117,7 +117,9 @@ def build_worker(
     model_provider: ModelProvider | None = None,
 ) -> Worker:
     """The worker for Tether's own workflows and the app's (`[app]` in settings, or `app`),
-    with its tools and Tether's activities, configured by `TetherPlugin`.
+    with its tools and Tether's activities, configured by `TetherPlugin` (its client's, or
+    its own when the client has none); it registers, by name, the workflows the client's
+    plugin did not.
 
     `extra_workflows` and `extra_tools` (objects) are registered beside the app's. The model
     provider is the gateway over `settings.models`, or the scripted provider when no
@@ -164,24 +166,29 @@ def build_worker(
         *tools.activities(),
     ]
     configured = [p for p in client.config()["plugins"] if isinstance(p, TetherPlugin)]
-    if configured:
-        # The client's TetherPlugin already sets runner, failure types, Tether's own
-        # workflows and its app's; a second one of the same type would run twice.
-        plugins: list[TetherPlugin] = []
-        known = [*TETHER_WORKFLOWS, *configured[0].app.workflows]
-        workflows = [w for w in app.workflows if w not in known]
-        extra: dict[str, object] = {"workflows": workflows, "activities": activities}
-    else:
-        plugins = [TetherPlugin(app, activities=activities)]
-        extra = {}
+    # A worker applies its client's plugins too, and a second TetherPlugin would run twice
+    # (Temporal warns): the client's configures this worker, else the worker's own does.
+    # Either way the workflows the client's plugin did not register are registered here.
+    plugins = [] if configured else [TetherPlugin(workflows=False)]
+    registered = {workflow_name(w) for p in configured for w in p.registered}
+    workflows: dict[str, type] = {}
+    for cls in [*TETHER_WORKFLOWS, *app.workflows]:
+        name = workflow_name(cls)
+        if name not in registered and workflows.setdefault(name, cls) is not cls:
+            raise AppError(
+                f"workflows {workflows[name].__qualname__!r} and {cls.__qualname__!r} are "
+                f"both named {name!r}; give one another @workflow.defn(name=...)"
+            )
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
         plugins=plugins,
+        workflows=list(workflows.values()),
+        activities=activities,
+        workflow_runner=workflow_runner(app.tool_modules),
         activity_executor=ThreadPoolExecutor(max_workers=32),
         interceptors=[interceptor] if interceptor and not traced else [],
         graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_grace_seconds),
-        **extra,  # type: ignore[arg-type]
     )
 
 

@@ -7,8 +7,9 @@
 `ToolActivities` turns bound tools into activities named `tool.<name>` (stable wire
 names). Each run records its outcome in the ledger in the same activity, idempotently by
 step, so governance costs no extra round trip. A side-effecting tool reads
-`tool_context().idempotency_key` — derived from workflow id, run id and step — and
-must pass it to the system it changes, so a retry never repeats the effect.
+`tool_context().idempotency_key` — derived from workflow id, the run the execution began
+with, step, tool and arguments (`workflows.tool_calls.effect_key`), so it survives a
+reset — and must pass it to the system it changes, so a retry never repeats the effect.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from datetime import timedelta
 from typing import Any, TypeVar, cast, get_type_hints
 
 from pydantic import BaseModel, JsonValue
-from temporalio import activity
+from temporalio import activity, workflow
 from temporalio.exceptions import ApplicationError
 
 from tether.activities.payloads import StepRef, ToolCall
@@ -54,6 +55,8 @@ class ToolSpec:
     compensation: str | None = None
     """The tool that undoes this one when a reviewer flags it (notify tier). It takes the
     same args type and reads the undone step's key from `tool_context().compensates`."""
+    outage_budget: timedelta = timedelta(hours=1)
+    """How long a run waits out this (idempotent) tool's outage before the step fails."""
 
     @property
     def activity_name(self) -> str:
@@ -74,6 +77,7 @@ def tool(
     timeout: timedelta = timedelta(seconds=60),
     heartbeat: timedelta = timedelta(seconds=5),
     compensate: str | None = None,
+    outage_budget: timedelta = timedelta(hours=1),
 ) -> Callable[[F], F]:
     """Declare an async function or method (taking one pydantic model) as a tool.
 
@@ -97,9 +101,13 @@ def tool(
             timeout=timeout,
             heartbeat=heartbeat,
             compensation=compensate,
+            outage_budget=outage_budget,
         )
         setattr(fn, TOOL_ATTR, spec)
-        REGISTRY[spec.name] = spec
+        # The sandbox imports a workflow module anew for every run; a tool declared in one
+        # must not replace, in the shared registry, the worker's spec with the sandbox's.
+        if not workflow.unsafe.in_sandbox():
+            REGISTRY[spec.name] = spec
         return fn
 
     return wrap
@@ -198,7 +206,7 @@ class ToolActivities:
                     self._record, call, f"tool.dispatched.{attempt}", "dispatched", {}, []
                 )
             token = _context.set(
-                ToolContext(call.ref, call.ref.key("effect"), compensates=call.compensates)
+                ToolContext(call.ref, call.ref.effect_key(), compensates=call.compensates)
             )
             beat = asyncio.create_task(_heartbeat(spec.heartbeat / 3))
             try:
@@ -237,7 +245,7 @@ class ToolActivities:
         declared = {spec.compensation for spec, _ in self.bound.values()}
         if call.tool not in declared:
             return f"tool {call.tool!r} is no tool's declared compensation; it cannot undo steps"
-        step = call.compensates.removesuffix(":effect")
+        step = call.compensates_step or call.compensates.removesuffix(":effect")
         if self.ledger.get(f"{step}:review.flagged") is None:
             return (
                 f"no reviewer flagged the step {step!r}; a compensation runs only for a "

@@ -1,30 +1,25 @@
 """What `tether` prints: listings that never cut an id and show `[tier: rule]` as
-written, tab-separated lines when piped; and every expected failure as one line and an
-exit code, never a traceback. The commands run as people run them, in a subprocess."""
+written, tab-separated lines when piped. The commands run as people run them, in a
+subprocess (`cli`); what they print when they fail is in test_cli_failures.py."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from io import StringIO
 from pathlib import Path
 
 import pytest
-import typer.main
 from rich.console import Console
 from rich.text import Text
-from temporalio.client import Client
 
-from tests.conftest import ROOT, new_id
-from tether.cli.common import emit_table
-from tether.cli.main import app
-from tether.core.config import DEFAULT_POLICY_DIR, Settings
+from tests.conftest import ROOT
+from tether.cli.common import emit_table, err, out
+from tether.core.config import DEFAULT_POLICY_DIR
 from tether.core.db import make_engine
 from tether.governance.approvals import PendingApproval
 from tether.governance.budget import AgentBudget, Budgets
@@ -293,142 +288,12 @@ def test_emit_table_off_a_terminal_escapes_what_would_break_a_line() -> None:
         emit_table("t", ("a", "b"), [], ids=("c",), console=console)
 
 
-# -- failures ---------------------------------------------------------------------------
-
-# Arguments that get every command past its usage check, to the point it reads settings.
-ARGS: dict[str, tuple[str, ...]] = {
-    "dev": (),
-    "worker": (),
-    "demo": (),
-    "run": ("PayInvoice",),
-    "approvals list": (),
-    "approvals key": (),
-    "approvals approve": ("apr-1", "--as", "user:alice"),
-    "approvals reject": ("apr-1", "--as", "user:alice"),
-    "policy lint": ("p.csv",),
-    "policy test": ("p.tests.toml",),
-    "policy push": ("p.csv", "--as", "user:alice"),
-    "policy history": (),
-    "policy explain": ("--agent", "a", "--action", "b", "--resource", "c"),
-    "policy check": ("p.csv",),
-    "audit verify": (),
-    "audit checkpoint": ("-o", "cp.json"),
-    "audit prove": ("1",),
-    "audit verify-proof": ("proof.json", "--checkpoint", "cp.json"),
-    "audit consistency": ("cp.json",),
-    "audit show": ("wf",),
-    "audit search": (),
-    "audit what-if": ("wf", "--policy", "p.csv"),
-    "audit replay": ("wf",),
-    "audit export": ("wf", "-o", "b.json"),
-    "audit verify-bundle": ("b.json",),
-    "review list": (),
-    "review flag": ("wf", "1", "--as", "user:alice"),
-    "kill engage": ("global", "--as", "user:ops"),
-    "kill release": ("global", "--as", "user:ops"),
-    "kill status": (),
-    "budget set": ("agent:a", "--as", "user:ops"),
-    "budget show": (),
-    "budget clear": ("agent:a", "--as", "user:ops"),
-    "console": (),
-}
-# These read their input files before any setting, so they name the missing file instead.
-READ_FILES_FIRST = {"audit verify-proof", "audit verify-bundle"}
-# Need no configuration at all: one hashes a password, one writes a new project.
-NO_SETTINGS = {"console hash-password", "init"}
-
-
-def _commands(command: object, path: tuple[str, ...] = ()) -> Iterator[str]:
-    subcommands = getattr(command, "commands", None)
-    if subcommands is None:
-        yield " ".join(path)
-        return
-    if getattr(command, "invoke_without_command", False):
-        yield " ".join(path)
-    for name, sub in subcommands.items():
-        yield from _commands(sub, (*path, name))
-
-
-def test_a_broken_configuration_is_one_line_from_every_command(tmp_path: Path) -> None:
-    commands = set(_commands(typer.main.get_command(app))) - {""}
-    assert commands - NO_SETTINGS == set(ARGS), "give new commands their arguments in ARGS"
-    broken = tmp_path / "broken.toml"
-    broken.write_text("dev_port = [\n")
-
-    def run(name: str) -> tuple[str, subprocess.CompletedProcess[str]]:
-        return name, cli(tmp_path, *name.split(), *ARGS[name], TETHER_CONFIG=str(broken))
-
-    with ThreadPoolExecutor(8) as pool:
-        for name, done in pool.map(run, sorted(ARGS)):
-            line = one_line(done)
-            if name in READ_FILES_FIRST:
-                assert line.startswith("error: cannot read"), (name, line)
-            else:
-                assert line.startswith(
-                    f"error: configuration file {str(broken)!r} is not valid TOML"
-                ), (name, line)
-
-
-def test_expected_failures_are_one_line(tmp_path: Path) -> None:
-    line = one_line(cli(tmp_path, "run", "NoSuchWorkflow"))
-    assert "unknown workflow 'NoSuchWorkflow'" in line and "PayInvoice" in line
-
-    invoice = '{"invoice_id": "INV-1", "text": "Invoice INV-1"}'
-    line = one_line(
-        cli(tmp_path, "run", "PayInvoice", "-i", invoice, TETHER_TEMPORAL_ADDRESS="127.0.0.1:1")
-    )
-    assert "cannot reach Temporal at '127.0.0.1:1'" in line and "tether dev" in line
-
-    line = one_line(cli(tmp_path, "--config", "absent.toml", "kill", "status"))
-    assert line == "error: --config 'absent.toml' is not a file"
-
-    (tmp_path / "broken_app.py").write_text("def (\n")
-    (tmp_path / "factory.py").write_text("def make(required):\n    return None\n")
-    for ref, expected in [
-        ("no_such_module:app", "cannot import 'no_such_module'"),
-        ("os:sep", "names a str, not a tether.App"),
-        ("factory:make", "calling it to get the app raised TypeError"),
-        ("broken_app", "broken_app.py:1"),
-        (":app", "is not 'module:Name'"),
-    ]:
-        line = one_line(cli(tmp_path, "--app", ref, "run", "PayInvoice"))
-        assert line.startswith("error: ") and expected in line, (ref, line)
-
-
-@pytest.mark.parametrize(
-    ("args", "expected"),
-    [
-        (("approvals", "approve"), "Missing argument"),
-        (("approvals", "approve", "apr-1"), "Missing option '--as'"),
-        (("audit", "prove", "seven"), "Invalid value"),
-        (("no-such-command",), "No such command"),
-        (("kill", "status", "--no-such-flag"), "No such option"),
-    ],
-)
-def test_usage_errors_exit_2_without_a_traceback(
-    tmp_path: Path, args: tuple[str, ...], expected: str
-) -> None:
-    done = cli(tmp_path, *args)
-    assert done.returncode == 2, (done.stdout, done.stderr)
-    assert "Traceback" not in done.stderr and expected in done.stderr, done.stderr
-
-
-async def test_run_with_a_taken_id_is_one_line(
-    client: Client, settings: Settings, tmp_path: Path
-) -> None:
-    """No worker polls this task queue, so the first run stays open and holds its id."""
-    workflow_id = new_id("taken")
-    invoice = '{"invoice_id": "INV-1", "text": "x"}'
-    args = ["run", "PayInvoice", "-i", invoice, "--id", workflow_id, "--no-wait"]
-    env = {
-        "TETHER_TEMPORAL_ADDRESS": settings.temporal_address,
-        "TETHER_TASK_QUEUE": settings.task_queue,
-    }
-    try:
-        first = await asyncio.to_thread(cli, tmp_path, *args, **env)
-        assert first.returncode == 0, first.stderr
-        assert f"as {workflow_id}" in first.stdout
-        line = one_line(await asyncio.to_thread(cli, tmp_path, *args, **env))
-        assert f"a workflow with id {workflow_id!r} already exists" in line
-    finally:
-        await client.get_workflow_handle(workflow_id).terminate("test over")
+def test_the_consoles_print_plain_text(capsys: pytest.CaptureFixture[str]) -> None:
+    """`out` and `err` never read markup nor highlight: what a command prints (a rule in
+    brackets, a value that looks like a tag) is what the reader gets, without each print
+    saying so."""
+    written = "[notify: ap-pay-medium] [bold]not bold[/] 'quoted' 123"
+    out.print(written)
+    err.print(written)
+    captured = capsys.readouterr()
+    assert (captured.out, captured.err) == (f"{written}\n", f"{written}\n")

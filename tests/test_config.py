@@ -7,7 +7,11 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from tether.core.config import Settings
+from tether.core.config import Settings, load_settings
+from tether.core.db import make_engine
+from tether.core.paths import sqlite_url_beside
+from tether.errors import ConfigError
+from tether.verification.ledger import Ledger
 
 
 def test_toml_then_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -67,3 +71,79 @@ def test_weak_secrets_are_refused(field: str, value: str, extra: dict[str, objec
     assert value not in str(refused.value)  # the secret itself is never echoed
     strong = "0f" * 16
     assert Settings(**{field: strong, **extra}).model_dump()[field]  # type: ignore[arg-type]
+
+
+def test_relative_paths_start_at_the_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run from any folder, a project's relative paths (its database file and key files
+    included) are the ones beside its tether.toml, and so are the defaults."""
+    project = (tmp_path / "project").resolve()
+    project.mkdir()
+    config = project / "tether.toml"
+    config.write_text(
+        'database_url = "sqlite:///data/ledger.db"\nstate_dir = "state"\n'
+        'checkpoint_key = "keys/cp.pem"\napproval_key = "keys/ap.pem"\n'
+        'console_checkpoint_dir = "checkpoints"\n'
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("TETHER_CONFIG", str(config))
+    settings = Settings()
+    assert settings.database_url == f"sqlite:///{project / 'data' / 'ledger.db'}"
+    assert settings.state_dir == project / "state"
+    assert settings.checkpoint_key == project / "keys" / "cp.pem"
+    assert settings.approval_key == project / "keys" / "ap.pem"
+    assert settings.console_checkpoint_dir == project / "checkpoints"
+    assert Ledger(make_engine(settings.database_url)).verify().ok
+    assert (project / "data" / "ledger.db").is_file() and not any(elsewhere.iterdir())
+
+    config.write_text("")
+    defaults = Settings()
+    assert defaults.database_url == f"sqlite:///{project / '.tether' / 'tether.db'}"
+    assert defaults.state_dir == project / ".tether"
+    assert defaults.approval_key == project / ".tether" / "keys" / "approval.pem"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite:///:memory:",
+        "sqlite://",
+        "sqlite:////var/lib/tether/tether.db",
+        "sqlite:///file:ledger?mode=memory&uri=true",
+        "postgresql+psycopg://tether:pw@db/tether",
+    ],
+)
+def test_other_database_urls_are_left_alone(url: str) -> None:
+    assert sqlite_url_beside(url, Path("/project")) == url
+
+
+def test_a_relative_sqlite_url_keeps_its_driver_and_query() -> None:
+    assert (
+        sqlite_url_beside("sqlite+pysqlite:///db/t.db?timeout=5", Path("/project"))
+        == "sqlite+pysqlite:////project/db/t.db?timeout=5"
+    )
+
+
+@pytest.mark.parametrize("kind", ["missing", "folder"])
+def test_a_config_variable_naming_no_file_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    named = tmp_path / ("absent.toml" if kind == "missing" else "")
+    monkeypatch.setenv("TETHER_CONFIG", str(named))
+    with pytest.raises(ConfigError) as refused:
+        load_settings()
+    message = str(refused.value)
+    assert f"TETHER_CONFIG is {str(named)!r}" in message and "unset it" in message
+    assert ("a folder" if kind == "folder" else "no file") in message
+
+
+def test_an_empty_config_variable_is_no_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "tether.toml").write_text('task_queue = "from-here"\n')
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TETHER_CONFIG", "")  # e.g. ${TETHER_CONFIG:-} in a compose file
+    assert Settings().task_queue == "from-here"

@@ -93,3 +93,81 @@ def test_busy_port_is_named(tmp_path: Path) -> None:
     lines = [line for line in out.splitlines() if line.strip()]
     assert len(lines) == 1, out
     assert f"port {port}" in lines[0] and "TETHER_DEV_PORT" in lines[0]
+
+
+def _until(proc: subprocess.Popen[str], start: str, seconds: float = 90) -> str:
+    """What `proc` printed up to and including the first line starting with `start`."""
+    assert proc.stdout is not None
+    seen: list[str] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        if line.startswith(start):
+            return "".join(seen)
+    raise AssertionError(f"no line starting {start!r} in: {''.join(seen)}")
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is `pid`."""
+    found: list[int] = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # it ended while we looked
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_a_second_ctrl_c_while_stopping_still_stops_everything(tmp_path: Path) -> None:
+    """Ctrl-C twice (an impatient person): the worker still drains, and no dev server,
+    worker or console is left running."""
+    port, ui_port = free_port(), free_port()
+    proc = _dev(tmp_path, port, ui_port, "twice", TETHER_CONSOLE_PORT=str(free_port()))
+    children: list[int] = []
+    try:
+        _until(proc, "ready")
+        children = _children(proc.pid)
+        assert len(children) == 3, children  # Temporal, worker, console
+        proc.send_signal(signal.SIGINT)
+        _until(proc, "stopping")
+        proc.send_signal(signal.SIGINT)  # while the console and the worker stop
+        assert proc.wait(timeout=60) == 0
+        deadline = time.monotonic() + 10  # reparented ones are reaped by init
+        while any(map(_running, children)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [pid for pid in children if _running(pid)], "left running"
+    finally:
+        for pid in [proc.pid, *children]:
+            if _running(pid):
+                os.kill(pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        assert proc.stdout is not None
+        proc.stdout.close()
+
+
+def test_the_database_password_is_not_shown(tmp_path: Path) -> None:
+    url = "postgresql+psycopg://tether:s3cret@127.0.0.1:1/tether"
+    proc = _dev(
+        tmp_path,
+        free_port(),
+        free_port(),
+        "pw",
+        TETHER_DATABASE_URL=url,
+        TETHER_CONSOLE_PORT=str(free_port()),
+    )
+    out, _ = proc.communicate(timeout=120)  # the worker cannot reach that database: it ends
+    assert "tether:***@127.0.0.1:1/tether" in out, out
+    assert "s3cret" not in out

@@ -64,6 +64,28 @@ def test_the_scaffold_passes_its_own_tests(tmp_path: Path) -> None:
     for check in (["check", "--no-cache", "."], ["format", "--no-cache", "--check", "."]):
         linted = run(project, ruff, *check)
         assert linted.returncode == 0, linted.stdout + linted.stderr
+    typed = strict_mypy(project, tmp_path / "mypy")
+    assert typed.returncode == 0, typed.stdout + typed.stderr
+    assert "Success: no issues found in 5 source files" in typed.stdout
+
+
+def strict_mypy(project: Path, scratch: Path) -> subprocess.CompletedProcess[str]:
+    """`mypy --strict .` in `project`, which sees Tether as an author's install does: a
+    typed package (py.typed) on the path, its own errors not the author's to fix."""
+    installed = scratch / "site"
+    installed.mkdir(parents=True)
+    # The editable install is an import hook mypy cannot follow: link the package instead.
+    (installed / "tether").symlink_to(Path(tether.__file__).resolve().parent)
+    mypy = str(Path(sys.executable).parent / "mypy")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TETHER_", "PYTEST_"))}
+    return subprocess.run(
+        [mypy, "--strict", "--follow-imports=silent", "--cache-dir", str(scratch / "cache"), "."],
+        cwd=project,
+        env={**env, "MYPYPATH": str(installed)},
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
 
 
 def _tether_imports(path: Path) -> list[tuple[str, list[str]]]:
@@ -100,6 +122,23 @@ def test_init_refuses_a_folder_that_is_not_empty(tmp_path: Path) -> None:
     forced = tether_cli(tmp_path, "init", str(tmp_path), "--force")
     assert forced.returncode == 0, forced.stderr
     assert (tmp_path / "tether.toml").is_file() and (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_force_never_overwrites_the_authors_pyproject_and_gitignore(tmp_path: Path) -> None:
+    """--force writes Tether's files over old ones of the same name; the project's own
+    pyproject.toml and .gitignore stay as they were, and the output says what to add."""
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "mine"\n')
+    (tmp_path / ".gitignore").write_text("secrets/\n")
+    (tmp_path / "tether.toml").write_text("# an old one\n")
+    forced = tether_cli(tmp_path, "init", str(tmp_path), "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert (tmp_path / "pyproject.toml").read_text() == '[project]\nname = "mine"\n'
+    assert (tmp_path / ".gitignore").read_text() == "secrets/\n"
+    assert "[app]" in (tmp_path / "tether.toml").read_text()  # Tether's own: rewritten
+    lines = forced.stdout.splitlines()
+    assert lines[0].startswith("kept your pyproject.toml as it is: ") and "asyncio_mode" in lines[0]
+    assert lines[1].startswith("kept your .gitignore as it is: ") and ".tether/" in lines[1]
+    assert lines[2].startswith(f"created {len(FILES) - 2} files in ")
 
 
 def test_init_refuses_a_file(tmp_path: Path) -> None:

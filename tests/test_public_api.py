@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import tether
+from tests.test_layers import _module_files
 
 PUBLIC = [
     "ActionAmbiguous",
@@ -23,10 +24,12 @@ PUBLIC = [
     "AgentWorkflow",
     "App",
     "AppContext",
+    "ApprovalError",
     "Budget",
     "BudgetExceeded",
     "ErrorType",
     "ModelOutputInvalid",
+    "ReviewError",
     "Runtime",
     "Settings",
     "TetherError",
@@ -97,3 +100,47 @@ def test_plain_modules_load_without_temporal(module: str) -> None:
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]", f"importing {module} loaded {done.stdout}"
+
+
+def _strings(node: ast.expr) -> list[tuple[int, str]]:
+    items = node.elts if isinstance(node, ast.List | ast.Tuple) else [node]
+    return [
+        (c.lineno, c.value)
+        for c in items
+        if isinstance(c, ast.Constant) and isinstance(c.value, str)
+    ]
+
+
+def _failure_type_literals(path: Path) -> list[tuple[int, str]]:
+    """String literals used as a Temporal failure type in `path`: `type="..."` and
+    `non_retryable_error_types=[...]` arguments, and comparisons with a `.type`."""
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.keyword) and node.arg in ("type", "non_retryable_error_types"):
+            found += _strings(node.value)
+        elif isinstance(node, ast.Compare):
+            sides = [node.left, *node.comparators]
+            if any(isinstance(s, ast.Attribute) and s.attr == "type" for s in sides):
+                found += [
+                    (s.lineno, s.value)
+                    for s in sides
+                    if isinstance(s, ast.Constant) and isinstance(s.value, str)
+                ]
+    return found
+
+
+def test_failure_types_are_in_the_enum() -> None:
+    """Every failure type Tether raises or matches on is an `ErrorType` value: one list of
+    the wire names, so none is misspelled on one side or renamed by accident."""
+    modules = _module_files()  # the linked plane folders included
+    assert "tether.workflows.review" in modules
+    known = {t.value for t in tether.ErrorType}
+    unknown = [
+        f"{module}:{line}: {value!r}"
+        for module, path in sorted(modules.items())
+        for line, value in _failure_type_literals(path)
+        if value not in known
+    ]
+    assert not unknown, f"add these to ErrorType (and raise the member): {unknown}"
+    for module in ("tether.workflows.review", "tether.workflows.approvals"):
+        assert not _failure_type_literals(modules[module]), f"{module} spells a type out"

@@ -4,8 +4,10 @@ this repository's tether.toml declares (a real dev server, the project's policy 
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from tether.core.config import Settings
 from tether.errors import ApprovalError, TetherError
 from tether.governance.reviews import ReviewStatus
 from tether.testing import Kit, ScriptEntry
+from tether.testing.plugin import asyncio_plugin_problem
 from tether.verification.ledger import Ledger
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,6 +36,22 @@ def test_settings_are_the_projects_with_a_fresh_database_and_queue(
     assert tether_settings.app.workflows == ["ap.workflows:PayInvoiceWorkflow"]
     assert tether_settings.database_url == f"sqlite:///{tmp_path / 'tether' / 'tether.db'}"
     assert tether_settings.task_queue.startswith("tether-test-")
+    # Keys are the test's own too: another test's checkpoint key never signs this one's.
+    for key in (tether_settings.approval_key, tether_settings.checkpoint_key):
+        assert key.is_relative_to(tmp_path), key
+
+
+def test_the_testing_extra_requires_the_pytest_asyncio_the_kit_needs() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    testing = project["project"]["optional-dependencies"]["testing"]
+    assert "pytest-asyncio>=0.24" in testing
+    lines = (ROOT / "constraints.txt").read_text(encoding="utf-8").splitlines()
+    pins = dict(line.split("==", 1) for line in lines if "==" in line and line[:1] != "#")
+    assert asyncio_plugin_problem(pins["pytest-asyncio"]) == ""
+    assert asyncio_plugin_problem(importlib.metadata.version("pytest-asyncio")) == ""
+    old = asyncio_plugin_problem("0.23.8")
+    assert "pytest-asyncio >= 0.24, not '0.23.8'" in old and "pip install" in old
+    assert "pip install" in asyncio_plugin_problem(None)
 
 
 async def test_an_auto_run_is_recorded(tether_kit: Kit, tether_ledger: Ledger) -> None:

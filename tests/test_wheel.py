@@ -70,9 +70,27 @@ def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _clean_env(**extra: str) -> dict[str, str]:
-    """The environment less every TETHER_* variable (the tests' own configuration)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
+    """The environment less every TETHER_* variable (the tests' own configuration) and
+    every PYTEST_* one (this run's: PYTEST_ADDOPTS, PYTEST_PLUGINS, PYTEST_CURRENT_TEST
+    would change how the scaffold's own pytest run behaves)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TETHER_", "PYTEST_"))}
     return {**env, "COLUMNS": "200", **extra}
+
+
+def test_the_clean_environment_drops_this_runs_tether_and_pytest_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PYTEST_ADDOPTS", "--collect-only")
+    monkeypatch.setenv("PYTEST_PLUGINS", "tests.conftest")
+    monkeypatch.setenv("TETHER_TASK_QUEUE", "outer")
+    monkeypatch.setenv("KEEP_ME", "1")
+    env = _clean_env(TETHER_NAMESPACE="inner")
+    assert not [k for k in env if k.startswith("PYTEST_")], env
+    assert (env["KEEP_ME"], env["TETHER_NAMESPACE"], "TETHER_TASK_QUEUE" in env) == (
+        "1",
+        "inner",
+        False,
+    )
 
 
 def _cli(

@@ -32,7 +32,13 @@ if TYPE_CHECKING:
         load_settings as load_settings,
     )
     from tether.errors import (
+        ApprovalError as ApprovalError,
+    )
+    from tether.errors import (
         ErrorType as ErrorType,
+    )
+    from tether.errors import (
+        ReviewError as ReviewError,
     )
     from tether.errors import (
         TetherError as TetherError,
@@ -118,6 +124,8 @@ _EXPORTS = {
     "ToolContext": "tether.activities.tools",
     # errors authors catch
     "TetherError": "tether.errors",
+    "ApprovalError": "tether.errors",
+    "ReviewError": "tether.errors",
     "ErrorType": "tether.errors",
     "ActionDenied": "tether.workflows.errors",
     "ActionRejected": "tether.workflows.errors",

@@ -110,7 +110,8 @@ class KillError(GovernanceError):
 
 class ErrorType(StrEnum):
     """Temporal failure `type` names Tether raises and matches on. Each equals the name of
-    the exception class it stands for; they are wire names: never renamed."""
+    the exception class it stands for, where there is one; they are wire names: never
+    renamed. Code raises and matches these members, never the strings spelled out."""
 
     ACTION_DENIED = "ActionDenied"
     ACTION_REJECTED = "ActionRejected"
@@ -123,3 +124,13 @@ class ErrorType(StrEnum):
     NO_ELIGIBLE_ENDPOINT = "NoEligibleEndpoint"
     KILL_SWITCH_ENGAGED = "KillSwitchEngaged"
     TOOL_REFUSED = "ToolRefused"
+    # Failures with no exception class of their own: the caller matches on the type.
+    APPROVAL_REFUSED = "ApprovalRefused"
+    """An approval workflow refused a decision (the `decide` update failed)."""
+    REVIEW_REFUSED = "ReviewRefused"
+    """A review window refused a flag (the `flag` update failed); the caller raises
+    `ReviewError` with its message."""
+    INVALID_SENSITIVITY = "InvalidSensitivity"
+    """`ask(sensitivity=...)` named no data class; the run ends before any activity."""
+    SCRIPT_MISS = "ScriptMiss"
+    """The scripted model has no entry for a request; retrying cannot help."""

@@ -21,6 +21,7 @@ from rich.console import Console
 from tether.cli.common import emit_table, red
 from tether.core.binaries import temporal_cli
 from tether.core.config import Settings
+from tether.core.db import shown_url
 from tether.errors import DevError
 
 
@@ -49,7 +50,13 @@ def _wait_listening(port: int, proc: subprocess.Popen[bytes], log: Path, seconds
 
 def _stop(procs: list[subprocess.Popen[bytes]], grace: float = 15.0) -> None:
     """Stop the processes last-started first, so the worker drains while Temporal still
-    runs; each gets `grace` seconds (plus a little) before it is killed."""
+    runs; each gets `grace` seconds (plus a little) before it is killed.
+
+    SIGINT and SIGTERM are ignored meanwhile (and stay ignored: the stack is going down):
+    a second Ctrl-C while the worker drains would otherwise end this process half-way
+    and leave the rest running."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     for proc in reversed(procs):
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
@@ -141,7 +148,7 @@ def run_dev(settings: Settings, console: Console, app_args: Sequence[str] = ()) 
                 ("Temporal state", str(state / "temporal.db")),
                 ("worker", f"pid {procs[1].pid}, task queue {settings.task_queue!r}"),
                 ("console", f"http://{settings.console_host}:{settings.console_port}"),
-                ("ledger", settings.database_url),
+                ("ledger", shown_url(settings.database_url)),
                 ("policy", str(settings.policy_path)),
                 ("logs", f"{server_log}, {worker_log}, {console_log}"),
             ],
@@ -150,9 +157,7 @@ def run_dev(settings: Settings, console: Console, app_args: Sequence[str] = ()) 
         )
         console.print(
             f"ready. In another shell: TETHER_TEMPORAL_ADDRESS={address} tether run ... ; "
-            "Ctrl-C stops everything.",
-            markup=False,
-            highlight=False,
+            "Ctrl-C stops everything."
         )
         while all(p.poll() is None for p in procs):
             time.sleep(0.2)

@@ -7,8 +7,9 @@ like its output plus `.tmpl` (so no tool mistakes it for this package's code); a
 leading `dot-` becomes `.`, and `{{project}}` becomes the project's name (DIR's, made
 a valid name).
 
-A DIR that is not empty is refused (TetherError) unless `force`, which writes the
-templates over files of the same names and leaves every other file alone.
+A DIR that is not empty is refused (TetherError) unless `force`, which writes Tether's
+files over files of the same names and leaves every other file alone; the author's own
+`pyproject.toml` and `.gitignore` (`AUTHOR_FILES`) are never overwritten, even then.
 """
 
 from __future__ import annotations
@@ -22,6 +23,13 @@ from tether.errors import TetherError
 
 SUFFIX = ".tmpl"
 TOKEN = "{{project}}"
+AUTHOR_FILES = {
+    "pyproject.toml": "for the tests, add the [tool.pytest.ini_options] that tether init "
+    'writes into an empty folder (asyncio_mode = "auto", pythonpath = ["."], session loops)',
+    ".gitignore": "add .tether/ to it (local state and keys)",
+}
+"""Files a project has before Tether (scaffolded when absent, kept when present), each
+with what to add to it by hand."""
 
 
 def project_name(target: Path) -> str:
@@ -48,7 +56,8 @@ def _output_path(relative: str) -> str:
 
 
 def scaffold(target: Path, *, force: bool = False) -> list[Path]:
-    """Write the project into `target` (created if missing); return the files written."""
+    """Write the project into `target` (created if missing); return the files written (an
+    `AUTHOR_FILES` one that was there already is not among them)."""
     if target.exists() and not target.is_dir():
         raise TetherError(
             f"{str(target)!r} is a file, not a folder; name a new folder for the project"
@@ -56,12 +65,15 @@ def scaffold(target: Path, *, force: bool = False) -> list[Path]:
     if target.is_dir() and any(target.iterdir()) and not force:
         raise TetherError(
             f"{str(target)!r} is not empty; name a new folder, or pass --force to write the "
-            "project's files over it"
+            "project's files over it (your pyproject.toml and .gitignore are kept)"
         )
     name = project_name(target)
     written: list[Path] = []
     for relative, template in _templates(resources.files("tether.cli") / "scaffold"):
-        path = target / _output_path(relative)
+        output = _output_path(relative)
+        path = target / output
+        if output in AUTHOR_FILES and path.exists():
+            continue
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(template.read_text(encoding="utf-8").replace(TOKEN, name), "utf-8")
         written.append(path)

@@ -52,7 +52,7 @@ def kill_engage(
     settings = _settings()
     ledger, switches = _engine(settings)
     record = switches.engage(kind, value, reason=reason, engaged_by=as_user)
-    out.print(f"engaged: {record.describe()}", markup=False, highlight=False)
+    out.print(f"engaged: {record.describe()}")
 
     async def go() -> None:
         try:
@@ -64,9 +64,9 @@ def kill_engage(
             ) from None
         done = await halt_pending(client, ApprovalStore(ledger.engine), record)
         for wid in done.halted:
-            out.print(f"halted pending approval of {wid}", markup=False, highlight=False)
+            out.print(f"halted pending approval of {wid}")
         for wid in done.unreachable:
-            out.print(f"could not signal {wid} (finished or gone)", markup=False, highlight=False)
+            out.print(f"could not signal {wid} (finished or gone)")
 
     _run(go())
 
@@ -77,11 +77,7 @@ def kill_release(kind: Kind, as_user: Actor, value: Value = "") -> None:
     """Release an engaged kill switch: new decisions in scope run again."""
     _, switches = _engine(_settings())
     record = switches.release(kind, value, released_by=as_user)
-    out.print(
-        f"released: {record.kind.value} {record.value!r} by {as_user}",
-        markup=False,
-        highlight=False,
-    )
+    out.print(f"released: {record.kind.value} {record.value!r} by {as_user}")
 
 
 @kill_app.command("status")
@@ -139,7 +135,7 @@ def budget_set(
         ),
         actor=as_user,
     )
-    out.print(f"budget of {budget.subject} set", markup=False, highlight=False)
+    out.print(f"budget of {budget.subject} set")
 
 
 @budget_app.command("show")
@@ -180,4 +176,4 @@ def budget_clear(
 ) -> None:
     """Remove a budget (its usage history stays)."""
     _budgets(_settings()).clear(subject, actor=as_user)
-    out.print(f"budget of {subject} cleared", markup=False, highlight=False)
+    out.print(f"budget of {subject} cleared")

@@ -69,12 +69,8 @@ def review_flag(
         outcome = await flag_review(
             client, feed, ledger, workflow_id, step, reviewer=as_user, reason=reason
         )
-        out.print(
-            f"{outcome.review_id}: {outcome.status.value} by {outcome.reviewer}",
-            markup=False,
-            highlight=False,
-        )
+        out.print(f"{outcome.review_id}: {outcome.status.value} by {outcome.reviewer}")
         if outcome.detail:
-            out.print(outcome.detail, markup=False, highlight=False)
+            out.print(outcome.detail)
 
     _run(go())

@@ -3,15 +3,16 @@
 Precedence, highest first: constructor arguments, `TETHER_*` variables, `tether.toml`
 in the working directory (or the file named by `TETHER_CONFIG`), then the defaults here.
 Every field is flat so an operator maps it to one variable: `database_url` is
-`TETHER_DATABASE_URL`.
+`TETHER_DATABASE_URL`. A relative path (the `PATH_SETTINGS`, `[app] path`, a SQLite
+file in `database_url`) starts at the configuration file's folder, not the working one.
 """
 
 from __future__ import annotations
 
-import os
 import tomllib
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
@@ -22,23 +23,12 @@ from pydantic_settings import (
 )
 
 from tether.core.gateway_config import ModelsConfig
+from tether.core.paths import PATH_SETTINGS, config_file, project_dir, sqlite_url_beside
 from tether.errors import ConfigError
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_POLICY_DIR = PACKAGE_ROOT / "governance" / "policies"
 NOTIFY_SINKS = ("log", "feed", "webhook")
-
-
-def config_file() -> Path:
-    """The configuration file in use: `TETHER_CONFIG`, else `tether.toml` here."""
-    return Path(os.environ.get("TETHER_CONFIG", "tether.toml"))
-
-
-def project_dir() -> Path:
-    """The folder relative project paths start from: the configuration file's, or the
-    working directory when there is no file."""
-    file = config_file()
-    return file.resolve().parent if file.is_file() else Path.cwd()
 
 
 class AppConfig(BaseModel):
@@ -55,7 +45,8 @@ class AppConfig(BaseModel):
     )
     tools: list[str] = Field(
         default_factory=list,
-        description="Tool classes or objects, e.g. 'refunds.activities:SupportTools'.",
+        description="Tool classes, objects or @tool functions, e.g. "
+        "'refunds.activities:SupportTools'.",
     )
     demo: str = Field(
         "",
@@ -171,6 +162,12 @@ class Settings(BaseSettings):
     notify_webhook_secret: SecretStr = Field(
         SecretStr(""), description="Shared secret that signs webhook bodies (HMAC-SHA256)."
     )
+    notify_outage_budget_seconds: float = Field(
+        3600.0,
+        ge=0,
+        description="How long a failing webhook is retried (with backoff) before the "
+        "notification is recorded as partly failed; a 4xx answer gives up at once.",
+    )
     review_window_seconds: int = Field(
         3600,
         gt=0,
@@ -198,8 +195,32 @@ class Settings(BaseSettings):
         28800, gt=0, description="How long a console session lasts."
     )
     console_secure_cookies: bool = Field(
-        False, description="Send the session cookie only over HTTPS (set behind TLS)."
+        True,
+        description="Send the session cookie only over HTTPS (browsers also keep it for "
+        "http://localhost); false only for a console reached over plain http elsewhere.",
     )
+    console_login_attempts: int = Field(
+        5, ge=1, description="Failed sign-ins per account within the window before a lock-out."
+    )
+    console_login_address_attempts: int = Field(
+        20, ge=1, description="Failed sign-ins per client address within the window."
+    )
+    console_login_window_seconds: int = Field(
+        900, ge=1, description="The sliding window the sign-in limits count over."
+    )
+    console_oidc_issuer: str = Field(
+        "",
+        description="OpenID Connect provider for console sign-in (its issuer URL, https); "
+        "empty: no OIDC sign-in.",
+    )
+    console_oidc_client_id: str = Field("", description="The console's client id there.")
+    console_oidc_client_secret: SecretStr = Field(
+        SecretStr(""), description="The client's secret; empty: a public client (PKCE only)."
+    )
+    console_oidc_claim: str = Field(
+        "email", description="The ID token claim that names the person (as user:<value>)."
+    )
+    console_oidc_scopes: str = Field("openid email profile", description="Scopes asked for.")
     console_proxy_header: str = Field(
         "",
         description="Header naming the signed-in person, set by a trusted reverse proxy "
@@ -224,14 +245,16 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _project_paths(self) -> Settings:
-        """Project files named relative to the configuration file are found beside it,
-        whatever the working directory."""
+        """Files and folders named relative to the configuration file are found beside it,
+        whatever the working directory: every path setting, the app's import path, and a
+        SQLite database file."""
         base = project_dir()
-        for name in ("policy_model", "policy_path", "model_script"):
+        for name in PATH_SETTINGS:
             value = getattr(self, name)
             if value is not None and not value.is_absolute():
                 object.__setattr__(self, name, base / value)
         self.app.path = [p if p.is_absolute() else base / p for p in self.app.path]
+        object.__setattr__(self, "database_url", sqlite_url_beside(self.database_url, base))
         return self
 
     @model_validator(mode="after")
@@ -287,6 +310,25 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"telemetry_otlp_endpoint {self.telemetry_otlp_endpoint!r} is not an http(s) "
                 "URL; give the collector's OTLP/HTTP address, e.g. http://otel-collector:4318"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _check_oidc(self) -> Settings:
+        issuer = self.console_oidc_issuer
+        if not issuer:
+            return self
+        parsed = urlsplit(issuer)
+        local = parsed.hostname in ("localhost", "127.0.0.1", "::1")
+        if parsed.scheme != "https" and not (parsed.scheme == "http" and local):
+            raise ValueError(
+                f"console_oidc_issuer is {issuer!r}; name the provider's https issuer URL "
+                "(plain http only for a provider on this machine)"
+            )
+        if not self.console_oidc_client_id:
+            raise ValueError(
+                "console_oidc_issuer is set but console_oidc_client_id is empty; register "
+                "the console with the provider and set its client id"
             )
         return self
 

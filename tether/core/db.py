@@ -6,6 +6,7 @@ from many worker processes queue on the database lock instead of failing mid-way
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
 from collections.abc import Callable
@@ -13,22 +14,46 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.orm import DeclarativeBase
 
 from tether.errors import DatabaseError
 
 
+def shown_url(url: str) -> str:
+    """`url` fit to print: its password, if any, replaced by `***`."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:  # not a URL SQLAlchemy reads: mask what looks like a password
+        return re.sub(r"(://[^/:@]*:)[^/@]*@", r"\1***@", url)
+
+
 def make_engine(url: str) -> Engine:
-    """Create an engine for `url`, creating the SQLite file's folder when needed."""
+    """Create an engine for `url`, creating the SQLite file's folder when needed.
+
+    A URL SQLAlchemy cannot read, or whose dialect or driver is not installed, raises
+    DatabaseError naming it (its password hidden)."""
     try:
         parsed = make_url(url)
     except ArgumentError:
         raise DatabaseError(
-            f"database URL {url!r} is not a SQLAlchemy URL; use e.g. "
+            f"database URL {shown_url(url)!r} is not a SQLAlchemy URL; use e.g. "
             "'sqlite:///.tether/tether.db' or 'postgresql+psycopg://user@host/db'"
         ) from None
+    try:
+        return _engine(url, parsed)
+    except NoSuchModuleError:
+        problem = f"names no database SQLAlchemy knows ({parsed.drivername!r})"
+    except ImportError as exc:
+        problem = f"needs a driver that is not installed ({exc})"
+    raise DatabaseError(
+        f"database URL {shown_url(url)!r} {problem}; use 'postgresql+psycopg://…' "
+        "(psycopg ships with Tether) or 'sqlite:///…'"
+    )
+
+
+def _engine(url: str, parsed: URL) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)

@@ -23,12 +23,13 @@ T = TypeVar("T")
 
 async def connect(settings: Settings, app: App | None = None) -> Client:
     """A client of `settings`' Temporal, configured by `TetherPlugin` (pydantic payloads;
-    a worker built on it registers Tether's workflows and `app`'s)."""
+    for a worker built on it, the sandbox passing `app`'s tool modules through). The
+    plugin registers no workflows: `build_worker` registers Tether's and the app's."""
     try:
         return await Client.connect(
             settings.temporal_address,
             namespace=settings.namespace,
-            plugins=[TetherPlugin(app)],
+            plugins=[TetherPlugin(app, workflows=False)],
         )
     except (RPCError, RuntimeError, OSError) as exc:
         raise ConnectError(
@@ -40,7 +41,7 @@ async def connect(settings: Settings, app: App | None = None) -> Client:
 async def start_task(
     client: Client,
     workflow: str,
-    arg: BaseModel,
+    arg: BaseModel | None = None,
     *,
     workflow_id: str,
     task_queue: str,
@@ -48,12 +49,14 @@ async def start_task(
     result_type: type[T],
     tenant: str = "default",
 ) -> WorkflowHandle[Any, T]:
-    """Start a governed workflow, recording the human who started it and its tenant."""
+    """Start a governed workflow, recording the human who started it and its tenant;
+    `arg` None starts a workflow whose `run` takes no input."""
     if not tenant.strip():
         raise TetherError(f"tenant {tenant!r} is empty; name one, e.g. 'acme', or leave it out")
+    args = [] if arg is None else [arg]
     return await client.start_workflow(
         workflow,
-        arg,
+        args=args,
         id=workflow_id,
         task_queue=task_queue,
         memo={"started_by": started_by, "tenant": tenant.strip()},

@@ -16,7 +16,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
 from tether.activities.notify import review_event
-from tether.errors import ReviewError
+from tether.errors import ErrorType, ReviewError
 from tether.governance.feed import FeedStore
 from tether.governance.reviews import ReviewFlag, ReviewOutcome, ReviewWindow, check_flag, review_id
 from tether.verification.ledger import Ledger
@@ -64,7 +64,7 @@ async def flag_review(
         return outcome
     except WorkflowUpdateFailedError as exc:
         why = str(exc.cause.message if hasattr(exc.cause, "message") else exc.cause)
-        if isinstance(exc.cause, ApplicationError) and exc.cause.type == "ReviewRefused":
+        if isinstance(exc.cause, ApplicationError) and exc.cause.type == ErrorType.REVIEW_REFUSED:
             raise ReviewError(why) from None  # the window recorded it already
     except RPCError as exc:
         why = (

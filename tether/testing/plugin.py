@@ -22,12 +22,14 @@ The async fixtures run in pytest-asyncio's session loop, so the tests must too:
     asyncio_default_fixture_loop_scope = "session"
     asyncio_default_test_loop_scope = "session"
 
-Without pytest-asyncio the fixtures exist but fail, saying to install it.
+They need pytest-asyncio >= 0.24 (Tether's `testing` extra); without it, or with an
+older one, the fixtures exist but fail, saying to install it.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import importlib.metadata
+import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -53,14 +55,39 @@ ASYNC_FIXTURES = (
     "tether_time_kit",
 )
 
-if importlib.util.find_spec("pytest_asyncio") is None:
+MIN_PYTEST_ASYNCIO = (0, 24)
+"""The first pytest-asyncio with `loop_scope`, which the session-loop fixtures need (the
+`testing` extra of Tether's package requires it)."""
+
+
+def asyncio_plugin_problem(version: str | None) -> str:
+    """What is wrong with pytest-asyncio `version` (None: not installed) for the fixtures,
+    saying what to do; empty when nothing is."""
+    install = "pip install 'pytest-asyncio>=0.24' (or Tether's extra: 'tether[testing]')"
+    if version is None:
+        return (
+            f"tether.testing's fixtures are async and need pytest-asyncio; {install} and "
+            "set asyncio_mode = 'auto'"
+        )
+    release = tuple(int(p) for p in re.findall(r"\d+", version)[:2])
+    if release < MIN_PYTEST_ASYNCIO:
+        return f"tether.testing's fixtures need pytest-asyncio >= 0.24, not {version!r}; {install}"
+    return ""
+
+
+def _installed(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+_PROBLEM = asyncio_plugin_problem(_installed("pytest-asyncio"))
+
+if _PROBLEM:
 
     def _needs_pytest_asyncio() -> None:
-        pytest.fail(
-            "tether.testing's fixtures are async and need pytest-asyncio; install it "
-            "(pip install pytest-asyncio) and set asyncio_mode = 'auto'",
-            pytrace=False,
-        )
+        pytest.fail(_PROBLEM, pytrace=False)
 
     for _name in ASYNC_FIXTURES:
         globals()[_name] = pytest.fixture(name=_name)(_needs_pytest_asyncio)
@@ -155,7 +182,7 @@ def tether_settings(
     tether_env: WorkflowEnvironment, tmp_path: Path, pytestconfig: pytest.Config
 ) -> Settings:
     """The project's settings (its tether.toml: app, policy, model script) on `tether_env`,
-    with the test's own database, task queue, state folder and approving key."""
+    with the test's own database, task queue, state folder and signing keys."""
     from tether.testing.project import find_config, project_settings
 
     return project_settings(

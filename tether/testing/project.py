@@ -4,7 +4,8 @@ runtime and a worker of the project's app, each usable on its own.
 `project_settings` reads the project's `tether.toml` (the `[app]` declaration, the
 policy, the model script and every other setting apply, relative paths resolved beside
 that file) and points what a test must not share at a fresh place: its own SQLite
-database, task queue, state folder and approving key (the only key its worker trusts).
+database, task queue, state folder, approving key (the only key its worker trusts) and
+checkpoint signing key.
 The policy is read from its file (a fresh database holds no pushed policy). `TETHER_*`
 variables still apply to everything else, as they do for the worker.
 """
@@ -89,6 +90,7 @@ def project_settings(
         "task_queue": f"tether-test-{uuid.uuid4().hex[:12]}",
         "state_dir": scratch / "state",
         "approval_key": scratch / "keys" / "approval.pem",
+        "checkpoint_key": scratch / "keys" / "checkpoint.pem",
         "approval_trusted_keys": [],
         "console_checkpoint_dir": scratch / "checkpoints",
         "policy_source": "file",

@@ -20,9 +20,8 @@ from sqlalchemy import Engine, Float, String, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from tether.activities.tools import tool, tool_context
-from tether.core.db import Base, create_tables
-from tether.runtime.app import AppContext
+from tether import AppContext, tool, tool_context
+from tether.core.db import Base, create_tables  # the bank's tables live beside Tether's
 
 
 class PaymentRow(Base):

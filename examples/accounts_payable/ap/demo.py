@@ -20,16 +20,22 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from ap.workflows import InvoiceInput, InvoiceResult
+from tether import (
+    App,
+    ApprovalError,
+    Runtime,
+    Settings,
+    TetherPlugin,
+    build_worker,
+    start_task,
+)
+
+# Not in the public API: the demo prints ledger lines as `tether audit show` does, starts
+# the dev server `tether dev` uses, and approves as `tether approvals approve` does.
 from tether.cli.common import event_line
 from tether.core.binaries import temporal_cli
-from tether.core.config import Settings
-from tether.errors import ApprovalError
-from tether.runtime.app import App
 from tether.runtime.approvals import decide_request, signing_key
-from tether.runtime.client import start_task
-from tether.runtime.plugin import TetherPlugin
 from tether.verification.events import RecordedEvent
-from tether.worker import Runtime, build_worker
 
 INVOICES = [
     ("INV-1001", "Invoice INV-1001: Acme Office Supplies — paper and toner, total $250.00"),

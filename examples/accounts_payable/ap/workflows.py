@@ -15,8 +15,7 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
 
     from ap.bank import BankChange, Payment, PaymentTools
-    from tether.workflows.agent import AgentWorkflow
-    from tether.workflows.errors import ActionDenied, ActionRejected
+    from tether import ActionDenied, ActionRejected, AgentWorkflow
 
 
 class InvoiceInput(BaseModel):
