@@ -66,6 +66,19 @@ class EndpointHealth:
     def cooling_remaining(self) -> float:
         return max(0.0, self.cooling_until - self.clock())
 
+    def available_in(self) -> float:
+        """Seconds until this endpoint may take a call again: the rest of its Retry-After
+        and, while open, of its reset time (then its half-open probe goes through); while
+        its probe is in flight, a second (or the reset time, if shorter): the probe's answer
+        comes soon. 0 when it takes calls now."""
+        now = self.clock()
+        wait = max(0.0, self.cooling_until - now)
+        if self.state is BreakerState.OPEN:
+            wait = max(wait, self.opened_at + self.reset_seconds - now)
+        elif self.state is BreakerState.HALF_OPEN and self.probing:
+            wait = max(wait, min(1.0, self.reset_seconds))
+        return wait
+
     def succeeded(self, latency_ms: float) -> None:
         self.successes += 1
         self.consecutive_failures = 0

@@ -5,11 +5,12 @@ Contract:
   lists the call's data class (sensitivity) and serves its task, and it is not excluded.
   Confidential classes are only ever listed by private endpoints (the configuration
   refuses anything else), so failover can never escalate data: with no eligible endpoint
-  healthy, the call fails (`ModelUnavailable`) rather than going elsewhere.
-- Among eligible endpoints the order is: the preferred one (a repair), then those that
-  meet the latency target (live, smoothed latency), then the cheapest for this call,
-  then `priority`, then the fastest. Endpoints whose breaker is open, or that asked to wait
-  (Retry-After), are skipped and the skip is reported.
+  healthy, the call fails (`ModelUnavailable`) rather than going elsewhere. A repair
+  (`same_model_as`) goes only to endpoints serving the model that gave the answer; an
+  `alternate` call never to a model that answered already (`exclude_models`).
+- Among eligible endpoints the order is `activities.routing.route`'s. Endpoints whose
+  breaker is open, or that asked to wait (Retry-After), are skipped and the skip is
+  reported.
 - On timeout, stall, connection error or reset, 429, 5xx, a garbage, empty, oversized or
   unknown-tool answer the call fails over to the next endpoint; 401/403/404 open that
   endpoint's breaker and fail over; 400 and other 4xx end the call (non-retryable) and
@@ -17,7 +18,9 @@ Contract:
 - `call_timeout_seconds` bounds the whole call: each attempt, the wait for a connection
   slot and any Retry-After wait end when it passes.
   After `max_attempts` HTTP attempts, or when every endpoint failed, the call fails
-  with `GatewayFailure` and Temporal's retry policy (the one outer loop) decides.
+  with `GatewayFailure` and Temporal's retry policy (the one outer loop) decides; a
+  `ModelUnavailable` failure says when the first endpoint takes calls again (its breaker
+  half-opens) and the task's outage budget, so the workflow can wait for that moment.
 - Every attempt, including skips, is in the result (or the failure) as a `ModelAttempt`.
 
 Usage comes from the provider's `usage`; where absent it is estimated (four characters a
@@ -29,12 +32,18 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from dataclasses import dataclass
 
 import httpx
 
 from tether.activities.breaker import EndpointHealth
-from tether.activities.models import (
+from tether.activities.openai_http import AttemptFailed, ClientShards, OpenAIEndpoint, messages
+from tether.activities.payloads import (
+    ModelAttempt,
+    ModelCallInput,
+    ModelCallResult,
+    UnavailableDetails,
+)
+from tether.activities.providers import (
     GatewayFailure,
     ModelProvider,
     Pricing,
@@ -42,25 +51,11 @@ from tether.activities.models import (
     ScriptedProvider,
     estimate_tokens,
 )
-from tether.activities.openai_http import AttemptFailed, ClientShards, OpenAIEndpoint, messages
-from tether.activities.payloads import ModelAttempt, ModelCallInput, ModelCallResult
+from tether.activities.routing import Endpoint, eligible, route
 from tether.core import genai, telemetry
 from tether.core.config import Settings
-from tether.core.gateway_config import PRIVATE_ONLY, EndpointConfig, ModelsConfig
+from tether.core.gateway_config import PRIVATE_ONLY, ModelsConfig
 from tether.errors import ErrorType
-
-
-@dataclass
-class Endpoint:
-    config: EndpointConfig
-    client: OpenAIEndpoint
-    health: EndpointHealth
-    slots: asyncio.Semaphore
-    pricing: Pricing
-
-    @property
-    def name(self) -> str:
-        return self.config.name
 
 
 class Gateway:
@@ -98,58 +93,12 @@ class Gateway:
     # -- routing -------------------------------------------------------------------------
 
     def eligible(self, request: ModelCallInput) -> list[Endpoint]:
-        """Endpoints that may receive this call at all (data class, task, exclusions)."""
-        return [
-            e
-            for e in self.endpoints
-            if request.sensitivity in e.config.data_classes
-            and (not e.config.tasks or request.task in e.config.tasks)
-            and e.name not in request.exclude_endpoints
-        ]
+        """Endpoints that may receive this call at all (`activities.routing.eligible`)."""
+        return eligible(self.endpoints, request)
 
     def route(self, request: ModelCallInput) -> list[tuple[Endpoint, str]]:
         """Eligible endpoints, best first, each with why it ranks there."""
-        target = request.latency_target_ms or self.config.latency_target_ms
-        prompt = estimate_tokens(request.prompt + request.repair_error)
-
-        def key(item: tuple[int, Endpoint]) -> tuple[bool, bool, float, int, float, int]:
-            index, e = item
-            latency = e.health.latency_ms or 0.0
-            return (
-                e.name != request.prefer_endpoint,
-                bool(target) and latency > target,
-                e.pricing.cost(prompt, request.max_output_tokens),
-                e.config.priority,
-                latency,
-                index,
-            )
-
-        eligible = self.eligible(request)
-        if len(eligible) == 1:  # the common case of one endpoint per data class: no ranking
-            only = eligible[0]
-            return [
-                (
-                    only,
-                    "preferred (same model)"
-                    if only.name == request.prefer_endpoint
-                    else "the only eligible endpoint",
-                )
-            ]
-        ranked = sorted(enumerate(eligible), key=key)
-        out: list[tuple[Endpoint, str]] = []
-        for rank, (_, e) in enumerate(ranked, 1):
-            if e.name == request.prefer_endpoint:
-                why = "preferred (same model)"
-            else:
-                cost = e.pricing.cost(prompt, request.max_output_tokens)
-                latency = e.health.latency_ms
-                why = f"rank {rank}/{len(ranked)}: worst-case ${cost:.6f}" + (
-                    f", p50~{latency:.1f}ms" if latency is not None else ""
-                )
-                if target and latency is not None and latency > target:
-                    why += f", slower than target {target}ms"
-            out.append((e, why))
-        return out
+        return route(self.eligible(request), request, self.config.latency_target_ms)
 
     def worst_case_pricing(self, request: ModelCallInput) -> Pricing:
         """The priciest eligible endpoint's prices: what a budget must reserve."""
@@ -170,8 +119,13 @@ class Gateway:
                 f"no endpoint may receive a {request.sensitivity!r} call for task "
                 f"{request.task!r}"
                 + (
-                    f" (excluding {', '.join(request.exclude_endpoints)})"
-                    if request.exclude_endpoints
+                    f" (excluding {', '.join(request.exclude_endpoints + request.exclude_models)})"
+                    if request.exclude_endpoints or request.exclude_models
+                    else ""
+                )
+                + (
+                    f" (only the model of {request.same_model_as!r})"
+                    if request.same_model_as
                     else ""
                 )
                 + "; list the data class and task on an allowed endpoint in "
@@ -207,13 +161,20 @@ class Gateway:
                 previous = f"{endpoint.name} {attempts[-1].outcome}"
             if not await self._wait_for_retry_after(routes, budget, deadline):
                 break
+        refusals = ("breaker_open", "cooling_down")
         raise GatewayFailure(
             ErrorType.MODEL_UNAVAILABLE,
             f"no eligible endpoint answered the {request.task!r} call "
             f"({', '.join(f'{a.endpoint}: {a.outcome}' for a in attempts)}); "
-            "Temporal retries the call; check the endpoints' health",
+            "the call is retried until the endpoints answer; check their health",
             attempts,
             retryable=True,
+            outage=UnavailableDetails(
+                retry_in_s=round(min(e.health.available_in() for e, _ in routes), 3),
+                outage_budget_s=self.config.outage_budget(request.task),
+                refused_only=all(a.outcome in refusals for a in attempts),
+                endpoints=[e.name for e, _ in routes],
+            ),
         )
 
     async def _wait_for_retry_after(

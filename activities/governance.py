@@ -117,6 +117,7 @@ class GovernanceActivities:
                     "started_by": inp.ref.started_by,
                     "inputs": list(inp.inputs),
                     "workflow_type": inp.ref.workflow_type,
+                    **({"idempotency_key": inp.effect_key} if inp.effect_key else {}),
                 },
             )
         )
@@ -191,6 +192,10 @@ class GovernanceActivities:
 
     @activity.defn(name="record_event")
     def record_event(self, event: LedgerEvent) -> None:
+        if event.kind.endswith(".waiting") and self.ledger.get(event.idempotency_key) is None:
+            # A run begins or ends waiting out an outage (`workflows.outage`): counted
+            # once, when the event is new (a retried record counts nothing twice).
+            telemetry.run_waiting(event.kind.split(".")[0], 1 if event.outcome == "waiting" else -1)
         self.ledger.append(event)
 
     def _approval_event(

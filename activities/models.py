@@ -1,4 +1,4 @@
-"""The model gateway's activity and its embedded default, the scripted provider.
+"""The model gateway's activity, `call_model` (providers: `activities.providers`).
 
 Contract: `call_model` is retryable (Temporal's retry policy is the only retry loop);
 each call appends one `model.call` event keyed by step and attempt purpose (the rung of
@@ -8,7 +8,14 @@ latency, tokens). The provider is `activities.gateway.Gateway` over the configur
 endpoints, or the scripted provider when none is configured. A call no endpoint answered
 is recorded as `model.failed` (once per Temporal try, with its attempts) and raised as
 `NoEligibleEndpoint` or `ModelRequestRejected` (non-retryable) or `ModelUnavailable`
-(retryable).
+(retryable; its second detail is `UnavailableDetails`: when an endpoint takes calls
+again and the outage budget of the task). A call made by a workflow that waits out
+outages itself (`waits_out_outages`) fails at once, non-retryably, when every eligible
+endpoint refused it without an HTTP attempt (breakers open, cooling down): retrying
+before the breaker's probe time cannot help, and the workflow sleeps until then.
+
+The activity heartbeats while it runs (a few times per heartbeat timeout), so a worker
+that dies mid-call is noticed within the timeout and the call retried on another worker.
 
 Before the provider runs, `call_model` refuses a call a kill switch covers (non-retryable
 `KillSwitchEngaged`, recorded as `model.killed`) and reserves the call's worst-case
@@ -22,166 +29,65 @@ call releases it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
-import json
-from pathlib import Path
-from typing import Protocol
+from collections.abc import AsyncIterator
 
-from pydantic import BaseModel, Field, JsonValue
+from pydantic import JsonValue
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from tether.activities.payloads import (
-    BudgetBreachDetails,
-    ModelAttempt,
-    ModelCallInput,
-    ModelCallResult,
+from tether.activities.payloads import BudgetBreachDetails, ModelCallInput, ModelCallResult
+from tether.activities.providers import (
+    GatewayFailure,
+    ModelProvider,
+    Pricing,
+    Script,
+    ScriptedProvider,
+    ScriptEntry,
+    ScriptError,
+    estimate_tokens,
 )
-from tether.errors import ErrorType, TetherError
+from tether.errors import ErrorType
 from tether.governance.budget import Breach, Budgets
 from tether.governance.kill import KillSwitches
 from tether.verification.events import LedgerEvent, digest
 from tether.verification.ledger import Ledger
 
-
-class ModelProvider(Protocol):
-    name: str
-
-    async def complete(self, request: ModelCallInput) -> ModelCallResult: ...
-
-
-class ScriptEntry(BaseModel):
-    task: str
-    match: str = ""
-    """A substring the prompt must contain; empty matches any prompt of the task."""
-    output: JsonValue = None
-    repair_output: JsonValue = None
-    """Answer to a repair attempt; defaults to `output`."""
+__all__ = [
+    "GatewayFailure",
+    "ModelActivities",
+    "ModelProvider",
+    "Pricing",
+    "Script",
+    "ScriptEntry",
+    "ScriptError",
+    "ScriptedProvider",
+    "estimate_tokens",
+]
 
 
-class Pricing(BaseModel):
-    """A provider's price list, in US dollars per 1000 tokens."""
+@contextlib.asynccontextmanager
+async def heartbeating() -> AsyncIterator[None]:
+    """Heartbeat from a background task while the body runs (outside an activity: no-op)."""
+    if not activity.in_activity():
+        yield
+        return
+    timeout = activity.info().heartbeat_timeout
+    every = max(0.2, timeout.total_seconds() / 4) if timeout else 1.0
 
-    usd_per_1k_input: float = 0.0
-    usd_per_1k_output: float = 0.0
+    async def beat() -> None:
+        while True:
+            activity.heartbeat()
+            await asyncio.sleep(every)
 
-    def cost(self, input_tokens: int, output_tokens: int) -> float:
-        return (
-            input_tokens * self.usd_per_1k_input + output_tokens * self.usd_per_1k_output
-        ) / 1000
-
-    @classmethod
-    def per_million(cls, input_usd: float, output_usd: float) -> Pricing:
-        """From prices per million tokens (how `tether.toml` and providers state them)."""
-        return cls(usd_per_1k_input=input_usd / 1000, usd_per_1k_output=output_usd / 1000)
-
-
-class GatewayFailure(Exception):
-    """A call no endpoint answered. `kind` is the error type `call_model` raises:
-
-    - `NoEligibleEndpoint` (non-retryable): no endpoint may receive this call;
-    - `ModelRequestRejected` (non-retryable): an endpoint refused the request itself (4xx);
-    - `ModelUnavailable` (retryable): eligible endpoints exist, none answered.
-    """
-
-    def __init__(
-        self, kind: str, message: str, attempts: list[ModelAttempt], retryable: bool
-    ) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
-        self.attempts = attempts
-        self.retryable = retryable
-
-
-def estimate_tokens(text: str) -> int:
-    """The token estimate used where a provider reports none: four characters a token."""
-    return max(1, len(text) // 4)
-
-
-class Script(BaseModel):
-    model: str = "scripted-1"
-    entries: list[ScriptEntry] = Field(default_factory=list)
-    pricing: Pricing = Field(default_factory=Pricing)
-
-
-class ScriptError(TetherError):
-    """The model script cannot be read or is not valid; the message names the file."""
-
-
-class ScriptedProvider:
-    """Deterministic answers from a script: the first entry whose task and match fit."""
-
-    name = "scripted"
-
-    def __init__(self, script: Script) -> None:
-        self.script = script
-        self.pricing = script.pricing
-
-    @classmethod
-    def from_file(cls, path: Path) -> ScriptedProvider:
-        try:
-            return cls(Script.model_validate_json(path.read_text(encoding="utf-8")))
-        except OSError as exc:
-            raise ScriptError(f"cannot read model script {str(path)!r}: {exc.strerror}") from None
-        except ValueError as exc:
-            raise ScriptError(f"model script {str(path)!r} is not valid: {exc}") from None
-
-    def entry_for(self, request: ModelCallInput) -> ScriptEntry | None:
-        """The first entry whose task and match fit `request`, or None."""
-        for entry in self.script.entries:
-            if entry.task == request.task and entry.match in request.prompt:
-                return entry
-        return None
-
-    async def complete(self, request: ModelCallInput) -> ModelCallResult:
-        if self.name in request.exclude_endpoints:
-            raise GatewayFailure(
-                ErrorType.NO_ELIGIBLE_ENDPOINT,
-                f"the scripted provider is the only model and this {request.task!r} call "
-                "excludes it; configure [[models.endpoints]] for another model",
-                [],
-                retryable=False,
-            )
-        entry = self.entry_for(request)
-        if entry is None:
-            raise ApplicationError(
-                f"the model script has no entry for task {request.task!r} matching this "
-                f"prompt; add one (prompt starts {request.prompt[:60]!r})",
-                type="ScriptMiss",
-                non_retryable=True,
-            )
-        out = (
-            entry.repair_output
-            if request.repair_error and entry.repair_output is not None
-            else entry.output
-        )
-        text = out if isinstance(out, str) else json.dumps(out)
-        # A real provider stops at max_output_tokens; so does the script.
-        text = text[: request.max_output_tokens * 4]
-        input_tokens = estimate_tokens(request.prompt)
-        output_tokens = estimate_tokens(text)
-        return ModelCallResult(
-            call_id="",
-            provider=self.name,
-            model=self.script.model,
-            text=text,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            cost_usd=self.pricing.cost(input_tokens, output_tokens),
-            tokens_estimated=True,
-            endpoint=self.name,
-            attempts=[
-                ModelAttempt(
-                    endpoint=self.name,
-                    reason="embedded default",
-                    outcome="ok",
-                    input_tokens=input_tokens,
-                    output_tokens=output_tokens,
-                )
-            ],
-            finish_reason="stop",
-        )
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 class ModelActivities:
@@ -213,6 +119,10 @@ class ModelActivities:
 
     @activity.defn(name="call_model")
     async def call_model(self, request: ModelCallInput) -> ModelCallResult:
+        async with heartbeating():
+            return await self._call_model(request)
+
+    async def _call_model(self, request: ModelCallInput) -> ModelCallResult:
         purpose = request.rung or ("repair" if request.repair_error else "first")
         key = request.ref.key(f"model.{purpose}")
         if self.kills is not None:
@@ -225,11 +135,16 @@ class ModelActivities:
             if self.budgets is not None:
                 self.budgets.release(key)
             await asyncio.to_thread(self._record_failure, request, purpose, failure)
+            outage = failure.outage
+            waits = request.waits_out_outages and outage is not None and outage.refused_only
+            details: list[JsonValue] = [[a.model_dump(mode="json") for a in failure.attempts]]
+            if outage is not None:
+                details.append(outage.model_dump(mode="json"))
             raise ApplicationError(
                 failure.message,
-                [a.model_dump(mode="json") for a in failure.attempts],
+                *details,
                 type=failure.kind,
-                non_retryable=not failure.retryable,
+                non_retryable=not failure.retryable or waits,
             ) from None
         except BaseException:  # failed or cancelled: give the reservation back, re-raise
             if self.budgets is not None:
@@ -259,6 +174,7 @@ class ModelActivities:
                 actor=request.ref.agent,
                 outcome="succeeded",
                 payload={
+                    **request.ref.links(),
                     "call_id": call_id,
                     "provider": result.provider,
                     "model": result.model,
@@ -298,6 +214,7 @@ class ModelActivities:
                 payload={
                     "error": failure.kind,
                     "retryable": failure.retryable,
+                    "retry_in_s": failure.outage.retry_in_s if failure.outage else 0.0,
                     "message": failure.message[:500],
                     "sensitivity": request.sensitivity,
                     "rung": purpose,
@@ -419,5 +336,5 @@ class ModelActivities:
             rule=rule,
             actor=actor or ("budget" if kind.startswith("budget") else "kill-switch"),
             outcome=outcome,
-            payload=payload,
+            payload={**ref.links(), **payload},
         )

@@ -11,9 +11,11 @@ A notify-tier action runs at once; then `notify` tells the configured sinks:
 
 Contract: `notify` is a local activity. Log and feed are told before the webhook is tried,
 so a failing webhook never loses them. A webhook failure raises (Temporal retries the
-activity) until `NotifyInput.webhook_attempts` attempts have failed or the receiver
-answers 4xx (retrying cannot help); then the notification is recorded as partly failed
-and the step goes on. The ledger `notify` event, one per step, lists the sinks told.
+activity, backing off to 30 s) for as long as the outage budget lasts
+(`notify_outage_budget_seconds`, one hour by default, counted from the first attempt)
+and at least `NotifyInput.webhook_attempts` attempts, unless the receiver answers 4xx
+(retrying cannot help); then the notification is recorded as partly failed and the step
+goes on. The ledger `notify` event, one per step, lists the sinks told.
 
 `open_review` and `record_review` are the `ReviewWindow` workflow's local activities:
 they keep the review index and write the window's ledger events, idempotently by key.
@@ -26,7 +28,7 @@ import hmac
 import json
 import logging
 import time
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 
 import httpx
 from pydantic import JsonValue
@@ -138,12 +140,14 @@ class NotifyActivities:
         sinks: list[str],
         webhook: WebhookSink | None = None,
         review_window_seconds: int = 3600,
+        outage_budget_seconds: float = 3600.0,
     ) -> None:
         self.ledger = ledger
         self.feed = feed
         self.sinks = sinks
         self.webhook = webhook
         self.review_window_seconds = review_window_seconds
+        self.outage_budget_seconds = outage_budget_seconds
 
     @classmethod
     def from_settings(cls, settings: Settings, ledger: Ledger, feed: FeedStore) -> NotifyActivities:
@@ -153,7 +157,12 @@ class NotifyActivities:
                 settings.notify_webhook_url, settings.notify_webhook_secret.get_secret_value()
             )
         return cls(
-            ledger, feed, list(settings.notify_sinks), webhook, settings.review_window_seconds
+            ledger,
+            feed,
+            list(settings.notify_sinks),
+            webhook,
+            settings.review_window_seconds,
+            settings.notify_outage_budget_seconds,
         )
 
     @activity.defn(name="notify")
@@ -202,7 +211,9 @@ class NotifyActivities:
                 self.webhook.deliver(note)
                 told.append("webhook")
             except WebhookError as exc:
-                if info.attempt < inp.webhook_attempts and not exc.permanent:
+                failing = datetime.now(UTC) - info.scheduled_time.astimezone(UTC)
+                within = failing.total_seconds() < self.outage_budget_seconds
+                if not exc.permanent and (info.attempt < inp.webhook_attempts or within):
                     raise  # Temporal retries the activity; log and feed are idempotent
                 log.warning(
                     "notify: giving up on the webhook after %d attempt(s): %s", info.attempt, exc

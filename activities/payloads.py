@@ -23,10 +23,24 @@ class StepRef(BaseModel):
     started_by: str = ""
     tenant: str = "default"
     """From the workflow memo key `tenant`; kill switches may stop one tenant."""
+    original_run_id: str = ""
+    """Set in a run made by an operator's reset: the run it was reset from (the chain's
+    original). Every ledger event of the step carries it (`links`)."""
+    effect: str = ""
+    """The idempotency key of this step's side effect, stable across reset, continue-as-new
+    and retries of the run (see `workflows.tool_calls.effect_key`); empty: `key("effect")`."""
 
     def key(self, kind: str) -> str:
-        """Idempotency key of this step's `kind` record (and of its side effect)."""
+        """Idempotency key of this step's `kind` ledger record (of this run)."""
         return f"{self.workflow_id}:{self.run_id}:{self.step}:{kind}"
+
+    def effect_key(self) -> str:
+        """Idempotency key of this step's side effect, what the tool passes to its target."""
+        return self.effect or self.key("effect")
+
+    def links(self) -> dict[str, JsonValue]:
+        """What ties this step's records to other runs: the run a reset started from."""
+        return {"original_run_id": self.original_run_id} if self.original_run_id else {}
 
     def event(
         self,
@@ -55,7 +69,7 @@ class StepRef(BaseModel):
             policy_version=decision.policy_version if decision else "",
             actor=actor,
             outcome=outcome,
-            payload=payload,
+            payload={**self.links(), **payload},
         )
 
 
@@ -70,6 +84,9 @@ class DecideInput(BaseModel):
     """False runs the step ungoverned (benchmark peer): auto, recorded as such."""
     inputs: list[str] = Field(default_factory=list)
     """What influenced this step: model call ids and earlier tool results of the run."""
+    effect_key: str = ""
+    """The idempotency key the step's tool will pass to its target (recorded with the
+    decision: a reset run's step shows the same key as the original's)."""
 
 
 class ToolCall(BaseModel):
@@ -84,6 +101,9 @@ class ToolCall(BaseModel):
     """The signed approvals of an approve-tier step; the tool checks them before running."""
     compensates: str = ""
     """Set when this call compensates an earlier step: that step's effect idempotency key."""
+    compensates_step: str = ""
+    """With `compensates`: the compensated step's ledger key prefix (`workflow:run:step`);
+    empty: `compensates` without its `:effect` suffix (windows opened before stable keys)."""
 
 
 class ModelTool(BaseModel):
@@ -140,6 +160,15 @@ class ModelCallInput(BaseModel):
     """Try this endpoint first when it is eligible (a repair goes to the same model)."""
     exclude_endpoints: list[str] = Field(default_factory=list)
     """Endpoints this call must not use (another model for the `alternate` rung)."""
+    exclude_models: list[str] = Field(default_factory=list)
+    """Models this call must not use: those that answered an earlier rung (`alternate`)."""
+    same_model_as: str = ""
+    """Only endpoints serving the model of this endpoint (a repair goes to the model that
+    gave the answer, and fails over only to another endpoint of that model)."""
+    waits_out_outages: bool = False
+    """The workflow waits out an outage itself (a durable timer): when every eligible
+    endpoint refuses calls for now (breaker open, cooling down), `call_model` fails at once
+    and non-retryably with `UnavailableDetails` instead of burning Temporal's retries."""
     latency_target_ms: int = 0
     """Endpoints slower than this (live p50) rank last; 0: the gateway's default."""
     tools: list[ModelTool] = Field(default_factory=list)
@@ -156,6 +185,20 @@ class BudgetBreachDetails(BaseModel):
     reason: str = ""
     requested_tokens: int = 0
     requested_cost_usd: float = 0.0
+
+
+class UnavailableDetails(BaseModel):
+    """The second detail of a `ModelUnavailable` error: how the caller may wait it out."""
+
+    retry_in_s: float = 0.0
+    """When the first eligible endpoint takes calls again (its breaker half-opens or its
+    Retry-After ends); 0: unknown (the endpoints failed, their breakers are not open)."""
+    outage_budget_s: float = 3600.0
+    """How long a run waits out an outage of this call's task before it fails."""
+    refused_only: bool = False
+    """No HTTP attempt was made: every eligible endpoint refused calls for now."""
+    endpoints: list[str] = Field(default_factory=list)
+    """The eligible endpoints, all unavailable."""
 
 
 class ModelCallResult(BaseModel):

@@ -21,7 +21,10 @@ NAME. Each request is answered by the next fault of that endpoint's plan:
 
 A plan is a list consumed in order (then `ok`), or a chaos rate: each request fails with
 probability `rate`, the fault drawn from a list (seeded: reproducible). An endpoint named
-`always-FAULT` answers FAULT every time (handy from another process). Requests with
+`always-FAULT` answers FAULT every time (handy from another process). `outage(*names)`
+takes endpoints down (every request answers the outage's fault, 503 by default, before
+any plan) until `restore(*names)`. `answer(match, output)` makes a prompt containing
+`match` answer `output` (JSON) instead of the echo, e.g. an invoice's fields. Requests with
 `"stream": true` are answered as server-sent events. Every request is logged (endpoint,
 the prompt text, the fault): tests assert on the log, e.g. that no confidential prompt
 ever reached a public endpoint.
@@ -39,6 +42,7 @@ import gzip
 import json
 import random
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,6 +90,9 @@ class ModelServer:
     chaos: dict[str, Chaos] = field(default_factory=dict)
     record: bool = True
     """False keeps no log (a benchmark's millions of requests)."""
+    outages: dict[str, str] = field(default_factory=dict)
+    """Endpoints down now, with the fault each answers until restored."""
+    answers: list[tuple[str, Any]] = field(default_factory=list)
     _server: asyncio.Server | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -103,12 +110,27 @@ class ModelServer:
     ) -> None:
         self.chaos[endpoint] = Chaos(rate, faults, random.Random(seed))
 
+    def outage(self, *endpoints: str, fault: str = "503") -> None:
+        """Take `endpoints` down: every request answers `fault` until `restore`."""
+        for endpoint in endpoints:
+            self.outages[endpoint] = fault
+
+    def restore(self, *endpoints: str) -> None:
+        for endpoint in endpoints:
+            self.outages.pop(endpoint, None)
+
+    def answer(self, match: str, output: Any) -> None:
+        """A prompt whose first user message contains `match` is answered `output`."""
+        self.answers.append((match, output))
+
     def requests_to(self, endpoint: str) -> list[LoggedRequest]:
         return [r for r in self.log if r.endpoint == endpoint]
 
     def _next_fault(self, endpoint: str) -> str:
         if endpoint.startswith("always-"):
             return endpoint.removeprefix("always-")
+        if endpoint in self.outages:
+            return self.outages[endpoint]
         plan = self.plans.get(endpoint)
         if plan:
             return plan.pop(0)
@@ -214,7 +236,7 @@ class ModelServer:
         if fault == "empty_choices":
             _send(writer, 200, {"id": "x", "object": "chat.completion", "choices": []})
             return True
-        completion = _completion(endpoint, body, prompt, fault)
+        completion = _completion(endpoint, body, prompt, fault, self.answers)
         if fault == "gzip" and "gzip" in accepts:
             packed = gzip.compress(json.dumps(completion).encode())
             writer.write(_head(200, len(packed), {"content-encoding": "gzip"}) + packed)
@@ -254,10 +276,20 @@ class ModelServer:
         await writer.drain()
 
 
-def _completion(endpoint: str, body: dict[str, Any], prompt: str, fault: str) -> dict[str, Any]:
+def _completion(
+    endpoint: str,
+    body: dict[str, Any],
+    prompt: str,
+    fault: str,
+    answers: Sequence[tuple[str, Any]] = (),
+) -> dict[str, Any]:
     user = [m for m in body.get("messages", []) if m.get("role") == "user"]
     first = str(user[0].get("content", "")) if user else prompt
     answer: Any = {"echo": first[:40], "endpoint": endpoint}
+    for match, output in answers:
+        if match in first:
+            answer = output
+            break
     if fault == "schema":
         answer = {"echo": 5}
     content = json.dumps(answer)

@@ -1,6 +1,7 @@
 """Record the example workflows' histories into tests/histories/ (run on purpose, not in CI).
 
-    python -m tests.record_histories
+    python -m tests.record_histories            # the example's runs (old code's histories)
+    python -m tests.record_histories outages    # a run that waited out an outage; a reset run
 
 The replay test replays every stored history against today's code, so a change that
 would break in-flight workflows fails the suite. Re-record only when a change is meant to
@@ -10,6 +11,8 @@ be incompatible — and then guard it with `workflow.patched()` instead where yo
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -110,5 +113,72 @@ async def main() -> None:
         await env.shutdown()
 
 
+async def outages() -> None:
+    """`invoice-outage`: both model endpoints down a while, the run waits and pays;
+    `invoice-reset`: an auto-tier payment run reset by `temporal workflow reset`."""
+    from tests.model_server import ModelServer
+    from tests.outage_kit import invoice_answers, private_endpoints
+    from tether.activities.gateway import Gateway
+    from tether.core.gateway_config import ModelsConfig
+
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_cli(), data_converter=pydantic_data_converter
+    )
+    tmp = Path(tempfile.mkdtemp())
+    settings = Settings(database_url=f"sqlite:///{tmp / 'rec.db'}", task_queue="record")
+    runtime = Runtime.from_settings(settings)
+    try:
+        async with ModelServer() as server:
+            [invoice] = invoice_answers(server, "INV-OUT", 1)
+            config = {"endpoints": private_endpoints(server, "a"), "breaker_reset_seconds": 1}
+            gateway = Gateway(ModelsConfig.model_validate(config))
+            async with build_worker(env.client, settings, runtime, model_provider=gateway):
+                server.outage("a")
+                handle = await start_task(
+                    env.client,
+                    "PayInvoice",
+                    InvoiceInput(invoice_id=invoice, text=f"Invoice {invoice}"),
+                    workflow_id=f"invoice-outage-{uuid.uuid4().hex[:6]}",
+                    task_queue=settings.task_queue,
+                    started_by="user:bob",
+                    result_type=InvoiceResult,
+                )
+                await asyncio.sleep(8)
+                server.restore("a")
+                await handle.result()
+                history = await handle.fetch_history()
+                (HERE / "invoice-outage.json").write_text(history.to_json())
+            await gateway.aclose()
+        async with build_worker(env.client, settings, runtime):
+            handle = await start_task(
+                env.client,
+                "PayInvoice",
+                InvoiceInput(invoice_id="INV-1001", text="Invoice INV-1001"),
+                workflow_id=f"invoice-reset-{uuid.uuid4().hex[:6]}",
+                task_queue=settings.task_queue,
+                started_by="user:bob",
+                result_type=InvoiceResult,
+            )
+            await handle.result()
+            address = env.client.service_client.config.target_host
+            await asyncio.to_thread(
+                subprocess.run,
+                [temporal_cli(), "workflow", "reset", "--address", address, "-w", handle.id,
+                 "-r", str(handle.result_run_id), "--type", "FirstWorkflowTask",
+                 "--reason", "recorded"],
+                check=True,
+            )  # fmt: skip
+            latest = env.client.get_workflow_handle(handle.id, result_type=InvoiceResult)
+            for _ in range(100):
+                if (await latest.describe()).run_id != handle.result_run_id:
+                    break
+                await asyncio.sleep(0.05)
+            await latest.result()
+            (HERE / "invoice-reset.json").write_text((await latest.fetch_history()).to_json())
+    finally:
+        await env.shutdown()
+    print("recorded invoice-outage, invoice-reset")
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    asyncio.run(outages() if sys.argv[1:] == ["outages"] else main())

@@ -303,7 +303,10 @@ async def test_notify_tells_every_sink_and_a_flag_refunds_the_payment(
             ]
             executed = events(runtime, wid, "compensation.executed")[0]
             assert executed.payload["tool"] == "refund_vendor"
-            assert executed.payload["compensates"] == f"{wid}:{notify.run_id}:{step}:effect"
+            # The refund undoes the payment under the key the payment's decision recorded.
+            [paid] = [d for d in events(runtime, wid, "decision") if d.step == step]
+            assert executed.payload["compensates"] == paid.payload["idempotency_key"]
+            assert str(paid.payload["idempotency_key"]).startswith(f"{wid}:{notify.run_id}:")
             assert executed.payload["idempotency_key"] != executed.payload["compensates"]
             assert feed.get_review(review_id(wid, step)).status is ReviewStatus.COMPENSATED
 

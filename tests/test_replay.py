@@ -21,6 +21,8 @@ def test_histories_are_stored() -> None:
         "invoice-approve",
         "invoice-deny",
         "agent-loop",
+        "invoice-outage",
+        "invoice-reset",
     } <= names
 
 

@@ -17,13 +17,23 @@ the `decide` update (validated: holder of the approver role, not the requester, 
 open, deadline not passed) or the `approve` signal with the same payload (refused
 attempts are recorded in the ledger). The human who started the run is read from the
 memo key `started_by`, set by `tether.start_task`.
+
+Effects survive operator actions (since the `stable-effect-key` patch): the idempotency
+key a side-effecting tool passes to its target (`tool_context().idempotency_key`) is
+derived from the workflow id, the run the execution began with, the step and the tool
+and its arguments (`effect_key`), not from the run id, so the same step with the same
+arguments keeps its key across `temporal workflow reset`, workflow retries and, when the
+run continues with `self.continue_as_new(...)` (which carries the step count on), across
+continue-as-new. The decision records the key; every record of a reset run carries
+`original_run_id`, the run it was reset from. Model calls are `workflows.model_calls`
+(outages waited out, heartbeats), their recovery ladder `workflows.recovery`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
-from typing import ClassVar, TypeVar
+from datetime import datetime, timedelta
+from typing import ClassVar, NoReturn, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -34,37 +44,36 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel, JsonValue, ValidationError
 
     from tether.activities.governance import GovernanceActivities
-    from tether.activities.models import ModelActivities
     from tether.activities.payloads import (
-        BudgetBreachDetails,
         DecideInput,
         ModelCallInput,
         ModelCallResult,
-        NotifyInput,
         StepRef,
         ToolCall,
     )
-    from tether.activities.tools import ToolSpec, spec_of
-    from tether.core.gateway_config import CALL_MODEL_TIMEOUT_SECONDS, DATA_CLASSES
+    from tether.activities.tools import spec_of
+    from tether.core.gateway_config import DATA_CLASSES
     from tether.errors import ErrorType
     from tether.governance.approvals import ApprovalDecision, PendingApproval
-    from tether.governance.types import Decision, Tier
+    from tether.governance.types import Tier
     from tether.verification.events import canonical_json, digest
-    from tether.workflows.approvals import ApprovalsMixin, request_id_of
+    from tether.workflows.approvals import ApprovalsMixin
     from tether.workflows.errors import (
         ActionAmbiguous,
         ActionDenied,
         BudgetExceeded,
         ModelOutputInvalid,
     )
-    from tether.workflows.recovery import CALL_FAILURES, Check, RecoveryLadder
-    from tether.workflows.review import notify_step
+    from tether.workflows.recovery import Check, RecoveryLadder
+    from tether.workflows.tool_calls import ToolSteps, effect_key
 
 M = TypeVar("M", bound=BaseModel)
 R = TypeVar("R", bound=BaseModel)
 
 LOCAL = timedelta(seconds=30)
-MODEL_RETRY = RetryPolicy(maximum_attempts=5, non_retryable_error_types=["ScriptMiss"])
+EFFECT_PATCH = "stable-effect-key"
+STEP_OFFSET = "tether_step_offset"
+"""Memo key: the steps of the runs before this one (`AgentWorkflow.continue_as_new`)."""
 TOOL_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=10)
 ONCE = RetryPolicy(maximum_attempts=1)
 """Side-effecting tools that do not honour an idempotency key are never retried."""
@@ -95,20 +104,25 @@ class AgentStatus(BaseModel):
     pending: PendingApproval | None = None
     paused: bool = False
     """The agent is over its cap of open approval requests and waits."""
+    waiting: str = ""
+    """Why the run waits out an outage, e.g. "waiting for model endpoint since …: …"."""
+    waiting_since: datetime | None = None
 
 
-class AgentWorkflow(ApprovalsMixin, RecoveryLadder):
+class AgentWorkflow(ApprovalsMixin, RecoveryLadder, ToolSteps):
     """Base class: subclass it, set `agent`, decorate with `@workflow.defn(name=...)`."""
 
     agent: ClassVar[str] = "agent:unnamed"
     governed: ClassVar[bool] = True
 
     def __init__(self) -> None:
-        self._step = 0
+        self._step_offset = workflow.memo_value(STEP_OFFSET, default=0, type_hint=int)
+        self._step = self._step_offset
         self._agent = type(self).agent
         self._usage = Usage()
         self._budget = Budget()
         self._init_approvals()
+        self._init_waits()
         self._inputs: list[str] = []
         """Model call ids and tool results so far: what may have influenced the next step."""
 
@@ -131,6 +145,7 @@ class AgentWorkflow(ApprovalsMixin, RecoveryLadder):
         if self._budget.max_steps and self._step > self._budget.max_steps:
             raise BudgetExceeded(f"step budget of {self._budget.max_steps} steps is spent")
         info = workflow.info()
+        reset = workflow.patched(EFFECT_PATCH) and info.original_execution_run_id
         return StepRef(
             workflow_id=info.workflow_id,
             run_id=info.run_id,
@@ -139,7 +154,16 @@ class AgentWorkflow(ApprovalsMixin, RecoveryLadder):
             agent=self._agent,
             started_by=self.started_by,
             tenant=self.tenant,
+            original_run_id=reset if reset and reset != info.run_id else "",
         )
+
+    async def continue_as_new(self, arg: BaseModel) -> NoReturn:
+        """Continue as new with `arg` once every handler finished, carrying the step
+        count (memo `tether_step_offset`) and the memo: the next run numbers its steps
+        on, so its side effects never take this run's idempotency keys."""
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        memo = {**workflow.memo(), STEP_OFFSET: self._step}
+        workflow.continue_as_new(arg, memo=memo)
 
     def _charge(self, result: ModelCallResult) -> None:
         u = self._usage
@@ -178,8 +202,11 @@ class AgentWorkflow(ApprovalsMixin, RecoveryLadder):
         scope raises ActionDenied; an agent budget that would be overspent raises
         BudgetExceeded, or, when its policy is to escalate, waits for approval
         (`budget.exceed` on `agent/<agent>`) and then runs the call beyond the budget
-        (ActionRejected when not approved). A call no endpoint may take or answer raises
-        an ApplicationError typed NoEligibleEndpoint, ModelRequestRejected or
+        (ActionRejected when not approved). An outage of every eligible endpoint is
+        waited out (`workflows.model_calls`: status `waiting`, `model.waiting` in the
+        ledger) for the task's outage budget. A call no endpoint may take, or that an
+        endpoint refuses, or that none answered within the budget raises an
+        ApplicationError typed NoEligibleEndpoint, ModelRequestRejected or
         ModelUnavailable.
         """
         ref = self._ref()
@@ -198,7 +225,7 @@ class AgentWorkflow(ApprovalsMixin, RecoveryLadder):
                 raise ApplicationError(
                     f"ask(sensitivity={sensitivity!r}) is not a data class; use one of "
                     f"{', '.join(DATA_CLASSES)}",
-                    type="InvalidSensitivity",
+                    type=ErrorType.INVALID_SENSITIVITY,
                     non_retryable=True,
                 )
             return await self._ask_ladder(schema, request, check, fallback, approver)
@@ -233,6 +260,11 @@ class AgentWorkflow(ApprovalsMixin, RecoveryLadder):
         spec = spec_of(tool)
         ref = self._ref()
         args_json: dict[str, JsonValue] = args.model_dump(mode="json")
+        if workflow.patched(EFFECT_PATCH):
+            key = effect_key(
+                workflow.info(), ref.step, spec.name, args_json, carried=self._step_offset > 0
+            )
+            ref = ref.model_copy(update={"effect": key})
         summary = canonical_json(args_json)
         decision = await workflow.execute_local_activity_method(
             GovernanceActivities.decide_step,
@@ -245,6 +277,7 @@ class AgentWorkflow(ApprovalsMixin, RecoveryLadder):
                 args_summary=summary[:500],
                 governed=self.governed,
                 inputs=list(self._inputs),
+                effect_key=ref.effect,
             ),
             start_to_close_timeout=LOCAL,
         )
@@ -275,72 +308,20 @@ class AgentWorkflow(ApprovalsMixin, RecoveryLadder):
             approvals=grants,
         )
         try:
-            result: R = await workflow.execute_activity(
-                spec.activity_name,
-                call,
-                result_type=spec.result_type,
-                start_to_close_timeout=spec.timeout,
-                heartbeat_timeout=spec.heartbeat,
-                retry_policy=TOOL_RETRY if spec.idempotent else ONCE,
-            )
+            result: R = await self._run_tool(spec, call, TOOL_RETRY if spec.idempotent else ONCE)
         except ActivityError as exc:
             if spec.side_effect and isinstance(exc.cause, ActivityTimeoutError):
                 await self._record_ambiguous(call, decision)
                 raise ActionAmbiguous(
                     f"{action!r} on {resource!r} timed out after it was dispatched; whether it "
                     f"took effect is unknown. Check the target system (idempotency key "
-                    f"{ref.key('effect')!r}) before acting again"
+                    f"{ref.effect_key()!r}) before acting again"
                 ) from None
             raise
         self._inputs.append(f"step:{ref.step}:{digest(result.model_dump(mode='json'))}")
         if decision.tier is Tier.NOTIFY:
             await self._notify(ref, action, resource, spec, args_json, decision, result)
         return result
-
-    async def _record_ambiguous(self, call: ToolCall, decision: Decision) -> None:
-        ref = call.ref
-        await workflow.execute_local_activity_method(
-            GovernanceActivities.record_event,
-            ref.event(
-                "tool.ambiguous",
-                action=call.action,
-                resource=call.resource,
-                decision=decision,
-                actor=ref.agent,
-                outcome="ambiguous",
-                payload={
-                    "tool": call.tool,
-                    "args_digest": digest(call.args),
-                    "idempotency_key": ref.key("effect"),
-                },
-            ),
-            start_to_close_timeout=LOCAL,
-        )
-
-    async def _record_invalidated(
-        self,
-        ref: StepRef,
-        action: str,
-        resource: str,
-        decision: Decision,
-        dispatched: dict[str, JsonValue],
-    ) -> None:
-        await workflow.execute_local_activity_method(
-            GovernanceActivities.record_event,
-            ref.event(
-                "approval.invalidated",
-                action=action,
-                resource=resource,
-                decision=decision,
-                actor=ref.agent,
-                outcome="invalidated",
-                payload={
-                    "why": "the arguments changed after approval; they need approval again",
-                    "args_digest": digest(dispatched),
-                },
-            ),
-            start_to_close_timeout=LOCAL,
-        )
 
     @workflow.query(name="status")
     def status(self) -> AgentStatus:
@@ -350,96 +331,6 @@ class AgentWorkflow(ApprovalsMixin, RecoveryLadder):
             usage=self._usage,
             pending=self._pending,
             paused=self._paused,
+            waiting=self._waiting.describe() if self._waiting else "",
+            waiting_since=self._waiting.since if self._waiting else None,
         )
-
-    # -- model calls under kill switches and agent budgets -------------------------------
-
-    async def _call_model(self, request: ModelCallInput) -> tuple[ModelCallResult, ModelCallInput]:
-        """Run `call_model`; return its result and the request as finally sent."""
-        while True:
-            try:
-                result = await workflow.execute_activity_method(
-                    ModelActivities.call_model,
-                    request,
-                    start_to_close_timeout=timedelta(seconds=CALL_MODEL_TIMEOUT_SECONDS),
-                    retry_policy=MODEL_RETRY,
-                )
-                return result, request
-            except ActivityError as exc:
-                cause = exc.cause
-                # Histories from before the ladder take the old path (the raw error).
-                ladder = workflow.patched("model-recovery-ladder")
-                if ladder and isinstance(cause, ActivityTimeoutError):
-                    raise ApplicationError(
-                        f"model call {request.task!r} timed out on every try: {cause.message}",
-                        type=ErrorType.MODEL_UNAVAILABLE,
-                        non_retryable=True,
-                    ) from None
-                if not isinstance(cause, ApplicationError):
-                    raise
-                if ladder and cause.type in CALL_FAILURES:  # classified (author, ladder)
-                    raise ApplicationError(
-                        cause.message, type=cause.type, non_retryable=True
-                    ) from None
-                details = BudgetBreachDetails.model_validate(
-                    cause.details[0] if cause.details else {}
-                )
-                if cause.type == ErrorType.KILL_SWITCH_ENGAGED:
-                    raise ActionDenied(cause.message, details.rule) from None
-                if cause.type == ErrorType.BUDGET_EXCEEDED:
-                    raise BudgetExceeded(cause.message) from None
-                if cause.type != ErrorType.BUDGET_APPROVAL_NEEDED or request.budget_override:
-                    raise
-                granted = await self._approve_overspend(request, details)
-                request = request.model_copy(update={"budget_override": granted})
-
-    async def _approve_overspend(
-        self, request: ModelCallInput, details: BudgetBreachDetails
-    ) -> str:
-        """Wait for approval to overspend an agent budget; return the approved request id."""
-        ref = request.ref
-        args_json: dict[str, JsonValue] = {
-            "task": request.task,
-            "budget": details.subject,
-            "requested_tokens": details.requested_tokens,
-            "requested_cost_usd": details.requested_cost_usd,
-        }
-        decision = Decision(
-            tier=Tier.APPROVE,
-            rule=details.rule,
-            policy_version="",
-            reason=details.reason,
-            approver_role=details.approver_role,
-            approvers=details.approvers,
-        )
-        grants = await self._await_approval(
-            ref,
-            "budget.exceed",
-            f"agent/{ref.agent}",
-            args_json,
-            canonical_json(args_json),
-            decision,
-        )
-        return grants[0].request_id if grants else request_id_of(ref)
-
-    # -- notify tier ---------------------------------------------------------------------
-
-    async def _notify(
-        self,
-        ref: StepRef,
-        action: str,
-        resource: str,
-        spec: ToolSpec,
-        args_json: dict[str, JsonValue],
-        decision: Decision,
-        result: BaseModel,
-    ) -> None:
-        """Tell the notify sinks, then open the step's review window (`workflows.review`)."""
-        notice = NotifyInput(
-            ref=ref,
-            action=action,
-            resource=resource,
-            decision=decision,
-            result_digest=digest(result.model_dump(mode="json")),
-        )
-        await notify_step(notice, spec, args_json)

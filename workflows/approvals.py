@@ -41,7 +41,7 @@ with workflow.unsafe.imports_passed_through():
         approval_event,
     )
     from tether.activities.payloads import StepRef
-    from tether.errors import ApprovalError
+    from tether.errors import ApprovalError, ErrorType
     from tether.governance.approvals import (
         ApprovalDecision,
         ApprovalOutcome,
@@ -286,7 +286,7 @@ class ApprovalsMixin:
         decision, why = self._admit(raw)
         if why or decision is None:
             await self._record_refusal(decision, raw, why, "update")
-            raise ApplicationError(why, type="ApprovalRefused", non_retryable=True)
+            raise ApplicationError(why, type=ErrorType.APPROVAL_REFUSED, non_retryable=True)
         return self._accept(decision)
 
     @decide.validator

@@ -3,7 +3,7 @@
 In order, each rung recorded in the ledger (`model.rung`, with the validation error):
 
 1. `repair`    the same model again, told the validation error;
-2. `alternate` another eligible model (the endpoints already tried are excluded), fresh;
+2. `alternate` another eligible model, fresh: one that has not answered yet;
 3. `fallback`  the output the author declared (`ask(..., fallback=...)`);
 4. `approve`   a person decides (`ask(..., approver="role:...")`): approving takes the
                output the approver supplies as the decision's comment (JSON that fits
@@ -14,10 +14,17 @@ When no rung yields valid output the step raises `ModelOutputInvalid`. Invalid o
 never returned: truncated answers (`finish_reason` "length") and answers that are tool
 calls rather than JSON count as invalid.
 
+Rungs are counted by intent, not by endpoint touched (since the `model-ladder-by-intent`
+patch): the model asked to repair is the one that gave the answer (the repair may fail
+over only to another endpoint serving that model, else it waits for it like any call in
+an outage), so a repair that fails over is still the repair; the `alternate` rung goes to
+a model that has not answered yet (`exclude_models`).
+
 Model calls that fail for good (no eligible endpoint, a request an endpoint refuses, or
-every endpoint unavailable after Temporal's retries) raise an ApplicationError of that
-type (`NoEligibleEndpoint`, `ModelRequestRejected`, `ModelUnavailable`); on the
-`alternate` rung such a failure only skips the rung. Deterministic.
+every endpoint unavailable for the whole outage budget: `workflows.model_calls`) raise an
+ApplicationError of that type (`NoEligibleEndpoint`, `ModelRequestRejected`,
+`ModelUnavailable`); on the `alternate` rung such a failure only skips the rung, and so
+does a repair whose model is gone (no longer configured) or unavailable. Deterministic.
 """
 
 from __future__ import annotations
@@ -39,15 +46,11 @@ with workflow.unsafe.imports_passed_through():
     from tether.governance.types import Decision, Tier
     from tether.verification.events import canonical_json, digest
     from tether.workflows.errors import ModelOutputInvalid
+    from tether.workflows.model_calls import CALL_FAILURES, ModelCalls
 
 M = TypeVar("M", bound=BaseModel)
 LOCAL = timedelta(seconds=30)
-CALL_FAILURES = (
-    ErrorType.NO_ELIGIBLE_ENDPOINT,
-    ErrorType.MODEL_REQUEST_REJECTED,
-    ErrorType.MODEL_UNAVAILABLE,
-)
-"""Error types of a model call that failed for good (see `activities.gateway`)."""
+INTENT_PATCH = "model-ladder-by-intent"
 
 Check = Callable[[M], str | None]
 """A declared check: returns what is wrong with a valid-looking output, or None."""
@@ -80,13 +83,12 @@ def validation_error(schema: type[BaseModel], exc: ValidationError) -> str:
     return f"{len(problems)} validation error(s) for {schema.__name__}: " + "; ".join(problems)
 
 
-class RecoveryLadder:
+class RecoveryLadder(ModelCalls):
     """Mixed into `AgentWorkflow`; the callables below are the workflow's own."""
 
     _agent: str
     _inputs: list[str]
     _ref: Callable[[], StepRef]
-    _call_model: Callable[[ModelCallInput], Awaitable[tuple[ModelCallResult, ModelCallInput]]]
     _charge: Callable[[ModelCallResult], None]
     _await_approval: Callable[..., Awaitable[list[ApprovalDecision]]]
 
@@ -99,7 +101,12 @@ class RecoveryLadder:
         approver: str,
     ) -> M:
         ref, task = request.ref, request.task
+        by_intent = workflow.patched(INTENT_PATCH)
         tried: list[str] = []
+        """Endpoints that answered (before the patch: the ones `alternate` excludes)."""
+        answered: list[str] = []
+        """Models that answered: `alternate` goes to another one."""
+        skippable = ("alternate", "repair") if by_intent else ("alternate",)
         error = ""
         rungs: list[tuple[str, ModelCallInput]] = [
             ("first", request.model_copy(update={"rung": "first"}))
@@ -111,14 +118,20 @@ class RecoveryLadder:
                 # to the next rung, which must not ask (under the same step) again.
                 result, attempt = await self._call_model(attempt)
             except ApplicationError as exc:
-                if rung != "alternate" or exc.type not in CALL_FAILURES:
+                if rung not in skippable or exc.type not in CALL_FAILURES:
+                    raise
+                if rung == "repair" and exc.type == ErrorType.MODEL_REQUEST_REJECTED:
                     raise
                 await self._record_rung(ref, task, rung, "skipped", exc.message)
-                break
+                if rung == "repair":
+                    rungs.append(("alternate", self._alternate(attempt, tried, answered)))
+                continue
             self._charge(result)
             self._inputs.append(result.call_id)
             if result.endpoint and result.endpoint not in tried:
                 tried.append(result.endpoint)
+            if by_intent and result.model and result.model not in answered:
+                answered.append(result.model)
             out = validate(schema, result, check)
             if not isinstance(out, str):
                 if rung != "first":
@@ -135,24 +148,13 @@ class RecoveryLadder:
                                 "rung": "repair",
                                 "repair_error": error,
                                 "prefer_endpoint": result.endpoint,
+                                "same_model_as": result.endpoint if by_intent else "",
                             }
                         ),
                     )
                 )
             elif rung == "repair":
-                rungs.append(
-                    (
-                        "alternate",
-                        attempt.model_copy(
-                            update={
-                                "rung": "alternate",
-                                "repair_error": "",
-                                "prefer_endpoint": "",
-                                "exclude_endpoints": list(tried),
-                            }
-                        ),
-                    )
-                )
+                rungs.append(("alternate", self._alternate(attempt, tried, answered)))
         if fallback is not None and not approver:
             await self._record_rung(ref, task, "fallback", "used", error)
             return schema.model_validate(fallback.model_dump(mode="json"))
@@ -166,6 +168,22 @@ class RecoveryLadder:
             f"model output for task {task!r} does not fit {schema.__name__} after repair, "
             f"another model and no declared fallback: {error[:300]}; declare "
             "ask(..., fallback=...) or ask(..., approver=...) to keep the run going"
+        )
+
+    @staticmethod
+    def _alternate(
+        attempt: ModelCallInput, tried: list[str], answered: list[str]
+    ) -> ModelCallInput:
+        """The `alternate` rung's call: fresh, to a model that has not answered yet."""
+        return attempt.model_copy(
+            update={
+                "rung": "alternate",
+                "repair_error": "",
+                "prefer_endpoint": "",
+                "same_model_as": "",
+                "exclude_endpoints": list(tried),
+                "exclude_models": list(answered),
+            }
         )
 
     async def _approve_output(

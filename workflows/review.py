@@ -43,7 +43,7 @@ with workflow.unsafe.imports_passed_through():
         ToolCall,
     )
     from tether.activities.tools import REGISTRY, ToolSpec
-    from tether.errors import ReviewError
+    from tether.errors import ErrorType, ReviewError
     from tether.governance.reviews import (
         ReviewFlag,
         ReviewOutcome,
@@ -209,7 +209,7 @@ class ReviewWindowWorkflow:
             agent=inp.ref.agent,
             started_by=flag.reviewer,
         )
-        undone = inp.ref.key("effect")
+        undone = inp.ref.effect_key()
         call = ToolCall(
             ref=ref,
             tool=comp.tool,
@@ -218,6 +218,7 @@ class ReviewWindowWorkflow:
             args=inp.args,
             decision=inp.decision,
             compensates=undone,
+            compensates_step=inp.ref.key("")[:-1],
         )
         facts: dict[str, JsonValue] = {
             "tool": comp.tool,
@@ -295,7 +296,7 @@ class ReviewWindowWorkflow:
             admitted, why = self._admit(raw)
             if admitted is None:
                 await self._record_refusal(raw, why)
-                raise ApplicationError(why, type="ReviewRefused", non_retryable=True)
+                raise ApplicationError(why, type=ErrorType.REVIEW_REFUSED, non_retryable=True)
             flag = admitted
         else:
             flag = ReviewFlag.model_validate(raw)

@@ -148,6 +148,16 @@ class ModelsConfig(BaseModel):
     max_retry_after_seconds: float = Field(5.0, ge=0)
     """A 429 asking for a wait up to this long is waited out when no other endpoint is
     eligible; a longer one is not (the call fails over or fails)."""
+    outage_budget_seconds: float = Field(3600.0, ge=0)
+    """How long a run waits out an outage of every eligible endpoint (retrying with
+    backoff, waiting for the breakers' probes) before its model call fails
+    `ModelUnavailable`."""
+    outage_budgets: dict[str, float] = Field(default_factory=dict)
+    """Outage budget per task kind (the `task` of `ask`), overriding the one above."""
+
+    def outage_budget(self, task: str) -> float:
+        """The outage budget of calls for `task`, in seconds."""
+        return self.outage_budgets.get(task, self.outage_budget_seconds)
 
     @model_validator(mode="after")
     def _within_activity(self) -> ModelsConfig:

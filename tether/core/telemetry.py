@@ -27,7 +27,15 @@ from typing import TYPE_CHECKING, Literal, ParamSpec, Protocol, TypeVar
 
 import httpx
 from opentelemetry import trace
-from opentelemetry.metrics import CallbackOptions, Counter, Histogram, Meter, Observation, _Gauge
+from opentelemetry.metrics import (
+    CallbackOptions,
+    Counter,
+    Histogram,
+    Meter,
+    Observation,
+    UpDownCounter,
+    _Gauge,
+)
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
     ConsoleMetricExporter,
@@ -69,6 +77,7 @@ class Instruments:
     denials: Counter
     approval_wait: Histogram
     ledger_append: Histogram
+    runs_waiting: UpDownCounter
 
     @classmethod
     def create(cls, meter: Meter) -> Instruments:
@@ -103,6 +112,12 @@ class Instruments:
             ),
             ledger_append=meter.create_histogram(
                 "tether.ledger.append.duration", unit="s", description="One ledger append."
+            ),
+            runs_waiting=meter.create_up_down_counter(
+                "tether.runs.waiting",
+                unit="{run}",
+                description="Runs waiting out an outage now, by what they wait for "
+                "(model, tool); summed over the workers that recorded the waits.",
             ),
         )
 
@@ -306,6 +321,13 @@ def approval_wait(seconds: float, outcome: str, agent: str) -> None:
         t.instruments.approval_wait.record(
             max(seconds, 0.0), {"tether.outcome": outcome, "tether.agent": agent}
         )
+
+
+def run_waiting(kind: str, delta: int) -> None:
+    """A run began (`delta` 1) or ended (-1) waiting out an outage of a `kind` call."""
+    t = _active
+    if t is not None and t.instruments is not None:
+        t.instruments.runs_waiting.add(delta, {"tether.waiting.kind": kind})
 
 
 def ledger_appended(seconds: float) -> None:
