@@ -63,6 +63,9 @@ def console_settings(settings: Settings, tmp_path: Path) -> Settings:
             "policy_path": policy,
             "model_script": script_path,
             "console_users": users(),
+            # httpx (like any client but a browser) keeps a Secure cookie only for https;
+            # the browser tests turn this back on (browsers keep it for http://127.0.0.1).
+            "console_secure_cookies": False,
             "console_kill_roles": ["role:ops"],
             "console_checkpoint_dir": tmp_path / "checkpoints",
             "checkpoint_key": tmp_path / "keys" / "checkpoint.pem",
@@ -71,25 +74,31 @@ def console_settings(settings: Settings, tmp_path: Path) -> Settings:
 
 
 @contextmanager
-def serve(settings: Settings) -> Iterator[str]:
-    """Run the console in a uvicorn server (own thread and loop); yield its base URL."""
-    port = free_port()
-    config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
-    )
+def serve_asgi(app: Any, what: str, port: int | None = None) -> Iterator[str]:
+    """Serve an ASGI app with uvicorn (own thread and loop) on a local port; yield its base
+    URL. `what` names it in the error when it does not start."""
+    port = port or free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the console server did not start")
+            raise RuntimeError(f"the {what} did not start")
         time.sleep(0.02)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+@contextmanager
+def serve(settings: Settings) -> Iterator[str]:
+    """Run the console over real HTTP; yield its base URL."""
+    with serve_asgi(create_app(settings), "console server") as url:
+        yield url
 
 
 async def awaiting_approval(

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from tests.conftest import start_invoice
 from tests.console_helpers import XSS, awaiting_approval, csrf_of, password, serve, sign_in
-from tether.console import approve, audit, create_app
+from tether.console import approve, audit, create_app, kill, signin
 from tether.console.auth import check_credential
 from tether.core.config import Settings
 from tether.governance.approvals import ApprovalStatus
@@ -44,7 +44,13 @@ async def test_every_state_changing_route_needs_a_session_and_its_csrf_token(
     app = create_app(csettings)
     routes = [
         r
-        for r in [*app.routes, *approve.router.routes, *audit.router.routes]
+        for r in [
+            *app.routes,
+            *signin.router.routes,
+            *approve.router.routes,
+            *kill.router.routes,
+            *audit.router.routes,
+        ]
         if isinstance(r, APIRoute) and r.methods
     ]
     posts = sorted(r.path for r in routes if "POST" in (r.methods or ()))
@@ -59,7 +65,7 @@ async def test_every_state_changing_route_needs_a_session_and_its_csrf_token(
     }
     # Every other route is a read.
     assert all((r.methods or set()) <= {"GET", "HEAD", "POST"} for r in routes)
-    form = {"kind": "global", "reason": "test", "verdict": "approve", "step": "1"}
+    form = {"kind": "global", "reason": "test", "verdict": "approve", "step": "1", "confirm": "1"}
     async with browser(base_url) as anonymous, browser(base_url) as olga:
         token = await sign_in(olga, "user:olga")
         for path in posts:
@@ -196,8 +202,30 @@ async def test_an_approver_cannot_decide_outside_their_role_or_their_own_request
         done = await alice.post(
             f"{url}/decide", data={"verdict": "approve", "comment": "PO 7", "csrf": alice_csrf}
         )
-        assert done.status_code == 200
-        assert "Accepted by the workflow: approved by user:alice" in done.text
+        # Post/redirect/get: the decision answers with the request's page, decided.
+        assert done.status_code == 303 and done.headers["location"] == url
+        decided_page = await alice.get(url)
+        assert 'id="decided"' in decided_page.text and "Approved by <strong" in decided_page.text
+        assert 'id="decided-by">user:alice<' in decided_page.text and "PO 7" in decided_page.text
+        assert 'id="decide"' not in decided_page.text
+
+        def refusals() -> int:
+            return sum(e.kind == "approval.refused" for e in crt.ledger.events(handle.id))
+
+        before = refusals()
+        # The same form posted again (a resubmitted page) counted once: no refusal.
+        again = await alice.post(
+            f"{url}/decide", data={"verdict": "approve", "comment": "PO 7", "csrf": alice_csrf}
+        )
+        assert again.status_code == 303 and again.headers["location"] == f"{url}?again=1"
+        assert "Already decided" in (await alice.get(again.headers["location"])).text
+        assert refusals() == before
+        # Another person's late attempt is a real one: the workflow refuses and records it.
+        late = await bob.post(
+            f"{url}/decide", data={"verdict": "reject", "comment": "no", "csrf": bob_csrf}
+        )
+        assert late.status_code in (403, 404)
+        assert refusals() == before + 1
     result = await handle.result()
     assert result.status == "paid"
     decided = [e for e in crt.ledger.events(handle.id) if e.kind == "approval.decided"]
@@ -239,16 +267,28 @@ async def test_kill_switch_page_is_for_its_roles_and_halts_pending_requests(
             "/kill/engage", data={"kind": "planet", "reason": "x", "csrf": olga_csrf}
         )
         assert bad.status_code == 400 and "planet" in bad.text
+        page = (await olga.get("/kill")).text
+        # The scope is picked from what exists; nothing is pre-selected.
+        assert 'value="agent|agent:ap-clerk"' in page and 'value="action|payments.pay"' in page
+        assert 'value="" selected disabled' in page
+        agent = {"target": "agent|agent:ap-clerk", "csrf": olga_csrf}
+        blank = await olga.post("/kill/engage", data={**agent, "reason": "  "})
+        assert blank.status_code == 400 and "needs a reason" in blank.text
+        typo = await olga.post(
+            "/kill/engage", data={**agent, "target": "agent|agent:ap-clerc", "reason": "x"}
+        )
+        assert typo.status_code == 400 and "&#39;agent:ap-clerc&#39;" in typo.text
+        # The first post shows what it would halt and engages nothing.
+        review = await olga.post("/kill/engage", data={**agent, "reason": "runaway"})
+        assert review.status_code == 200 and 'id="halt-count">1<' in review.text
+        assert "vendor/globex" in review.text and crt.kills.status() == []
         engaged = await olga.post(
-            "/kill/engage",
-            data={
-                "kind": "agent",
-                "value": "agent:ap-clerk",
-                "reason": "runaway",
-                "csrf": olga_csrf,
-            },
+            "/kill/engage", data={**agent, "reason": "runaway", "confirm": "1"}
         )
         assert engaged.status_code == 200 and "Halted 1 pending approval" in engaged.text
+        # Every page says a switch is engaged, to everyone.
+        banner = (await alice.get("/inbox")).text
+        assert 'id="kill-banner"' in banner and "agent:ap-clerk (runaway, by user:olga)" in banner
         result = await handle.result()
         assert result.status == "rejected" and "runaway" in result.message
         assert "agent:ap-clerk" in (await olga.get("/kill")).text
@@ -275,6 +315,11 @@ async def test_notify_feed_flag_runs_the_compensation(
             await asyncio.sleep(0.05)
         assert "payments.pay" in feed.text and "ap-pay-medium" in feed.text
         step = next(n.step for n in crt_feed(crt) if n.workflow_id == handle.id)
+        blank = await alice.post(
+            "/feed/flag",
+            data={"workflow_id": handle.id, "step": str(step), "reason": " \t", "csrf": csrf},
+        )
+        assert blank.status_code == 400 and "needs a reason" in blank.text
         flagged = await alice.post(
             "/feed/flag",
             data={"workflow_id": handle.id, "step": str(step), "reason": "wrong", "csrf": csrf},
@@ -389,16 +434,33 @@ async def test_a_quorum_request_leaves_the_inbox_of_whoever_approved(
                     first = await alice.post(
                         f"{url}/decide", data={"verdict": "approve", "csrf": alice_csrf}
                     )
-                    assert "approval counted; the quorum needs more approvers" in first.text
+                    assert first.status_code == 303
+                    counted = await alice.get(first.headers["location"])
+                    assert "Your approval counted; the quorum needs more approvers" in counted.text
                     assert pending.request_id not in (await alice.get("/inbox")).text
                     again = await alice.get(url)
                     assert "has already approved" in again.text and 'id="decide"' not in again.text
                     assert "1 of 2 approved (user:alice)" in again.text
+                    refused = [e for e in runtime.ledger.events(handle.id) if "refused" in e.kind]
+                    twice = await alice.post(
+                        f"{url}/decide", data={"verdict": "approve", "csrf": alice_csrf}
+                    )
+                    assert twice.headers["location"] == f"{url}?counted=1"
+                    assert refused == [
+                        e for e in runtime.ledger.events(handle.id) if "refused" in e.kind
+                    ]
                     assert pending.request_id in (await bob.get("/inbox")).text
                     second = await bob.post(
                         f"{url}/decide", data={"verdict": "approve", "csrf": bob_csrf}
                     )
-                    assert "Accepted by the workflow: approved by user:bob" in second.text
+                    assert second.status_code == 303
+                    decided = await bob.get(second.headers["location"])
+                    assert 'id="decided-by">user:alice, user:bob<' in decided.text
+                    # alice's form posted again once the quorum was met: counted once.
+                    repost = await alice.post(
+                        f"{url}/decide", data={"verdict": "approve", "csrf": alice_csrf}
+                    )
+                    assert repost.headers["location"] == f"{url}?again=1"
             assert (await handle.result()).status == "paid"
     finally:
         runtime.ledger.engine.dispose()

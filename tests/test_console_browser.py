@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import shutil
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
@@ -18,11 +19,18 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from tests.conftest import bank_of
-from tests.console_helpers import XSS, awaiting_approval, password
+from tests.console_helpers import XSS, awaiting_approval, console_settings, password
 from tether.core.config import Settings
 from tether.worker import Runtime
 
 pytest_plugins = ["tests.console_fixtures"]
+
+
+@pytest.fixture
+def csettings(settings: Settings, tmp_path: Path) -> Settings:
+    """The console as configured by default: its session cookie is Secure, which a
+    browser keeps for http://127.0.0.1 (other clients only for https)."""
+    return console_settings(settings, tmp_path).model_copy(update={"console_secure_cookies": True})
 
 
 @pytest.fixture
@@ -51,6 +59,8 @@ async def signed_in(
     await page.fill("input[name=password]", password(person))
     await page.click("button[type=submit]")
     await expect(page.locator("#person")).to_have_text(person)
+    (cookie,) = [c for c in await context.cookies() if c["name"] == "tether_session"]
+    assert cookie.get("secure") and cookie.get("httpOnly")
     return page
 
 
@@ -88,9 +98,12 @@ async def test_approve_in_the_browser_and_watch_the_run_complete(
     await expect(alice.locator("#influences")).to_contain_text("model call")
     await alice.fill("textarea[name=comment]", "PO 4711 matches")
     await alice.click("button.approve")
-    await expect(alice.locator("#result")).to_have_text(
-        "Accepted by the workflow: approved by user:alice."
-    )
+    # The decision redirects to the request's page, now decided (reloading posts nothing).
+    await expect(alice.locator("#decided h2")).to_have_text("Approved")
+    await expect(alice.locator("#decided-by")).to_have_text("user:alice")
+    await expect(alice.locator("#decided-comment")).to_have_text("PO 4711 matches")
+    await alice.reload()
+    await expect(alice.locator("#decided-by")).to_have_text("user:alice")
     await alice.click(f"a[href='/runs/{handle.id}']")
     # The run page refreshes itself while the workflow runs.
     await expect(alice.locator("#workflow-status")).to_have_text("completed", timeout=30_000)
@@ -115,9 +128,9 @@ async def test_a_rejection_reason_reaches_the_agent_without_javascript(
     await expect(bob.locator("#refused")).to_contain_text("needs a reason")
     await bob.fill("textarea[name=comment]", "duplicate of INV-0999")
     await bob.click("button.reject")
-    await expect(bob.locator("#result")).to_have_text(
-        "Accepted by the workflow: rejected by user:bob."
-    )
+    await expect(bob.locator("#decided")).to_have_class(re.compile(r"\brejected\b"))
+    await expect(bob.locator("#decided-by")).to_have_text("user:bob")
+    await expect(bob.locator("#decided-comment")).to_have_text("duplicate of INV-0999")
     result = await handle.result()
     assert result.status == "rejected"
     assert "duplicate of INV-0999" in result.message

@@ -54,6 +54,7 @@ def test_dev_serves_the_console_beside_the_worker(tmp_path: Path) -> None:
         TETHER_APPROVAL_KEY=str(tmp_path / "keys" / "approval.pem"),
         TETHER_CONSOLE_USERS=json.dumps({"user:alice": users()["user:alice"]}),
         TETHER_CONSOLE_PORT=str(console_port),
+        TETHER_CONSOLE_SECURE_COOKIES="false",  # httpx sends Secure cookies only over https
     )
     assert proc.stdout is not None
     seen: list[str] = []

@@ -418,6 +418,13 @@ class Ledger:
             ).one_or_none()
         return None if row is None else _event_from(dict(row._mapping))
 
+    def distinct_agents_and_actions(self) -> tuple[list[str], list[str]]:
+        """Every agent and every action the ledger names (for pick-lists)."""
+        with Session(self.engine) as session:
+            agents = session.execute(select(EventRow.agent).distinct()).scalars().all()
+            actions = session.execute(select(EventRow.action).distinct()).scalars().all()
+        return sorted(a for a in agents if a), sorted(a for a in actions if a)
+
     def events_of_kind(self, kind: str) -> list[RecordedEvent]:
         stmt = select(EventRow).where(EventRow.kind == kind).order_by(EventRow.seq)
         with Session(self.engine) as session:

@@ -12,9 +12,10 @@ Thin by design: approvals go through `tether.approvals.decide_request`, flags th
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from http import HTTPStatus
@@ -24,6 +25,7 @@ from urllib.parse import quote
 
 import jinja2
 from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -31,7 +33,15 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.client import Client
 
-from tether.console.auth import ProxyAuth, Session, SessionCodec, check_credential, csrf_ok
+from tether.console.auth import (
+    ProxyAuth,
+    Session,
+    SessionCodec,
+    csrf_ok,
+    hash_password,
+)
+from tether.console.oidc import OidcSignIn
+from tether.console.sessions import Limits, LoginThrottle, SessionStore
 from tether.core.config import Settings
 from tether.core.db import make_engine
 from tether.governance.feed import FeedStore
@@ -81,6 +91,21 @@ class ConsoleState:
         self.feed = FeedStore(self.ledger.engine)
         self.kills = KillSwitches(self.ledger.engine, self.ledger)
         self.sessions = SessionCodec(settings)
+        self.open_sessions = SessionStore(self.ledger.engine, settings.console_session_seconds)
+        self.throttle = LoginThrottle(
+            self.ledger.engine,
+            Limits(
+                per_account=settings.console_login_attempts,
+                per_address=settings.console_login_address_attempts,
+                window_seconds=settings.console_login_window_seconds,
+            ),
+        )
+        # An unknown person's password is checked against this, so that a sign-in
+        # takes as long whether or not the person exists.
+        self.decoy_credential = hash_password(secrets.token_urlsafe(24))
+        self.oidc = (
+            OidcSignIn(settings, self.sessions.secret) if settings.console_oidc_issuer else None
+        )
         self.proxy = ProxyAuth(settings)
         self._client = client
         self._client_lock = asyncio.Lock()
@@ -105,6 +130,18 @@ class ConsoleState:
         if self._policy is None or now - self._policy[0] > POLICY_TTL:
             self._policy = (now, configured_engine(self.settings))
         return self._policy[1]
+
+    def is_open(self, session: Session) -> bool:
+        """Whether `session` is a person's signed-in session that is still open: signed is
+        not enough (the person may have signed out, or their credential changed since, or
+        been removed from `console_users`)."""
+        if session.via == "oidc":
+            credential = self.oidc.credential if self.oidc is not None else None
+        else:
+            credential = self.settings.console_users.get(session.person)
+        if not session.person or credential is None:
+            return False
+        return self.open_sessions.is_open(session.sid, session.person, credential)
 
     def viewer(self, person: str, session: Session) -> Viewer:
         engine = self.policy()
@@ -138,7 +175,7 @@ async def viewer(request: Request) -> Viewer:
         return await run_in_threadpool(console.viewer, proxied, session)
     if session is None or not session.person:
         raise SignInRequired
-    if session.person not in console.settings.console_users:  # removed from the config
+    if not await run_in_threadpool(console.is_open, session):
         raise SignInRequired
     return await run_in_threadpool(console.viewer, session.person, session)
 
@@ -169,7 +206,14 @@ def render(
     return templates.TemplateResponse(
         request,
         name,
-        {"viewer": who, "csrf": session.csrf if session else "", **context},
+        {
+            "viewer": who,
+            "csrf": session.csrf if session else "",
+            "sso": state(request).oidc is not None,
+            # While any kill switch is engaged every signed-in page says so.
+            "engaged": state(request).kills.status() if who is not None else [],
+            **context,
+        },
         status_code=status_code,
     )
 
@@ -210,7 +254,7 @@ def create_app(
 ) -> FastAPI:
     """The console for `settings`; `client` is the Temporal client to use (else connect);
     `tether_app` the app whose runs it replays (else the settings' `[app]`)."""
-    from tether.console import approve, audit
+    from tether.console import approve, audit, kill, signin
 
     console = ConsoleState(settings, client, tether_app)
 
@@ -252,55 +296,31 @@ def create_app(
     async def forbidden(request: Request, exc: Forbidden) -> Response:
         return render(request, "error.html", None, 403, title="Not allowed", message=exc.message)
 
+    @app.exception_handler(RequestValidationError)
+    async def unreadable(request: Request, exc: RequestValidationError) -> Response:
+        # An address edited by hand (?days=abc): a page that says what to fix, not JSON.
+        parts = []
+        for error in exc.errors():
+            where = ".".join(str(x) for x in error.get("loc", ())[1:]) or "value"
+            parts.append(f"{where}={error.get('input')!r} ({error.get('msg', 'invalid')})")
+        message = (
+            f"This page cannot read {'; '.join(parts)}. Correct the address, or open the "
+            "page from the navigation."
+        )
+        who = None
+        with suppress(SignInRequired):
+            who = await viewer(request)
+        return render(
+            request, "error.html", who, 422, title="Cannot read the address", message=message
+        )
+
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         title = HTTPStatus(exc.status_code).phrase
         return render(request, "error.html", None, exc.status_code, title=title, message=exc.detail)
 
-    @app.get("/login", response_class=HTMLResponse)
-    async def login_page(request: Request, next: str = "/") -> Response:
-        session = console.sessions.load(request)
-        if session is not None and session.person in console.settings.console_users:
-            return RedirectResponse(_local(next), status_code=303)
-        if session is None or session.person:
-            request.state.issue_session = Session.new()
-        return render(request, "login.html", None, next=_local(next), error="")
-
-    @app.post("/login", response_class=HTMLResponse)
-    async def login(request: Request) -> Response:
-        fields = await form_of(request)
-        person = fields.get("person", "").strip()
-        secret = fields.get("password", "")
-        stored = console.settings.console_users.get(person)
-        ok = stored is not None and await run_in_threadpool(check_credential, stored, secret)
-        if not ok:
-            request.state.issue_session = Session.new()
-            return render(
-                request,
-                "login.html",
-                None,
-                401,
-                next=_local(fields.get("next", "/")),
-                error="Unknown person or wrong password.",
-            )
-        response = RedirectResponse(_local(fields.get("next", "/")), status_code=303)
-        console.sessions.store(response, Session.new(person))
-        return response
-
-    @app.post("/logout")
-    async def logout(request: Request) -> Response:
-        await form_of(request)
-        response = RedirectResponse("/login", status_code=303)
-        console.sessions.clear(response)
-        return response
-
+    app.include_router(signin.router)
     app.include_router(approve.router)
+    app.include_router(kill.router)
     app.include_router(audit.router)
     return app
-
-
-def _local(target: str) -> str:
-    """Only same-site paths as redirect targets (no open redirect)."""
-    if not target.startswith("/") or target.startswith("//") or "\\" in target:
-        return "/"
-    return target

@@ -1,4 +1,4 @@
-"""Approver pages: the inbox, a request, deciding it, the notify feed, the kill switch.
+"""Approver pages: the inbox, a request, deciding it, the notify feed.
 
 A person's identity comes from the session only, never from a form field or the URL; the
 workflow is the authority on every decision (`decide_request` sends the signed update and
@@ -11,20 +11,21 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 from temporalio.service import RPCError
 
-from tether.console.app import Forbidden, Viewer, form_of, render, state, viewer
+from tether.console.app import ConsoleState, Forbidden, Viewer, form_of, render, state, viewer
 from tether.console.details import argument_rows, influences, spend, urgency, why_not
 from tether.errors import ApprovalError, ConnectError, ReviewError, TetherError
 from tether.governance.approvals import ApprovalStatus, PendingApproval
 from tether.governance.reviews import ReviewFlag, check_flag
 from tether.runtime.approvals import decide_request, signing_key
-from tether.runtime.kill import halt_pending
 from tether.runtime.review import flag_review
+from tether.verification.events import LedgerEvent
 from tether.verification.forensics import timeline
 
 router = APIRouter()
@@ -86,7 +87,12 @@ async def request_page(request: Request, request_id: str, who: Who) -> Response:
     visible, problem = _offered(pending, who.person, datetime.now(UTC))
     if not visible:
         return _not_offered(request, who, request_id)
-    return await _request_view(request, who, pending, problem)
+    result = ""
+    if request.query_params.get("counted"):
+        result = "Your approval counted; the quorum needs more approvers."
+    elif request.query_params.get("again") and pending.status is not ApprovalStatus.PENDING:
+        result = "Already decided: your decision was counted once."
+    return await _request_view(request, who, pending, problem, result=result)
 
 
 def _not_offered(request: Request, who: Viewer, request_id: str) -> Response:
@@ -113,12 +119,20 @@ async def _request_view(
     console = state(request)
     events = await run_in_threadpool(console.ledger.events, pending.workflow_id)
     events = [e for e in events if e.run_id == pending.run_id]
+    decided = next(
+        (e for e in reversed(events) if e.step == pending.step and e.kind == "approval.decided"),
+        None,
+    )
+    if pending.status is ApprovalStatus.PENDING:
+        decided = None
     return render(
         request,
         "request.html",
         who,
         status_code,
         p=pending,
+        decided=decided,
+        decided_comment=str(decided.payload.get("comment") or "") if decided else "",
         args=argument_rows(pending.args_summary),
         influences=influences(events, pending.step),
         steps=list(zip(events, timeline(events), strict=True)),
@@ -142,6 +156,16 @@ async def decide(request: Request, request_id: str, who: Who) -> Response:
         return _not_offered(request, who, request_id)
     if verdict not in ("approve", "reject"):
         raise Forbidden(f"verdict {verdict!r} is neither 'approve' nor 'reject'")
+    page = f"/requests/{quote(request_id, safe='')}"
+    # This person's own decision posted again (a resubmitted form) counted once: answer
+    # with the request's page and record no refusal. Anyone else's attempt goes on to
+    # the workflow, which refuses and records it.
+    if pending.status is not ApprovalStatus.PENDING:
+        decided = await run_in_threadpool(_decided, console, pending)
+        if decided is not None and who.person in _people(decided.actor):
+            return RedirectResponse(f"{page}?again=1", status_code=303)
+    elif verdict == "approve" and who.person in (await _live(request, pending)).approved_by:
+        return RedirectResponse(f"{page}?counted=1", status_code=303)
     if verdict == "reject" and not comment:
         if not _offered(pending, who.person, datetime.now(UTC))[0]:
             return _not_offered(request, who, request_id)
@@ -173,18 +197,33 @@ async def decide(request: Request, request_id: str, who: Who) -> Response:
     except (ApprovalError, TetherError) as exc:
         # The workflow refused (and recorded) it; the refused may not see the request.
         return render(request, "error.html", who, 403, title="Decision refused", message=str(exc))
-    for _ in range(40):  # the workflow closes the request right after it answers
-        latest = await run_in_threadpool(console.approvals.get, request_id)
-        if latest.status is not ApprovalStatus.PENDING or outcome.status is ApprovalStatus.PENDING:
+    for _ in range(60):  # the workflow closes the request (store, then ledger) right after
+        if outcome.status is ApprovalStatus.PENDING:
             break
+        latest = await run_in_threadpool(console.approvals.get, request_id)
+        if latest.status is not ApprovalStatus.PENDING:
+            recorded = await run_in_threadpool(_decided, console, latest)
+            if recorded is not None:
+                break
         await asyncio.sleep(0.05)
-    what = {
-        ApprovalStatus.APPROVED: "approved",
-        ApprovalStatus.REJECTED: "rejected",
-        ApprovalStatus.PENDING: "approval counted; the quorum needs more approvers",
-    }.get(outcome.status, outcome.status.value)
-    result = f"Accepted by the workflow: {what} by {outcome.approver}."
-    return await _request_view(request, who, latest, "decided", result=result)
+    # Post/redirect/get: reloading the page that follows never posts the decision again.
+    counted = "?counted=1" if outcome.status is ApprovalStatus.PENDING else ""
+    return RedirectResponse(page + counted, status_code=303)
+
+
+def _people(actor: str) -> list[str]:
+    """The people a decided event names (a quorum's approvers are listed with commas)."""
+    return [p.strip() for p in actor.split(",") if p.strip()]
+
+
+def _decided(console: ConsoleState, pending: PendingApproval) -> LedgerEvent | None:
+    """The ledger's record of how `pending` was decided (who, when, comment), if any."""
+    found = [
+        e
+        for e in console.ledger.events(pending.workflow_id)
+        if e.run_id == pending.run_id and e.step == pending.step and e.kind == "approval.decided"
+    ]
+    return found[-1] if found else None
 
 
 # -- notify feed ------------------------------------------------------------------------
@@ -222,6 +261,17 @@ async def flag(request: Request, who: Who) -> Response:
         step = int(fields.get("step", ""))
     except ValueError:
         raise Forbidden(f"step {fields.get('step')!r} is not a number") from None
+    reason = fields.get("reason", "").strip()
+    if not reason:
+        return render(
+            request,
+            "done.html",
+            who,
+            400,
+            title="Flag",
+            message="A flag needs a reason: it is recorded with the compensation it starts.",
+            back="/feed",
+        )
     try:
         client = await console.client()
         outcome = await flag_review(
@@ -231,71 +281,9 @@ async def flag(request: Request, who: Who) -> Response:
             workflow_id,
             step,
             reviewer=who.person,
-            reason=fields.get("reason", "").strip(),
+            reason=reason,
         )
         message, code = f"Flagged: {outcome.status.value}. {outcome.detail}", 200
     except (ReviewError, TetherError) as exc:
         message, code = f"Refused: {exc}", 403
     return render(request, "done.html", who, code, title="Flag", message=message, back="/feed")
-
-
-# -- kill switch --------------------------------------------------------------------------
-
-
-def _kill_allowed(who: Viewer) -> None:
-    if not who.may_kill:
-        raise Forbidden(
-            f"{who.person!r} holds none of the roles allowed to use the kill switch "
-            "(console_kill_roles)"
-        )
-
-
-@router.get("/kill", response_class=HTMLResponse)
-async def kill_page(request: Request, who: Who) -> Response:
-    _kill_allowed(who)
-    records = await run_in_threadpool(state(request).kills.status, False)
-    return render(request, "kill.html", who, records=records)
-
-
-@router.post("/kill/engage", response_class=HTMLResponse)
-async def kill_engage(request: Request, who: Who) -> Response:
-    fields = await form_of(request, who)
-    _kill_allowed(who)
-    console = state(request)
-    try:
-        record = await run_in_threadpool(
-            lambda: console.kills.engage(
-                fields.get("kind", ""),
-                fields.get("value", "").strip(),
-                reason=fields.get("reason", "").strip(),
-                engaged_by=who.person,
-            )
-        )
-    except TetherError as exc:
-        return render(request, "done.html", who, 400, title="Kill switch", message=str(exc))
-    message = f"Engaged: {record.describe()}."
-    try:
-        done = await halt_pending(await console.client(), console.approvals, record)
-        message += f" Halted {len(done.halted)} pending approval(s)."
-        if done.unreachable:
-            message += f" Could not reach {', '.join(done.unreachable)}."
-    except TetherError as exc:
-        message += f" Pending approvals were not halted ({exc}); engage again to retry."
-    return render(request, "done.html", who, title="Kill switch", message=message, back="/kill")
-
-
-@router.post("/kill/release", response_class=HTMLResponse)
-async def kill_release(request: Request, who: Who) -> Response:
-    fields = await form_of(request, who)
-    _kill_allowed(who)
-    console = state(request)
-    try:
-        record = await run_in_threadpool(
-            lambda: console.kills.release(
-                fields.get("kind", ""), fields.get("value", ""), released_by=who.person
-            )
-        )
-    except TetherError as exc:
-        return render(request, "done.html", who, 400, title="Kill switch", message=str(exc))
-    message = f"Released: {record.kind.value} {record.value!r} by {who.person}."
-    return render(request, "done.html", who, title="Kill switch", message=message, back="/kill")

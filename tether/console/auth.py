@@ -64,10 +64,14 @@ class Session:
     """Empty for an anonymous session (the sign-in page's)."""
     sid: str
     csrf: str
+    via: str = ""
+    """How the person signed in: "" with a password or token, "oidc" through the provider."""
 
     @classmethod
-    def new(cls, person: str = "") -> Session:
-        return cls(person=person, sid=secrets.token_urlsafe(16), csrf=secrets.token_urlsafe(24))
+    def new(cls, person: str = "", via: str = "") -> Session:
+        return cls(
+            person=person, sid=secrets.token_urlsafe(16), csrf=secrets.token_urlsafe(24), via=via
+        )
 
 
 class SessionCodec:
@@ -89,21 +93,33 @@ class SessionCodec:
             return None
         if not isinstance(data, dict):
             return None
-        person, sid, csrf = data.get("p"), data.get("s"), data.get("c")
-        if not (isinstance(person, str) and isinstance(sid, str) and isinstance(csrf, str)):
+        person, sid, csrf, via = data.get("p"), data.get("s"), data.get("c"), data.get("v", "")
+        if not (
+            isinstance(person, str)
+            and isinstance(sid, str)
+            and isinstance(csrf, str)
+            and isinstance(via, str)
+        ):
             return None
-        return Session(person=person, sid=sid, csrf=csrf)
+        return Session(person=person, sid=sid, csrf=csrf, via=via)
 
     def store(self, response: Response, session: Session) -> None:
         response.set_cookie(
             COOKIE,
-            self._serializer.dumps({"p": session.person, "s": session.sid, "c": session.csrf}),
+            self._serializer.dumps(
+                {"p": session.person, "s": session.sid, "c": session.csrf, "v": session.via}
+            ),
             max_age=self._max_age,
             httponly=True,
             samesite="lax",
             secure=self._secure,
             path="/",
         )
+
+    @property
+    def secret(self) -> str:
+        """The key sessions are signed with (the OIDC flow cookie is signed with it too)."""
+        return str(self._serializer.secret_key.decode())
 
     def clear(self, response: Response) -> None:
         response.delete_cookie(COOKIE, path="/", httponly=True, samesite="lax")

@@ -51,10 +51,18 @@ def console(
 
 @console_app.command("hash-password")
 @friendly
-def hash_password_command(
-    password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)],
-) -> None:
-    """Print an argon2 hash of a password for `console_users` (TETHER_CONSOLE_USERS)."""
+def hash_password_command() -> None:
+    """Print an argon2 hash of a password for `console_users` (TETHER_CONSOLE_USERS).
+
+    The password is asked for at a prompt (typed twice, not shown), or read as the first
+    line of standard input when that is not a terminal; never from the command line,
+    where the shell's history and the process list would keep it."""
+    import sys
+
+    if sys.stdin.isatty():
+        password: str = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
     from tether.console.auth import hash_password
 
     try:
