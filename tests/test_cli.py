@@ -143,6 +143,15 @@ async def test_approve_through_the_cli(
     request_id = await _pending_id(settings, tmp_path, handle.id)
     listed = await tether(settings, tmp_path, "approvals", "list")
     assert request_id in listed.stdout and "payments.pay" in listed.stdout
+    # `tether status` says what the run waits for.
+    shown = await tether(settings, tmp_path, "status", handle.id)
+    assert shown.returncode == 0, shown.stderr
+    assert f"{handle.id}: running (PayInvoice)" in shown.stdout
+    assert f"waiting for approval {request_id}: payments.pay on vendor/globex" in shown.stdout
+    as_json = json.loads((await tether(settings, tmp_path, "status", handle.id, "--json")).stdout)
+    assert as_json["state"] == "running" and as_json["pending"]["request_id"] == request_id
+    line = one_line(await tether(settings, tmp_path, "status", "no-such-run"))
+    assert "no run 'no-such-run'" in line
 
     line = one_line(
         await tether(settings, tmp_path, "approvals", "approve", request_id, "--as", "user:bob")

@@ -76,6 +76,7 @@ ARGS: dict[str, tuple[str, ...]] = {
     "worker": (),
     "demo": (),
     "run": ("PayInvoice",),
+    "status": ("some-run",),
     "approvals list": (),
     "approvals key": (),
     "approvals approve": ("apr-1", "--as", "user:alice"),

@@ -21,7 +21,7 @@ from tether.cli.common import APP_REF, _app, _run, _settings, check_tools, err, 
 from tether.cli.kill import budget_app, kill_app
 from tether.cli.policy import policy_app
 from tether.cli.review import review_app
-from tether.cli.run import run
+from tether.cli.run import run, status
 from tether.console.cli import console_app
 from tether.core.config import Settings
 from tether.errors import TetherError
@@ -150,6 +150,7 @@ def demo() -> None:
 
 
 app.command("run")(run)
+app.command("status")(status)
 
 
 def main() -> None:

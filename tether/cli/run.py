@@ -1,4 +1,5 @@
-"""`tether run WORKFLOW`: start one of the app's (or Tether's) workflows, and wait for it.
+"""`tether run WORKFLOW`: start one of the app's (or Tether's) workflows, and wait for it;
+`tether status ID`: what a run is doing now.
 
 The input is JSON validated against the workflow's input type (a pydantic model, or any
 type pydantic validates: a dataclass, a `str`). A bad input, an unknown workflow, one that
@@ -127,5 +128,68 @@ def run(
                 raise TetherError(
                     f"workflow {wid!r} failed: {getattr(cause, 'message', None) or cause}"
                 ) from None
+
+    _run(go())
+
+
+@friendly
+def status(
+    workflow_id: Annotated[str, typer.Argument(help="The run's workflow id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
+) -> None:
+    """Show a run: Temporal's state, its step, usage, what it waits for (an approval, or an
+    outage it rides out: 'waiting for model endpoint since …')."""
+    from temporalio.client import WorkflowExecutionStatus
+    from temporalio.service import RPCError, RPCStatusCode
+
+    from tether.runtime.client import connect
+    from tether.workflows.agent import AgentStatus
+
+    settings = _settings()
+
+    async def go() -> None:
+        client = await connect(settings)
+        handle = client.get_workflow_handle(workflow_id)
+        try:
+            described = await handle.describe()
+        except RPCError as exc:
+            if exc.status is RPCStatusCode.NOT_FOUND:
+                raise TetherError(
+                    f"no run {workflow_id!r} in namespace {settings.namespace!r}; list runs "
+                    "with 'tether audit search' or check the id"
+                ) from None
+            raise
+        state = described.status.name.lower() if described.status else "unknown"
+        found: AgentStatus | None = None
+        if described.status is WorkflowExecutionStatus.RUNNING:
+            try:
+                found = await handle.query("status", result_type=AgentStatus)
+            except RPCError:
+                found = None  # not a Tether agent workflow, or no worker answers now
+        if as_json:
+            doc: dict[str, Any] = {"workflow_id": workflow_id, "state": state}
+            if found is not None:
+                doc.update(found.model_dump(mode="json"))
+            out.print_json(data=doc)
+            return
+        out.print(f"{workflow_id}: {state} ({described.workflow_type})")
+        if found is None:
+            return
+        out.print(f"agent {found.agent}, step {found.step}")
+        usage = found.usage
+        out.print(
+            f"usage: {usage.model_calls} model call(s), "
+            f"{usage.input_tokens + usage.output_tokens} tokens, ${usage.cost_usd:.4f}"
+        )
+        if found.waiting:
+            out.print(found.waiting)
+        elif found.paused:
+            out.print("paused: the agent is over its cap of open approval requests")
+        if found.pending is not None:
+            p = found.pending
+            out.print(
+                f"waiting for approval {p.request_id}: {p.action} on {p.resource} "
+                f"(role {p.approver_role}, rule {p.rule})"
+            )
 
     _run(go())
