@@ -166,6 +166,10 @@ def run_dev(settings: Settings, console: Console, app_args: Sequence[str] = ()) 
         console.print(red(f"the {name} exited with {dead.returncode}; see its log", ""))
         return 1
     except KeyboardInterrupt:
+        # Ignore further signals before saying so: a second Ctrl-C after "stopping" must
+        # not interrupt the stop itself.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         console.print("stopping …")
         return 0
     finally:
