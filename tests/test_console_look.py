@@ -31,6 +31,9 @@ from tests.console_helpers import (
     serve,
     sign_in,
 )
+from tether.console.app import Viewer
+from tether.console.auth import Session
+from tether.console.requester import landing
 from tether.core.config import Settings
 from tether.worker import Runtime
 
@@ -300,3 +303,14 @@ async def _landing_nav_and_mine(base_url: str, request_id: str) -> None:
         mine = (await http.get("/my-requests")).text
         assert f'data-request="{request_id}"' in mine
         assert '<span class="badge pending">pending</span>' in mine
+
+
+def test_the_landing_page_follows_the_roles() -> None:
+    def who(**can: bool) -> Viewer:
+        return Viewer(person="user:x", session=Session.new("user:x"), **can)
+
+    # An approver who also audits and holds the kill switch still opens their inbox.
+    assert landing(who(may_approve=True, may_kill=True, may_audit=True)) == "/inbox"
+    assert landing(who(may_kill=True, may_audit=True)) == "/kill"
+    assert landing(who(may_audit=True)) == "/runs"  # auditors only
+    assert landing(who()) == "/my-requests"  # a requester with no role
