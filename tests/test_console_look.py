@@ -306,8 +306,16 @@ async def _landing_nav_and_mine(base_url: str, request_id: str) -> None:
 
 
 def test_the_landing_page_follows_the_roles() -> None:
-    def who(**can: bool) -> Viewer:
-        return Viewer(person="user:x", session=Session.new("user:x"), **can)
+    def who(
+        *, may_approve: bool = False, may_kill: bool = False, may_audit: bool = False
+    ) -> Viewer:
+        return Viewer(
+            person="user:x",
+            session=Session.new("user:x"),
+            may_approve=may_approve,
+            may_kill=may_kill,
+            may_audit=may_audit,
+        )
 
     # An approver who also audits and holds the kill switch still opens their inbox.
     assert landing(who(may_approve=True, may_kill=True, may_audit=True)) == "/inbox"
