@@ -2,7 +2,8 @@
 
 `create_app(settings)` builds the FastAPI app `tether console` serves. Pages are rendered
 on the server (Jinja2, autoescaped) and work without JavaScript; `static/console.js` only
-counts deadlines down and refreshes pages that wait for something.
+counts deadlines down and, on pages that wait for something, updates marked regions in
+place or offers a reload (it never reloads by itself nor moves the focus).
 
 Thin by design: approvals go through `tether.approvals.decide_request`, flags through
 `tether.review.flag_review`, kill switches through `governance.kill` and
@@ -17,7 +18,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -40,10 +41,12 @@ from tether.console.auth import (
     csrf_ok,
     hash_password,
 )
+from tether.console.details import why_not
 from tether.console.oidc import OidcSignIn
 from tether.console.sessions import Limits, LoginThrottle, SessionStore
 from tether.core.config import Settings
 from tether.core.db import make_engine
+from tether.governance.approvals import ApprovalStatus
 from tether.governance.feed import FeedStore
 from tether.governance.kill import KillSwitches
 from tether.governance.policy import PolicyEngine
@@ -76,6 +79,8 @@ class Viewer:
     roles: list[str] = field(default_factory=list)
     may_kill: bool = False
     may_audit: bool = False
+    may_approve: bool = False
+    """Holds a role some policy rule asks to approve (the inbox is their page)."""
 
 
 class ConsoleState:
@@ -147,13 +152,21 @@ class ConsoleState:
         engine = self.policy()
         roles = sorted({role for p, role in engine.document.approver_roles if p == person})
         auditors = self.settings.console_auditor_roles
+        approving = {r.approver_role for r in engine.document.rules if r.approver_role}
         return Viewer(
             person=person,
             session=session,
             roles=roles,
             may_kill=any(r in roles for r in self.settings.console_kill_roles),
             may_audit=not auditors or any(r in roles for r in auditors),
+            may_approve=any(r in approving for r in roles),
         )
+
+    def waiting_for(self, person: str) -> int:
+        """How many open requests `person` may decide now (the count in the nav)."""
+        now = datetime.now(UTC)
+        pending = self.approvals.list(ApprovalStatus.PENDING)
+        return sum(1 for p in pending if not why_not(p, person, now))
 
 
 def state(request: Request) -> ConsoleState:
@@ -212,6 +225,8 @@ def render(
             "sso": state(request).oidc is not None,
             # While any kill switch is engaged every signed-in page says so.
             "engaged": state(request).kills.status() if who is not None else [],
+            "waiting": state(request).waiting_for(who.person) if who is not None else 0,
+            "here": request.url.path,
             **context,
         },
         status_code=status_code,
@@ -254,7 +269,7 @@ def create_app(
 ) -> FastAPI:
     """The console for `settings`; `client` is the Temporal client to use (else connect);
     `tether_app` the app whose runs it replays (else the settings' `[app]`)."""
-    from tether.console import approve, audit, kill, signin
+    from tether.console import approve, audit, kill, requester, signin
 
     console = ConsoleState(settings, client, tether_app)
 
@@ -323,4 +338,5 @@ def create_app(
     app.include_router(approve.router)
     app.include_router(kill.router)
     app.include_router(audit.router)
+    app.include_router(requester.router)
     return app

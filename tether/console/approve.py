@@ -32,11 +32,6 @@ router = APIRouter()
 Who = Annotated[Viewer, Depends(viewer)]
 
 
-@router.get("/")
-async def home(who: Who) -> Response:
-    return RedirectResponse("/inbox", status_code=303)
-
-
 @router.get("/inbox", response_class=HTMLResponse)
 async def inbox(request: Request, who: Who) -> Response:
     console = state(request)
