@@ -24,6 +24,7 @@ from rich.progress import Progress
 from bench.decide import casbin_samples, run_decide
 from bench.gateway import DEFAULT_LEVELS, parse_level, run_gateway
 from bench.ledger import run_ledger
+from bench.plain import PLAIN
 from bench.plot import histogram_svg
 from bench.report import Report, flat_table, progress_console
 from bench.workflow import GOVERNED, UNGOVERNED, run_workflow
@@ -40,11 +41,12 @@ async def _workflow(args: argparse.Namespace) -> Report:
     plot = _svg_path(args.plot)
     histogram_svg(
         {
+            f"plain Temporal ({PLAIN})": [s * 1000 for s in bench.plain.latencies],
             f"ungoverned ({UNGOVERNED})": [s * 1000 for s in bench.ungoverned.latencies],
             f"governed ({GOVERNED})": [s * 1000 for s in bench.governed.latencies],
             "governed, telemetry on": [s * 1000 for s in bench.traced.latencies],
         },
-        "Workflow latency: governed vs ungoverned",
+        "Workflow latency: governed vs plain Temporal and ungoverned",
         "ms",
         plot,
     )
@@ -116,7 +118,7 @@ def parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="name", metavar="NAME", required=True)
 
     wf = sub.add_parser(
-        "workflow", parents=[common], help="governed vs ungoverned workflow throughput"
+        "workflow", parents=[common], help="governed vs plain Temporal workflow throughput"
     )
     wf.add_argument("--workflows", type=int, default=200, help="workflows per variant")
     wf.add_argument("--concurrency", type=int, default=20, help="workflows in flight")

@@ -1,4 +1,4 @@
-"""`python -m bench workflow`: what governance costs a workflow, against the same workflow off.
+"""`python -m bench workflow`: what governance costs a workflow, against plain Temporal.
 
 Measures the throughput (workflows per second) and the per-workflow latency (p50, p99:
 from starting the workflow to its result, as a client sees it) of `GovernedSteps` — three
@@ -7,7 +7,16 @@ executed by a tool activity that records its outcome — and of `UngovernedSteps
 three steps with governance off. Both run on one real Temporal dev server, against one
 worker and one fresh SQLite ledger, at the same concurrency. After a warm-up of both, the
 variants alternate in rounds (which goes first alternates too), so drift on the machine
-hits both alike. The headline is the ratio of governed to ungoverned throughput.
+hits both alike. The ratio of governed to ungoverned throughput is what policy costs
+inside Tether's step path.
+
+The peer a user would otherwise choose is plain Temporal: `PlainSteps` (`bench.plain`) runs
+the same three no-op activities in a plain sandboxed workflow, on a client and worker of
+its own in the same process (pydantic converter, Temporal's default sandbox, no plugin),
+against the same dev server, in the same alternating rounds. `vs_plain.ratio` is governed
+throughput over plain throughput. `history` reads the histories of finished runs of both:
+events and bytes per step are what a step adds over a run of no steps (so a 1,000-step run
+holds about a thousand times that), beside the events and bytes of a whole measured run.
 
 A third variant runs `GovernedSteps` with telemetry on — Temporal's tracing interceptor on
 the starting client and on a second worker of its own, spans batched to an exporter that
@@ -39,8 +48,11 @@ from rich.progress import Progress, TaskID
 from rich.table import Table
 from rich.text import Text
 from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
+from bench.plain import PLAIN, PlainStepsWorkflow, plain_touch
 from bench.workflows import GovernedStepsWorkflow, StepsInput, UngovernedStepsWorkflow
 from tether.core import telemetry
 from tether.core.binaries import temporal_cli
@@ -58,6 +70,10 @@ DESIGN_GOAL_RATIO = 0.85
 """The share governance is designed to keep."""
 TELEMETRY_TARGET_RATIO = 0.95
 """Governed throughput with tracing and metrics on must be at least this share of off."""
+PLAIN_TARGET_RATIO = 0.8
+"""Governed throughput must be at least this share of plain Temporal's."""
+HISTORY_SAMPLE = 10
+"""Finished runs per variant whose histories are read."""
 STEPS = StepsInput().steps
 
 
@@ -84,6 +100,10 @@ class Variant:
     """What each workflow returned (the number of steps it ran)."""
     traced: bool = False
     """Runs with telemetry on: its own worker and client, both tracing."""
+    plain: bool = False
+    """Plain Temporal: its own plain client and worker, no Tether."""
+    workflow_ids: list[str] = field(default_factory=list)
+    """The measured runs, in the order they finished."""
 
     @property
     def throughput(self) -> float:
@@ -99,6 +119,34 @@ class Variant:
 
 
 @dataclass
+class HistoryCost:
+    """What a variant's runs leave in Temporal history."""
+
+    events_per_run: float
+    bytes_per_run: float
+    """Mean over the sampled measured runs (`STEPS` steps each)."""
+    empty_events: int
+    empty_bytes: int
+    """A run of the same workflow with no steps."""
+
+    @property
+    def events_per_step(self) -> float:
+        return (self.events_per_run - self.empty_events) / STEPS
+
+    @property
+    def bytes_per_step(self) -> float:
+        return (self.bytes_per_run - self.empty_bytes) / STEPS
+
+    def figures(self) -> dict[str, JsonValue]:
+        return {
+            "events_per_step": round(self.events_per_step, 2),
+            "bytes_per_step": round(self.bytes_per_step, 1),
+            "events_per_run": round(self.events_per_run, 2),
+            "bytes_per_run": round(self.bytes_per_run, 1),
+        }
+
+
+@dataclass
 class WorkflowBench:
     """Both variants, measured in the same run."""
 
@@ -108,6 +156,9 @@ class WorkflowBench:
     governed: Variant
     ungoverned: Variant
     traced: Variant
+    plain: Variant
+    governed_history: HistoryCost
+    plain_history: HistoryCost
     spans: int = 0
     """Spans the traced variant exported."""
 
@@ -121,6 +172,11 @@ class WorkflowBench:
         g = self.governed.throughput
         return self.traced.throughput / g if g else 0.0
 
+    @property
+    def plain_ratio(self) -> float:
+        p = self.plain.throughput
+        return self.governed.throughput / p if p else 0.0
+
     def figures(self) -> dict[str, JsonValue]:
         return {
             "benchmark": "workflow",
@@ -132,6 +188,18 @@ class WorkflowBench:
             "ratio": round(self.ratio, 3),
             "target_ratio": TARGET_RATIO,
             "design_goal_ratio": DESIGN_GOAL_RATIO,
+            "vs_plain": {
+                "plain": self.plain.figures(),
+                "governed": self.governed.figures(),
+                "ratio": round(self.plain_ratio, 3),
+                "target_ratio": PLAIN_TARGET_RATIO,
+            },
+            "history": {
+                "steps": STEPS,
+                "runs_read": HISTORY_SAMPLE,
+                "governed": self.governed_history.figures(),
+                "plain": self.plain_history.figures(),
+            },
             "telemetry": {
                 "governed_traced": self.traced.figures(),
                 "spans_exported": self.spans,
@@ -148,7 +216,7 @@ class WorkflowBench:
 
     def table(self) -> RenderableType:
         table = Table(
-            title="Workflow benchmark: governed vs ungoverned",
+            title="Workflow benchmark: governed vs plain Temporal and ungoverned",
             caption=(
                 f"{self.workflows} workflows per variant, {self.concurrency} in flight, "
                 f"{self.rounds} rounds; {os.cpu_count() or 0} CPUs, Python "
@@ -160,6 +228,7 @@ class WorkflowBench:
         table.add_column("p50 ms", justify="right")
         table.add_column("p99 ms", justify="right")
         for name, variant in (
+            ("plain Temporal", self.plain),
             ("ungoverned", self.ungoverned),
             ("governed", self.governed),
             ("governed, telemetry on", self.traced),
@@ -170,7 +239,14 @@ class WorkflowBench:
                 f"{percentile(variant.latencies, 50) * 1000:.1f}",
                 f"{percentile(variant.latencies, 99) * 1000:.1f}",
             )
+        g, p = self.governed_history, self.plain_history
         summary = Text(
+            f"ratio governed/plain Temporal {self.plain_ratio:.3f}: "
+            f"{'meets' if self.plain_ratio >= PLAIN_TARGET_RATIO else 'BELOW'} the target "
+            f"{PLAIN_TARGET_RATIO}\n"
+            f"history per step: governed {g.events_per_step:.1f} events, "
+            f"{g.bytes_per_step:.0f} bytes; plain {p.events_per_step:.1f} events, "
+            f"{p.bytes_per_step:.0f} bytes\n"
             f"ratio governed/ungoverned {self.ratio:.3f}: {self.verdict()} "
             f"(target {TARGET_RATIO}, design goal {DESIGN_GOAL_RATIO})\n"
             f"ratio telemetry on/off {self.telemetry_ratio:.3f}: "
@@ -180,20 +256,33 @@ class WorkflowBench:
         return Group(table, summary)
 
 
-async def _one(client: Client, workflow: str, task_queue: str) -> tuple[float, int]:
-    """Start one workflow and wait for its result: (latency in seconds, result)."""
+Run = tuple[float, int, str]
+"""One measured workflow: (latency in seconds, its result, its workflow id)."""
+
+
+async def _one(
+    client: Client, workflow: str, task_queue: str, inp: StepsInput | None = None
+) -> Run:
+    """Start one workflow and wait for its result. Tether's variants start as an author's
+    code does (`tether.start_task`), the plain one with the client's own call."""
     start = time.perf_counter()
+    workflow_id = f"bench-{workflow}-{uuid.uuid4().hex[:12]}"
+    if workflow == PLAIN:
+        result = await client.execute_workflow(
+            PlainStepsWorkflow.run, inp or StepsInput(), id=workflow_id, task_queue=task_queue
+        )
+        return time.perf_counter() - start, result, workflow_id
     handle = await start_task(
         client,
         workflow,
-        StepsInput(),
-        workflow_id=f"bench-{workflow}-{uuid.uuid4().hex[:12]}",
+        inp or StepsInput(),
+        workflow_id=workflow_id,
         task_queue=task_queue,
         started_by="bench",
         result_type=int,
     )
     result = await handle.result()
-    return time.perf_counter() - start, result
+    return time.perf_counter() - start, result, workflow_id
 
 
 async def _batch(
@@ -203,11 +292,11 @@ async def _batch(
     count: int,
     concurrency: int,
     progress: tuple[Progress, TaskID] | None,
-) -> tuple[float, list[tuple[float, int]]]:
+) -> tuple[float, list[Run]]:
     """Run `count` workflows, `concurrency` at a time: (wall-clock seconds, runs)."""
     gate = asyncio.Semaphore(concurrency)
 
-    async def run() -> tuple[float, int]:
+    async def run() -> Run:
         async with gate:
             measured = await _one(client, variant.workflow, task_queue)
         if progress is not None:
@@ -217,6 +306,30 @@ async def _batch(
     start = time.perf_counter()
     runs = await asyncio.gather(*(run() for _ in range(count)))
     return time.perf_counter() - start, list(runs)
+
+
+async def history_size(client: Client, workflow_id: str) -> tuple[int, int]:
+    """(events, bytes) of a finished run's history, bytes as Temporal stores each event."""
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    return len(history.events), sum(event.ByteSize() for event in history.events)
+
+
+async def history_cost(
+    client: Client, variant: Variant, task_queue: str, sample: int = HISTORY_SAMPLE
+) -> HistoryCost:
+    """The histories of `variant`'s last `sample` measured runs, and of one run of no steps."""
+    ids = variant.workflow_ids[-sample:]
+    sizes = [await history_size(client, workflow_id) for workflow_id in ids]
+    _, result, empty_id = await _one(client, variant.workflow, task_queue, StepsInput(steps=0))
+    if result != 0:
+        raise BenchError(f"a {variant.workflow} run of no steps returned {result}, expected 0")
+    empty_events, empty_bytes = await history_size(client, empty_id)
+    return HistoryCost(
+        events_per_run=sum(e for e, _ in sizes) / len(sizes),
+        bytes_per_run=sum(b for _, b in sizes) / len(sizes),
+        empty_events=empty_events,
+        empty_bytes=empty_bytes,
+    )
 
 
 def round_sizes(workflows: int, rounds: int) -> list[int]:
@@ -246,7 +359,8 @@ async def measure(
     warmup: int | None = None,
     progress: Progress | None = None,
 ) -> WorkflowBench:
-    """The three variants on `client`, with in-process workers built from `settings`.
+    """The four variants on `client`, with in-process workers built from `settings` (and
+    a plain Temporal client and worker for `PlainSteps`), then their histories.
 
     `warmup` workflows of each variant run first, unmeasured (default: `concurrency`).
     Raises BenchError if any workflow returns anything but its step count.
@@ -256,7 +370,8 @@ async def measure(
     runtime = Runtime.from_settings(settings)
     governed, ungoverned = Variant(GOVERNED), Variant(UNGOVERNED)
     traced = Variant(GOVERNED, traced=True)
-    variants = (ungoverned, governed, traced)
+    plain = Variant(PLAIN, plain=True)
+    variants = (plain, ungoverned, governed, traced)
     sizes = round_sizes(workflows, rounds)
     warm = concurrency if warmup is None else warmup
     exporter = _CountingExporter()
@@ -264,6 +379,10 @@ async def measure(
         settings, span_exporter=exporter, metric_reader=InMemoryMetricReader(), batch=True
     )
     traced_queue = f"{settings.task_queue}-traced"
+    plain_queue = f"{settings.task_queue}-plain"
+    plain_client = Client(
+        client.service_client, namespace=client.namespace, data_converter=pydantic_data_converter
+    )
     try:
         interceptor = tel.interceptor()
         assert interceptor is not None
@@ -274,21 +393,30 @@ async def measure(
             client, settings, runtime, task_queue=traced_queue, extra_workflows=BENCH_WORKFLOWS
         ):
             telemetry.activate(None)
-            async with build_worker(client, settings, runtime, extra_workflows=BENCH_WORKFLOWS):
+            async with (
+                build_worker(client, settings, runtime, extra_workflows=BENCH_WORKFLOWS),
+                Worker(
+                    plain_client,
+                    task_queue=plain_queue,
+                    workflows=[PlainStepsWorkflow],
+                    activities=[plain_touch],
+                ),
+            ):
+
+                def where(variant: Variant) -> tuple[Client, str]:
+                    if variant.plain:
+                        return plain_client, plain_queue
+                    if variant.traced:
+                        return traced_client, traced_queue
+                    return client, settings.task_queue
 
                 async def run_batch(
                     variant: Variant, count: int, bar: tuple[Progress, TaskID] | None
-                ) -> tuple[float, list[tuple[float, int]]]:
+                ) -> tuple[float, list[Run]]:
                     telemetry.activate(tel if variant.traced else None)
                     try:
-                        return await _batch(
-                            traced_client if variant.traced else client,
-                            variant,
-                            traced_queue if variant.traced else settings.task_queue,
-                            count,
-                            concurrency,
-                            bar,
-                        )
+                        on, queue = where(variant)
+                        return await _batch(on, variant, queue, count, concurrency, bar)
                     finally:
                         telemetry.activate(None)
 
@@ -307,8 +435,9 @@ async def measure(
                         progress.remove_task(task)
                     task = progress.add_task("measuring", total=len(variants) * workflows)
                 for r, size in enumerate(sizes):
-                    # Each variant goes first, second and third in turn.
-                    order = variants[r % 3 :] + variants[: r % 3]
+                    # Each variant goes first, second, third and last in turn.
+                    n = r % len(variants)
+                    order = variants[n:] + variants[:n]
                     for variant in order if r % 2 == 0 else tuple(reversed(order)):
                         if progress is not None and task is not None:
                             progress.update(
@@ -322,8 +451,13 @@ async def measure(
                             None if progress is None or task is None else (progress, task),
                         )
                         variant.seconds += seconds
-                        variant.latencies.extend(latency for latency, _ in runs)
-                        variant.results.extend(result for _, result in runs)
+                        variant.latencies.extend(latency for latency, _, _ in runs)
+                        variant.results.extend(result for _, result, _ in runs)
+                        variant.workflow_ids.extend(workflow_id for _, _, workflow_id in runs)
+                if progress is not None and task is not None:
+                    progress.update(task, description="reading histories")
+                governed_history = await history_cost(client, governed, settings.task_queue)
+                plain_history = await history_cost(plain_client, plain, plain_queue)
         tel.flush()
     finally:
         tel.shutdown()
@@ -335,7 +469,16 @@ async def measure(
                 f"{len(wrong)} {variant.workflow} workflows returned {wrong[0]}, expected {STEPS}"
             )
     return WorkflowBench(
-        workflows, concurrency, len(sizes), governed, ungoverned, traced, exporter.count
+        workflows,
+        concurrency,
+        len(sizes),
+        governed,
+        ungoverned,
+        traced,
+        plain,
+        governed_history,
+        plain_history,
+        exporter.count,
     )
 
 

@@ -16,7 +16,7 @@ from bench.plot import histogram_svg
 from bench.workflow import run_workflow
 
 
-async def test_workflow_benchmark_reports_both_variants(client: Client) -> None:
+async def test_workflow_benchmark_reports_every_variant_and_history(client: Client) -> None:
     bench = await run_workflow(6, 3, rounds=4, client=client)
     figures: Any = json.loads(json.dumps(bench.figures()))
     assert set(figures) == {
@@ -29,6 +29,8 @@ async def test_workflow_benchmark_reports_both_variants(client: Client) -> None:
         "ratio",
         "target_ratio",
         "design_goal_ratio",
+        "vs_plain",
+        "history",
         "telemetry",
         "machine",
     }
@@ -48,6 +50,27 @@ async def test_workflow_benchmark_reports_both_variants(client: Client) -> None:
     assert figures["ratio"] > 0
     assert bench.governed.results == [3] * 6
     assert bench.ungoverned.results == [3] * 6
+    # The plain-Temporal peer, measured in the same rounds.
+    vs = figures["vs_plain"]
+    assert set(vs) == {"plain", "governed", "ratio", "target_ratio"}
+    assert vs["governed"] == figures["governed"] and vs["target_ratio"] == 0.8
+    assert set(vs["plain"]) == {"workflows", "throughput_per_s", "p50_ms", "p99_ms"}
+    assert vs["plain"]["workflows"] == 6 and vs["plain"]["p99_ms"] >= vs["plain"]["p50_ms"] > 0
+    assert (
+        vs["ratio"] == round(bench.governed.throughput / bench.plain.throughput, 3)
+        and vs["ratio"] > 0
+    )
+    assert bench.plain.results == [3] * 6
+    # History read from finished runs: a plain step is at least its activity's scheduled,
+    # started and completed events; a governed step adds its decision to those.
+    history = figures["history"]
+    assert (history["steps"], set(history)) == (3, {"steps", "runs_read", "governed", "plain"})
+    for variant in ("governed", "plain"):
+        part = history[variant]
+        assert set(part) == {"events_per_step", "bytes_per_step", "events_per_run", "bytes_per_run"}
+        assert part["events_per_step"] >= 3 and part["bytes_per_step"] > 0
+        assert part["events_per_run"] > 3 * part["events_per_step"]
+    assert history["governed"]["events_per_step"] >= history["plain"]["events_per_step"]
     on = figures["telemetry"]
     assert on["governed_traced"]["workflows"] == 6 and on["ratio"] > 0
     assert on["target_ratio"] == 0.95
