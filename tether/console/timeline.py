@@ -30,6 +30,18 @@ BREAK_PX = 54.0
 MIN_PX = 8.0
 LEFT, WIDTH, ROW = 170, 760, 28
 
+# Presentation attributes (not `style`, which the console's CSP forbids): the drawing
+# reads without the stylesheet, and the stylesheet may override any of them.
+FILLS = {
+    "approved": 'fill="#1f7a4a"',
+    "rejected": 'fill="none" stroke="#b3261e"',
+    "halted": 'fill="#1d1d1f"',
+    "compensated": 'fill="#7a3fb0"',
+    "expired": 'fill="none" stroke="#5f6675" stroke-width="2"',
+    "denied": 'fill="#c8453c"',
+}
+SPAN_FILLS = {"approval": "#e0a526", "model": "#8e5cc4"}
+
 MARKS = {
     "approved": "approved",
     "rejected": "rejected by a person",
@@ -199,11 +211,11 @@ def ticks(scale: Scale, start: datetime, spacing: float = 86.0) -> list[tuple[fl
 
 def _shape(mark: str, x: float, y: float, tip: str) -> str:
     title = f"<title>{escape(tip)}</title>"
-    cls = f'class="mark {mark}" data-mark="{mark}"'
+    cls = f'class="mark {mark}" data-mark="{mark}" {FILLS[mark]}'
     if mark == "approved":
         return f'<circle {cls} cx="{x:.1f}" cy="{y:.1f}" r="6">{title}</circle>'
     if mark == "expired":
-        return f'<circle {cls} cx="{x:.1f}" cy="{y:.1f}" r="6" fill="none">{title}</circle>'
+        return f'<circle {cls} cx="{x:.1f}" cy="{y:.1f}" r="6">{title}</circle>'
     if mark == "halted":
         return f'<rect {cls} x="{x - 6:.1f}" y="{y - 6:.1f}" width="12" height="12">{title}</rect>'
     if mark == "compensated":
@@ -302,14 +314,16 @@ def timeline_svg(events: Sequence[RecordedEvent], now: datetime, running: bool) 
         parts.append(
             f'<g class="gap {what}" data-gap="{escape(label)}">'
             f'<rect class="gap" x="{x0 + 2:.1f}" y="6" width="{x1 - x0 - 4:.1f}" '
-            f'height="{axis_y - 10}"><title>{escape(label)}, compressed</title></rect>'
+            f'height="{axis_y - 10}" fill="#eef0f4" stroke="#9aa3b2" '
+            f'stroke-dasharray="4 3"><title>{escape(label)}, compressed</title></rect>'
             f'<text class="gaplabel" x="{(x0 + x1) / 2:.1f}" y="{axis_y + 30}" '
             f'text-anchor="middle">{escape(label)}</text></g>'
         )
     for s in spans:
         y = 10 + s.lane * ROW
         x0, x1 = scale.x(s.start), scale.x(s.end)
-        flag = ' data-open="1"' if s.open else ""
+        flag = ' data-open="1" stroke="#8a5a00" stroke-dasharray="5 3"' if s.open else ""
+        flag += f' fill="{SPAN_FILLS.get(s.cls, "#9aa3b2")}" fill-opacity="0.55"'
         parts.append(
             f'<rect class="span {s.cls}{" open" if s.open else ""}"{flag} x="{x0:.1f}" '
             f'y="{y + 4}" width="{max(x1 - x0, 3.0):.1f}" height="{ROW - 10}">'
@@ -329,7 +343,8 @@ def timeline_svg(events: Sequence[RecordedEvent], now: datetime, running: bool) 
     if running and any(s.open for s in spans):
         x = scale.x(scale.last)
         parts.append(
-            f'<line class="now" x1="{x:.1f}" y1="4" x2="{x:.1f}" y2="{axis_y}"/>'
+            f'<line class="now" x1="{x:.1f}" y1="4" x2="{x:.1f}" y2="{axis_y}" '
+            'stroke="#b3261e" stroke-dasharray="3 3"/>'
             f'<text class="tick now" x="{x - 4:.1f}" y="12" text-anchor="end">now</text>'
         )
     parts.append(
