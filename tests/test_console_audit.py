@@ -11,7 +11,7 @@ import httpx
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from tests.conftest import start_invoice
+from tests.conftest import replayer_for, start_invoice
 from tests.console_helpers import awaiting_approval, sign_in
 from tether.core.config import Settings
 from tether.runtime.kill import halt_pending
@@ -68,6 +68,11 @@ async def test_a_halted_run_is_shown_searched_and_counted_as_halted(
     assert (await halt_pending(client, crt.approvals, record)).halted == [handle.id]
     result = await handle.result()
     assert result.status == "halted"
+    # The halted-outcome path replays (the patch marker is in this run's history).
+    replayed = await replayer_for().replay_workflow(
+        await handle.fetch_history(), raise_on_replay_failure=False
+    )
+    assert replayed.replay_failure is None
     crt.kills.release("agent", "agent:ap-clerk", released_by="user:olga")
     async with browser(base_url) as carol:
         await sign_in(carol, "user:carol")
