@@ -26,6 +26,9 @@ class ApprovalStatus(StrEnum):
     EXPIRED = "expired"
     ESCALATED = "escalated"
     """The stage's deadline passed; the request moved to the next approver role."""
+    HALTED = "halted"
+    """A kill switch ended the wait (runs since the `halted-outcome` patch; before it a
+    halt was recorded as rejected). Nobody decided: the approver is who engaged it."""
 
 
 class ApprovalStage(BaseModel):
@@ -135,7 +138,7 @@ class ApprovalDecision(BaseModel):
 
 
 class HaltRequest(BaseModel):
-    """The `halt` signal: a kill switch ends a pending approval wait as rejected."""
+    """The `halt` signal: a kill switch ends a pending approval wait as halted."""
 
     reason: str
     engaged_by: str = "kill-switch"

@@ -77,7 +77,7 @@ class KillRecord(BaseModel):
 
 
 HaltInput = HaltRequest
-"""Payload of the `halt` signal: a kill switch ends a pending approval as rejected."""
+"""Payload of the `halt` signal: a kill switch ends a pending approval as halted."""
 
 
 class KillRow(Base):

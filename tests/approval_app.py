@@ -14,7 +14,7 @@ with workflow.unsafe.imports_passed_through():
 
     from tether.activities.payloads import ToolCall
     from tether.workflows.agent import AgentWorkflow
-    from tether.workflows.errors import ActionDenied, ActionRejected
+    from tether.workflows.errors import ActionDenied, ActionHalted, ActionRejected
 
 
 class PayAmountInput(BaseModel):
@@ -51,6 +51,8 @@ class PayAmountWorkflow(AgentWorkflow):
             payment.amount = inp.change_to
         try:
             receipt = await act
+        except ActionHalted as exc:
+            return PayAmountResult(status="halted", message=exc.message)
         except ActionRejected as exc:
             return PayAmountResult(status="rejected", message=exc.message)
         except ActionDenied as exc:

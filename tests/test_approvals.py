@@ -453,7 +453,7 @@ async def test_a_flood_of_requests_pauses_the_agent_and_never_approves(
     assert (await first[1].result()).status == "paid"
 
 
-async def test_halt_rejects_a_pending_request(
+async def test_halt_ends_a_pending_request_as_halted(
     client: Client,
     approval_settings: Settings,
     app: Runtime,
@@ -464,8 +464,11 @@ async def test_halt_rejects_a_pending_request(
     pending = await _pending(handle)
     await handle.signal("halt", HaltRequest(reason="incident 42", engaged_by="user:ciso"))
     result = await handle.result()
-    assert result.status == "rejected" and "incident 42" in result.message
-    assert app.approvals.get(pending.request_id).status is ApprovalStatus.REJECTED
+    assert result.status == "halted" and "incident 42" in result.message
+    assert app.approvals.get(pending.request_id).status is ApprovalStatus.HALTED
+    [decided] = await _events(app, handle.id, "approval.decided", 1)
+    assert (decided.outcome, decided.actor) == ("halted", "user:ciso")
+    assert decided.payload["comment"] == "incident 42"
     assert bank_of(app).payments("INV-T") == 0
 
 

@@ -290,7 +290,7 @@ async def test_kill_switch_page_is_for_its_roles_and_halts_pending_requests(
         banner = (await alice.get("/inbox")).text
         assert 'id="kill-banner"' in banner and "agent:ap-clerk (runaway, by user:olga)" in banner
         result = await handle.result()
-        assert result.status == "rejected" and "runaway" in result.message
+        assert result.status == "halted" and "runaway" in result.message
         assert "agent:ap-clerk" in (await olga.get("/kill")).text
         released = await olga.post(
             "/kill/release",

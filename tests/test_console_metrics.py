@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tether.console.charts import bars, stacked_bars, timeline_svg
+from tether.console.charts import bars, stacked_bars
 from tether.console.details import argument_rows, five_answers, influences, spend
 from tether.console.metrics import overview
+from tether.console.timeline import timeline_svg
 from tether.verification.events import RecordedEvent
-from tether.verification.forensics import timeline
 
 START = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 
@@ -73,10 +73,7 @@ def test_charts_escape_every_label() -> None:
     for svg in (
         bars([hostile], [3.0], "t"),
         stacked_bars([hostile], {"deny": [1.0]}, hostile),
-        timeline_svg(
-            [event(1, "decision", 0, action=hostile, step=1)],
-            timeline([event(1, "decision", 0, action=hostile, step=1)]),
-        ),
+        timeline_svg([event(1, "decision", 0, action=hostile, step=1)], START, running=False),
     ):
         assert "<script>" not in svg and "&lt;script&gt;" in svg
     assert "nothing recorded" in bars([], [], "denials")
@@ -90,11 +87,11 @@ def test_timeline_draws_a_lane_per_step_and_a_bar_per_event() -> None:
         event(4, "approval.decided", 1.02, step=2),
         event(5, "tool.executed", 1.03, step=2),
     ]
-    svg = timeline_svg(events, timeline(events))
-    assert svg.count("<rect") == 5
-    assert 'class="ev approval"' in svg and 'class="ev model"' in svg
+    svg = timeline_svg(events, START, running=False)
+    assert svg.count('class="ev ') == 5  # approval.decided has no outcome: a tick
+    assert 'class="span approval"' in svg and 'class="ev model"' in svg
     assert ">step 1<" in svg and ">step 2<" in svg
-    assert "approval.requested" in svg and "60000 ms" in svg  # the wait's duration
+    assert "approval.requested" in svg and "waited 1 min" in svg  # the wait's duration
 
 
 def test_request_details_from_events() -> None:

@@ -231,12 +231,13 @@ async def test_engaging_halts_pending_approvals_in_scope(
     assert done.halted == [waiting.id]
 
     result = await waiting.result()
-    assert result.status == "rejected" and "fraud" in result.message
+    assert result.status == "halted" and "fraud" in result.message
+    assert "user:ops" in result.message
     assert bank_of(runtime).payments("INV-1003") == 0
     [closed] = [p for p in runtime.approvals.list(None) if p.workflow_id == waiting.id]
-    assert closed.status is ApprovalStatus.REJECTED
+    assert closed.status is ApprovalStatus.HALTED
     decided = [e for e in runtime.ledger.events(waiting.id) if e.kind == "approval.decided"]
-    assert [e.outcome for e in decided] == ["rejected"]
+    assert [(e.outcome, e.actor) for e in decided] == [("halted", "user:ops")]
     # The other tenant's request still waits.
     status = await elsewhere.query("status", result_type=AgentStatus)
     assert status.pending is not None

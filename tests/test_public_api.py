@@ -16,6 +16,7 @@ from tests.test_layers import _module_files
 PUBLIC = [
     "ActionAmbiguous",
     "ActionDenied",
+    "ActionHalted",
     "ActionRejected",
     "AgentLoopInput",
     "AgentLoopResult",

@@ -101,6 +101,9 @@ if TYPE_CHECKING:
         ActionDenied as ActionDenied,
     )
     from tether.workflows.errors import (
+        ActionHalted as ActionHalted,
+    )
+    from tether.workflows.errors import (
         ActionRejected as ActionRejected,
     )
     from tether.workflows.errors import (
@@ -129,6 +132,7 @@ _EXPORTS = {
     "ErrorType": "tether.errors",
     "ActionDenied": "tether.workflows.errors",
     "ActionRejected": "tether.workflows.errors",
+    "ActionHalted": "tether.workflows.errors",
     "ActionAmbiguous": "tether.workflows.errors",
     "BudgetExceeded": "tether.workflows.errors",
     "ModelOutputInvalid": "tether.workflows.errors",

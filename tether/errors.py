@@ -26,6 +26,7 @@ subclasses whose `type` is an `ErrorType` value:
     ApplicationError (temporalio)
     ├── ActionDenied        policy said deny; nothing ran
     ├── ActionRejected      an approver rejected, or the approval deadline passed
+    │   └── ActionHalted    a kill switch halted the approval (or the step before it asked)
     ├── ActionAmbiguous     a side-effecting tool timed out after dispatch: outcome unknown
     ├── BudgetExceeded      a step, token or cost budget is spent
     └── ModelOutputInvalid  the model's output failed its schema, repair included
@@ -115,6 +116,7 @@ class ErrorType(StrEnum):
 
     ACTION_DENIED = "ActionDenied"
     ACTION_REJECTED = "ActionRejected"
+    ACTION_HALTED = "ActionHalted"
     ACTION_AMBIGUOUS = "ActionAmbiguous"
     BUDGET_EXCEEDED = "BudgetExceeded"
     BUDGET_APPROVAL_NEEDED = "BudgetApprovalNeeded"

@@ -14,6 +14,7 @@ from tether.workflows.agent_loop import (
 from tether.workflows.errors import (
     ActionAmbiguous,
     ActionDenied,
+    ActionHalted,
     ActionRejected,
     BudgetExceeded,
     ModelOutputInvalid,
@@ -26,6 +27,7 @@ __all__ = [
     "TETHER_WORKFLOWS",
     "ActionAmbiguous",
     "ActionDenied",
+    "ActionHalted",
     "ActionRejected",
     "AgentLoopInput",
     "AgentLoopResult",

@@ -19,7 +19,10 @@ version, kept below as `_await_approval_v1`):
   *after* it is accepted into history (no validator rejects it silently).
 - Beyond the agent's cap of open requests the agent is paused until requests close;
   it is never approved automatically.
-- `halt` (sent by the kill switch) ends a pending or paused wait as rejected.
+- `halt` (sent by the kill switch) ends a pending or paused wait as halted: since the
+  `halted-outcome` patch the request closes as `halted` (approver: who engaged the switch,
+  comment: the switch's reason) and the step raises ActionHalted, a subclass of
+  ActionRejected; older histories replay the halt as a rejection.
 """
 
 from __future__ import annotations
@@ -54,8 +57,10 @@ with workflow.unsafe.imports_passed_through():
     from tether.governance.signing import verify_decision
     from tether.governance.types import Decision
     from tether.verification.events import LedgerEvent, digest
-    from tether.workflows.errors import ActionRejected
+    from tether.workflows.errors import ActionHalted, ActionRejected
 
+HALTED_PATCH = "halted-outcome"
+"""Runs since this patch record a kill switch's halt as its own outcome, not a rejection."""
 LOCAL = timedelta(seconds=30)
 DEFAULT_APPROVAL_TIMEOUT = timedelta(hours=24)
 
@@ -142,6 +147,12 @@ class ApprovalsMixin:
             self._pending = None
             if status is ApprovalStatus.APPROVED:
                 return list(self._grants)
+            if status is ApprovalStatus.HALTED:
+                raise ActionHalted(
+                    f"{action!r} on {resource!r} was halted by a kill switch: {comment}",
+                    comment,
+                    approver,
+                )
             if status is not ApprovalStatus.ESCALATED:
                 raise ActionRejected(
                     f"{action!r} on {resource!r} was not approved: {status.value} by "
@@ -152,6 +163,8 @@ class ApprovalsMixin:
 
     def _verdict(self, quorum: int, last: bool) -> tuple[ApprovalStatus, str, str]:
         if self._halt is not None:
+            if workflow.patched(HALTED_PATCH):
+                return ApprovalStatus.HALTED, self._halt.engaged_by, self._halt.reason
             return ApprovalStatus.REJECTED, self._halt.engaged_by, self._halt.reason
         if self._rejection is not None:
             return ApprovalStatus.REJECTED, self._rejection.approver, self._rejection.comment
@@ -175,6 +188,11 @@ class ApprovalsMixin:
             )
             if context.halted:
                 self._paused = False
+                if workflow.patched(HALTED_PATCH):
+                    raise ActionHalted(
+                        f"{action!r} on {resource!r} was halted by a kill switch: {context.halted}",
+                        context.halted,
+                    )
                 raise ActionRejected(
                     f"{action!r} on {resource!r} was halted: {context.halted}", context.halted
                 )
@@ -189,6 +207,13 @@ class ApprovalsMixin:
                 )
             if self._halt is not None:
                 self._paused = False
+                if workflow.patched(HALTED_PATCH):
+                    raise ActionHalted(
+                        f"{action!r} on {resource!r} was halted by a kill switch while the "
+                        f"agent was paused: {self._halt.reason}",
+                        self._halt.reason,
+                        self._halt.engaged_by,
+                    )
                 raise ActionRejected(
                     f"{action!r} on {resource!r} was halted while the agent was paused: "
                     f"{self._halt.reason}",

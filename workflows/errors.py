@@ -24,6 +24,19 @@ class ActionRejected(ApplicationError):
         self.reason = reason
 
 
+class ActionHalted(ActionRejected):
+    """A kill switch halted the step's approval (or the step before it asked). A subclass
+    of ActionRejected, so code written before it still catches it; `engaged_by` names who
+    engaged the switch and `reason` is the switch's."""
+
+    def __init__(self, message: str, reason: str = "", engaged_by: str = "") -> None:
+        ApplicationError.__init__(
+            self, message, reason, engaged_by, type=ErrorType.ACTION_HALTED, non_retryable=True
+        )
+        self.reason = reason
+        self.engaged_by = engaged_by
+
+
 class ActionAmbiguous(ApplicationError):
     """Never retried blindly: a person must find out whether the effect happened."""
 

@@ -258,6 +258,20 @@ def _until(deadline: datetime, now: datetime) -> str:
     return f"{minutes}m {secs:02d}s"
 
 
+PLAIN = {
+    404: (
+        "Page not found",
+        "There is no page at this address. It may have been mistyped or may no longer "
+        "exist; use the navigation to find what you were looking for.",
+    ),
+    405: (
+        "Not available this way",
+        "This address does not take that kind of request: forms post to it, or it is a "
+        "page to open. Open it from the navigation, or send the form again from its page.",
+    ),
+}
+"""Plain words for the HTTP errors routing raises (its own phrases are terse)."""
+
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
@@ -307,9 +321,18 @@ def create_app(
             request, "error.html", None, 401, title="Sign in first", message="Sign in first."
         )
 
+    async def signed_in(request: Request) -> Viewer | None:
+        """The person, when signed in: an error page keeps their navigation."""
+        with suppress(SignInRequired):
+            return await viewer(request)
+        return None
+
     @app.exception_handler(Forbidden)
     async def forbidden(request: Request, exc: Forbidden) -> Response:
-        return render(request, "error.html", None, 403, title="Not allowed", message=exc.message)
+        who = await signed_in(request)
+        return render(
+            request, "error.html", who, 403, title="Not allowed", message=exc.message, code=403
+        )
 
     @app.exception_handler(RequestValidationError)
     async def unreadable(request: Request, exc: RequestValidationError) -> Response:
@@ -322,17 +345,33 @@ def create_app(
             f"This page cannot read {'; '.join(parts)}. Correct the address, or open the "
             "page from the navigation."
         )
-        who = None
-        with suppress(SignInRequired):
-            who = await viewer(request)
         return render(
-            request, "error.html", who, 422, title="Cannot read the address", message=message
+            request,
+            "error.html",
+            await signed_in(request),
+            422,
+            title="Cannot read the address",
+            message=message,
+            code=422,
         )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        title = HTTPStatus(exc.status_code).phrase
-        return render(request, "error.html", None, exc.status_code, title=title, message=exc.detail)
+        title, message = PLAIN.get(
+            exc.status_code, (HTTPStatus(exc.status_code).phrase, str(exc.detail))
+        )
+        response = render(
+            request,
+            "error.html",
+            await signed_in(request),
+            exc.status_code,
+            title=title,
+            message=message,
+            code=exc.status_code,
+        )
+        for name, value in (exc.headers or {}).items():  # e.g. Allow on a 405
+            response.headers[name] = value
+        return response
 
     app.include_router(signin.router)
     app.include_router(approve.router)

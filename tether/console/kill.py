@@ -33,8 +33,8 @@ Who = Annotated[Viewer, Depends(viewer)]
 def _kill_allowed(who: Viewer) -> None:
     if not who.may_kill:
         raise Forbidden(
-            f"{who.person!r} holds none of the roles allowed to use the kill switch "
-            "(console_kill_roles)"
+            f"The kill switch is for operations staff. You are signed in as {who.person}, "
+            "who holds no operations role; ask an operator to engage or release it."
         )
 
 

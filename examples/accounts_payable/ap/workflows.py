@@ -15,7 +15,7 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
 
     from ap.bank import BankChange, Payment, PaymentTools
-    from tether import ActionDenied, ActionRejected, AgentWorkflow
+    from tether import ActionDenied, ActionHalted, ActionRejected, AgentWorkflow
 
 
 class InvoiceInput(BaseModel):
@@ -36,7 +36,7 @@ class InvoiceResult(BaseModel):
     invoice_id: str
     vendor: str
     amount: float
-    status: Literal["paid", "denied", "rejected"]
+    status: Literal["paid", "denied", "rejected", "halted"]
     receipt_id: str | None = None
     message: str = ""
 
@@ -78,6 +78,8 @@ class PayInvoiceWorkflow(AgentWorkflow):
             )
         except ActionDenied as exc:
             return result.model_copy(update={"status": "denied", "message": exc.message})
+        except ActionHalted as exc:  # a kill switch, not a person, stopped the payment
+            return result.model_copy(update={"status": "halted", "message": exc.message})
         except ActionRejected as exc:
             return result.model_copy(update={"status": "rejected", "message": exc.message})
         return result.model_copy(update={"receipt_id": receipt.receipt_id})
