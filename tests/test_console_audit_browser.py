@@ -6,7 +6,7 @@ page that keeps the navigation; axe-core finds no serious or critical violation.
 from __future__ import annotations
 
 import pytest
-from axe_playwright_python.async_playwright import Axe  # type: ignore[import-untyped]
+from axe_playwright_python.async_playwright import Axe
 from playwright.async_api import Browser, Error, Page, Response, expect
 from temporalio.client import Client
 from temporalio.worker import Worker
