@@ -67,6 +67,8 @@ def console_settings(settings: Settings, tmp_path: Path) -> Settings:
             # the browser tests turn this back on (browsers keep it for http://127.0.0.1).
             "console_secure_cookies": False,
             "console_kill_roles": ["role:ops"],
+            # Approvers read the confidential invoice the model extracted; others do not.
+            "console_content_roles": {"confidential": ["role:ap-approver"]},
             "console_checkpoint_dir": tmp_path / "checkpoints",
             "checkpoint_key": tmp_path / "keys" / "checkpoint.pem",
         }

@@ -84,12 +84,13 @@ async def test_approve_in_the_browser_and_watch_the_run_complete(
 
     alice = await signed_in(chromium, base_url, "user:alice")
     row = alice.locator(f'tr[data-request="{pending.request_id}"]')
-    await expect(row).to_contain_text("payments.pay")
+    await expect(row.locator("a.open")).to_have_text("Pay $25,000.00 to globex for INV-1003")
     await expect(row.locator("time.countdown")).to_have_text(
         # hours and minutes left of the 24h deadline (the page script counts them down)
         re.compile(r"^2[34]h \d+m$")
     )
     await row.locator("a.open").click()
+    await expect(alice.locator("h1")).to_have_text("Pay $25,000.00 to globex for INV-1003")
     await expect(alice.locator("#rule")).to_have_text("ap-pay-large")
     await expect(alice.locator("#policy-version")).to_have_text(pending.policy_version)
     args = alice.locator("#arguments")
@@ -152,8 +153,10 @@ async def test_a_script_in_a_tool_argument_renders_as_text(
     await alice.goto(f"/requests/{pending.request_id}")
     cell = alice.locator("#arguments tr", has_text="invoice_id").locator("td")
     await expect(cell).to_have_text(XSS)
-    assert await alice.title() != "pwned"
-    assert "pwned" not in await alice.title()
+    # The headline names the argument as text; had the script run, the title would be 'pwned'.
+    assert await alice.title() == f"Pay $30,000.00 to globex for {XSS} · Tether console"
+    await expect(alice.locator("h1")).to_have_text(f"Pay $30,000.00 to globex for {XSS}")
+    assert await alice.locator("h1 script").count() == 0
     assert await alice.locator("#arguments script").count() == 0
     assert dialogs == []
     await handle.cancel()
