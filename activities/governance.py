@@ -233,6 +233,8 @@ class GovernanceActivities:
 def approval_key(pending: PendingApproval, kind: str) -> str:
     """The idempotency key of `pending`'s `kind` event at its current stage."""
     stage = f".s{pending.stage}" if pending.stage else ""
+    if pending.edit_of:  # a step's edit asked anew is a request of its own
+        stage = ".edited" + stage
     return f"{pending.workflow_id}:{pending.run_id}:{pending.step}:{kind}{stage}"
 
 

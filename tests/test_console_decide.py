@@ -157,6 +157,9 @@ async def test_an_edit_never_lowers_the_tier_and_a_raise_past_it_is_decided_anew
         assert answer.status_code == 303
     assert (await high.result()).status == "paid"
     assert sorted(paid(crt, "INV-1003")) == [500.0, 150000.0]
+    # Each request of the step, the edited one and the one asked anew, has its record.
+    recorded = kinds(crt, high.id)
+    assert recorded.count("approval.requested") == 2 and recorded.count("approval.decided") == 2
 
 
 async def test_a_forged_edit_is_refused_and_recorded(

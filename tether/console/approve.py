@@ -133,10 +133,7 @@ async def _request_view(
     console = state(request)
     events = await run_in_threadpool(console.ledger.events, pending.workflow_id)
     events = [e for e in events if e.run_id == pending.run_id]
-    decided = next(
-        (e for e in reversed(events) if e.step == pending.step and e.kind == "approval.decided"),
-        None,
-    )
+    decided = next((e for e in reversed(events) if _decides(e, pending)), None)
     if pending.status is ApprovalStatus.PENDING:
         decided = None
     edited = next(
@@ -274,12 +271,18 @@ def _people(actor: str) -> list[str]:
 
 def _decided(console: ConsoleState, pending: PendingApproval) -> LedgerEvent | None:
     """The ledger's record of how `pending` was decided (who, when, comment), if any."""
-    found = [
-        e
-        for e in console.ledger.events(pending.workflow_id)
-        if e.run_id == pending.run_id and e.step == pending.step and e.kind == "approval.decided"
-    ]
+    found = [e for e in console.ledger.events(pending.workflow_id) if _decides(e, pending)]
     return found[-1] if found else None
+
+
+def _decides(e: LedgerEvent, pending: PendingApproval) -> bool:
+    """Whether `e` records how `pending` was decided (a step edited and asked anew holds
+    two requests: each has its own decision)."""
+    return (
+        e.kind == "approval.decided"
+        and (e.run_id, e.step) == (pending.run_id, pending.step)
+        and e.payload.get("request_id", pending.request_id) == pending.request_id
+    )
 
 
 # -- notify feed ------------------------------------------------------------------------
