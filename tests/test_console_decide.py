@@ -194,7 +194,7 @@ async def _reopened(
     from tether.workflows.agent import AgentStatus
 
     for _ in range(200):
-        status = await handle.query("status", result_type=AgentStatus)
+        status: AgentStatus = await handle.query("status", result_type=AgentStatus)
         if status.pending is not None and status.pending.request_id != edited.request_id:
             return status.pending
         await asyncio.sleep(0.05)
