@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, JsonValue
 
 from tether.activities.tools import REGISTRY, spec_of, tool
 from tether.governance.presentation import format_value, key_values, render_title
@@ -18,7 +18,12 @@ class Pay(BaseModel):
     rush: bool = False
 
 
-ARGS = {"vendor": "globex", "amount": 25000.0, "invoice_id": "INV-7", "rush": True}
+ARGS: dict[str, JsonValue] = {
+    "vendor": "globex",
+    "amount": 25000.0,
+    "invoice_id": "INV-7",
+    "rush": True,
+}
 
 
 @pytest.mark.parametrize(
