@@ -99,9 +99,19 @@ class GovernanceActivities:
             decision = Decision(
                 tier=Tier.AUTO, rule="ungoverned", policy_version="", reason="governance is off"
             )
+        policy_said = decision
+        if inp.floor is not None and decision.tier.severity < inp.floor.tier.severity:
+            decision = inp.floor.model_copy(
+                update={
+                    "reason": f"an edit never lowers the tier: policy says {policy_said.tier} "
+                    f"under rule {policy_said.rule!r}, the step stays {inp.floor.tier} under "
+                    f"{inp.floor.rule!r} ({inp.floor.reason})"
+                }
+            )
         self.ledger.append(
             inp.ref.event(
                 "decision",
+                key=inp.record_as,
                 action=inp.action,
                 resource=inp.resource,
                 decision=decision,
@@ -118,6 +128,9 @@ class GovernanceActivities:
                     "inputs": list(inp.inputs),
                     "workflow_type": inp.ref.workflow_type,
                     **({"idempotency_key": inp.effect_key} if inp.effect_key else {}),
+                    **(
+                        {"edited": True, "policy_tier": policy_said.tier.value} if inp.floor else {}
+                    ),
                 },
             )
         )
@@ -220,6 +233,8 @@ class GovernanceActivities:
 def approval_key(pending: PendingApproval, kind: str) -> str:
     """The idempotency key of `pending`'s `kind` event at its current stage."""
     stage = f".s{pending.stage}" if pending.stage else ""
+    if pending.edit_of:  # a step's edit asked anew is a request of its own
+        stage = ".edited" + stage
     return f"{pending.workflow_id}:{pending.run_id}:{pending.step}:{kind}{stage}"
 
 

@@ -87,6 +87,11 @@ class DecideInput(BaseModel):
     effect_key: str = ""
     """The idempotency key the step's tool will pass to its target (recorded with the
     decision: a reset run's step shows the same key as the original's)."""
+    floor: Decision | None = None
+    """An approver's edit of an approved step is decided anew, never below this decision's
+    tier (the original's): a lower answer keeps the original decision."""
+    record_as: str = ""
+    """Ledger key suffix of this decision (default `decision`; an edit's `decision.edited`)."""
 
 
 class ToolCall(BaseModel):

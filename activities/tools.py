@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
-from collections.abc import Awaitable, Callable
+import re
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar, cast, get_type_hints
@@ -28,6 +29,11 @@ from temporalio.exceptions import ApplicationError
 
 from tether.activities.payloads import StepRef, ToolCall
 from tether.errors import ErrorType
+from tether.governance.presentation import (
+    check_fields,
+    compile_template,
+    render_title,
+)
 from tether.governance.signing import verify_decision
 from tether.governance.types import Tier
 from tether.verification.events import digest
@@ -57,6 +63,16 @@ class ToolSpec:
     same args type and reads the undone step's key from `tool_context().compensates`."""
     outage_budget: timedelta = timedelta(hours=1)
     """How long a run waits out this (idempotent) tool's outage before the step fails."""
+    title: str = ""
+    """How a person reads a call: a template over the arguments (`governance.presentation`),
+    e.g. 'Pay {amount:$} to {vendor} for {invoice_id}'."""
+    key_fields: tuple[str, ...] = ()
+    """Arguments an approver sees first (`name` or `name:FORMAT`), e.g. ('amount:$',)."""
+    editable: tuple[str, ...] = ()
+    """Arguments an approver may change before approving; the edit is decided anew."""
+
+    def title_of(self, args: dict[str, JsonValue]) -> str:
+        return render_title(self.title, args)
 
     @property
     def activity_name(self) -> str:
@@ -78,11 +94,18 @@ def tool(
     heartbeat: timedelta = timedelta(seconds=5),
     compensate: str | None = None,
     outage_budget: timedelta = timedelta(hours=1),
+    title: str = "",
+    key_fields: Sequence[str] = (),
+    editable: Sequence[str] = (),
 ) -> Callable[[F], F]:
     """Declare an async function or method (taking one pydantic model) as a tool.
 
     `compensate` names the tool that undoes this one (e.g. `refund_vendor` for
     `pay_vendor`); `ToolActivities` checks it is bound and takes the same args type.
+    `title`, `key_fields` and `editable` say how an approver reads the call and what they
+    may change (see `ToolSpec`); each names fields of the arguments model, checked here.
+    An editable field may not appear in `resource`: an edit changes what is done, never
+    to whom (the policy decides the edit on the same resource).
     """
 
     def wrap(fn: F) -> F:
@@ -90,11 +113,21 @@ def tool(
         params = [p for p in inspect.signature(fn).parameters if p != "self"]
         if len(params) != 1:
             raise TypeError(f"tool {fn.__name__!r} must take exactly one pydantic argument")
+        args_type = hints[params[0]]
+        what = f"tool {name or fn.__name__!r}"
+        known = list(getattr(args_type, "model_fields", {}))
+        changeable = check_fields(editable, known, f"{what} editable")
+        in_resource = set(changeable) & set(re.findall(r"\{(\w+)", resource))
+        if in_resource:
+            raise TypeError(
+                f"{what}: editable field {sorted(in_resource)[0]!r} appears in the resource "
+                f"{resource!r}; an approver may change what is done, not to whom"
+            )
         spec = ToolSpec(
             name=name or fn.__name__,
             action=action,
             resource=resource,
-            args_type=hints[params[0]],
+            args_type=args_type,
             result_type=hints["return"],
             side_effect=side_effect,
             idempotent=idempotent or not side_effect,
@@ -102,6 +135,9 @@ def tool(
             heartbeat=heartbeat,
             compensation=compensate,
             outage_budget=outage_budget,
+            title=compile_template(title, known, f"{what} title"),
+            key_fields=check_fields(key_fields, known, f"{what} key_fields", formats=True),
+            editable=changeable,
         )
         setattr(fn, TOOL_ATTR, spec)
         # The sandbox imports a workflow module anew for every run; a tool declared in one
@@ -261,7 +297,10 @@ class ToolActivities:
         approval bound to this step and these arguments.
         """
         ref = call.ref
-        decided = self.ledger.get(ref.key("decision"))
+        # An approver's edit is decided anew (`decision.edited`); that decision then rules.
+        decided = self.ledger.get(ref.key("decision.edited")) or self.ledger.get(
+            ref.key("decision")
+        )
         if decided is None:
             return (
                 f"no decision is recorded for step {ref.step} of workflow {ref.workflow_id!r}; "
@@ -278,7 +317,9 @@ class ToolActivities:
         if decided.tier != Tier.APPROVE.value:
             return ""
         for grant in call.approvals:
-            bound = (grant.workflow_id, grant.run_id, grant.step, grant.args_digest) == (
+            # An edited approval binds the edited arguments (its signed `edited_digest`).
+            approved = grant.edited_digest or grant.args_digest
+            bound = (grant.workflow_id, grant.run_id, grant.step, approved) == (
                 ref.workflow_id,
                 ref.run_id,
                 ref.step,

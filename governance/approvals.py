@@ -11,7 +11,7 @@ import re
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from tether.errors import ApprovalError, PolicyError
 
@@ -92,6 +92,23 @@ class PendingApproval(BaseModel):
     quorum: int = 1
     approved_by: list[str] = Field(default_factory=list)
     """Approvals collected so far in this stage (quorum counts distinct people)."""
+    tool: str = ""
+    title: str = ""
+    """The headline a person reads, from the tool's title template (else empty)."""
+    key_fields: dict[str, str] = Field(default_factory=dict)
+    """The tool's key fields as a person reads them (label to formatted value), in order."""
+    editable: list[str] = Field(default_factory=list)
+    """Arguments the approver may change (quorum of one only); the edit is decided anew."""
+    args: dict[str, JsonValue] = Field(default_factory=dict)
+    """The full arguments, kept when some are editable (the edited digest is over them)."""
+    requested_at: datetime | None = None
+    """When the step asked (the workflow's clock); the inbox shows the request's age."""
+    edit_of: str = ""
+    """Set on a request re-opened for edited arguments: the request that was edited."""
+
+    @property
+    def headline(self) -> str:
+        return self.title or f"{self.action} on {self.resource}"
 
 
 class ApprovalDecision(BaseModel):
@@ -117,13 +134,26 @@ class ApprovalDecision(BaseModel):
     nonce: str = ""
     key_id: str = ""
     signature: str = ""
+    edits: dict[str, JsonValue] = Field(default_factory=dict)
+    """Approve with edits: the changed arguments (only ones the tool marks editable)."""
+    edited_digest: str = ""
+    """Digest of the arguments with `edits` applied: what the approval binds (and signs)."""
 
     @classmethod
     def for_request(
-        cls, pending: PendingApproval, approver: str, approve: bool, comment: str, nonce: str
+        cls,
+        pending: PendingApproval,
+        approver: str,
+        approve: bool,
+        comment: str,
+        nonce: str,
+        edits: dict[str, JsonValue] | None = None,
+        edited_digest: str = "",
     ) -> ApprovalDecision:
-        """An unsigned decision bound to `pending`."""
+        """An unsigned decision bound to `pending` (and, with `edits`, to the edited args)."""
         return cls(
+            edits=dict(edits or {}),
+            edited_digest=edited_digest,
             request_id=pending.request_id,
             approver=approver,
             approve=approve,
@@ -201,3 +231,31 @@ def check_binding(pending: PendingApproval, decision: ApprovalDecision) -> None:
             f"{decision.approver!r} has already approved request {pending.request_id!r}; "
             f"its quorum of {pending.quorum} needs distinct people"
         )
+
+
+def check_edits(pending: PendingApproval, decision: ApprovalDecision) -> None:
+    """Raise ApprovalError when `decision` edits what it may not; None when it may."""
+    if not decision.edits and not decision.edited_digest:
+        return
+    if not decision.approve:
+        raise ApprovalError(
+            f"the rejection by {decision.approver!r} carries edits; reject without edits, "
+            "or approve with them"
+        )
+    if not decision.edits or not decision.edited_digest:
+        raise ApprovalError(
+            f"the edit by {decision.approver!r} names no changed argument or no edited "
+            "digest; send both through the approving service"
+        )
+    if pending.quorum > 1:
+        raise ApprovalError(
+            f"request {pending.request_id!r} needs {pending.quorum} approvers; an edit needs "
+            "a quorum of one — approve as asked or reject with the change you want"
+        )
+    for name in decision.edits:
+        if name not in pending.editable:
+            allowed = ", ".join(pending.editable) or "none"
+            raise ApprovalError(
+                f"argument {name!r} of request {pending.request_id!r} is not editable "
+                f"(editable: {allowed}); approve as asked or reject"
+            )

@@ -5,7 +5,8 @@ whatever its sender typed, so the approving service (CLI, console) signs every d
 with an Ed25519 key it holds, and the workflow accepts a decision only when it verifies
 against a public key the workers trust. The signature covers the whole grant — request,
 workflow, run, step, digest of the action's arguments, policy version, approver, verdict,
-comment, time and a nonce — so a grant cannot be replayed on another step, another
+comment, time and a nonce, and for an approval with edits the edits and the digest
+of the edited arguments — so a grant cannot be replayed on another step, another
 argument set or another policy, and each grant is consumed once (by its nonce).
 
 Pure and deterministic (no I/O, no clock): workflow code calls `verify_decision`.
@@ -52,6 +53,10 @@ def key_id_of(public: str) -> str:
 def message(decision: ApprovalDecision) -> bytes:
     """The bytes a signature covers: every binding field, in a fixed canonical form."""
     fields = decision.model_dump(mode="json", include=set(_SIGNED_FIELDS))
+    if decision.edits or decision.edited_digest:
+        # Only an edited decision signs its edits: older signatures stay valid (replay).
+        fields["edits"] = decision.model_dump(mode="json")["edits"]
+        fields["edited_digest"] = decision.edited_digest
     body = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return b"tether-approval/v1\n" + body.encode()
 

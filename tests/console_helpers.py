@@ -26,7 +26,8 @@ from tether.governance.approvals import PendingApproval
 from tether.worker import Runtime
 
 PEOPLE = ("user:alice", "user:bob", "user:carol", "user:olga")
-"""alice and bob approve payments, olga runs operations (kill switch), carol holds no role."""
+"""alice and bob approve payments, olga runs operations (kill switch) and is the controller
+(payments above 100k), carol holds no role."""
 
 
 def password(person: str) -> str:
@@ -47,7 +48,17 @@ XSS = "<script>document.title='pwned'</script>"
 
 def console_settings(settings: Settings, tmp_path: Path) -> Settings:
     policy = tmp_path / "console-policy.csv"
-    policy.write_text((EXAMPLE / "policy.csv").read_text() + "\ng2, user:olga, role:ops\n")
+    rows = (EXAMPLE / "policy.csv").read_text()
+    large = "p, role:ap-agent, vendor/:name, payments.pay, r.ctx.amount > 10000,"
+    # Above 100k a controller decides (listed first: of equal tiers the first rule wins),
+    # so an approver's edit that raises an amount past it is decided anew by a controller.
+    huge = (
+        "p, role:ap-agent, vendor/:name, payments.pay, r.ctx.amount > 100000, approve, "
+        "ap-pay-huge, role:controller, 24h\n"
+    )
+    assert large in rows
+    rows = rows.replace(large, huge + large, 1)
+    policy.write_text(rows + "\ng2, user:olga, role:ops\ng2, user:olga, role:controller\n")
     script = json.loads((Path(str(settings.model_script))).read_text())
     script["entries"].append(
         {
@@ -67,6 +78,8 @@ def console_settings(settings: Settings, tmp_path: Path) -> Settings:
             # the browser tests turn this back on (browsers keep it for http://127.0.0.1).
             "console_secure_cookies": False,
             "console_kill_roles": ["role:ops"],
+            # Approvers read the confidential invoice the model extracted; others do not.
+            "console_content_roles": {"confidential": ["role:ap-approver"]},
             "console_checkpoint_dir": tmp_path / "checkpoints",
             "checkpoint_key": tmp_path / "keys" / "checkpoint.pem",
         }

@@ -2,6 +2,7 @@
 
     python -m tests.record_histories            # the example's runs (old code's histories)
     python -m tests.record_histories outages    # a run that waited out an outage; a reset run
+    python -m tests.record_histories edits      # a payment approved with an edited amount
 
 The replay test replays every stored history against today's code, so a change that
 would break in-flight workflows fails the suite. Re-record only when a change is meant to
@@ -180,5 +181,49 @@ async def outages() -> None:
     print("recorded invoice-outage, invoice-reset")
 
 
+async def edits() -> None:
+    """`invoice-approve-edited`: an approver lowers the amount; the edit is decided anew
+    (same rule) and the edited amount is paid (the `approval-edits` patch)."""
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_cli(), data_converter=pydantic_data_converter
+    )
+    tmp = Path(tempfile.mkdtemp())
+    settings = Settings(database_url=f"sqlite:///{tmp / 'rec.db'}", task_queue="record")
+    runtime = Runtime.from_settings(settings)
+    try:
+        async with build_worker(env.client, settings, runtime):
+            handle = await start_task(
+                env.client,
+                "PayInvoice",
+                InvoiceInput(invoice_id="INV-1003", text="Invoice INV-1003"),
+                # The replay test names a history's workflow by its file: the request id
+                # (a digest of workflow, run and step) must come out the same there.
+                workflow_id="invoice-approve-edited",
+                task_queue=settings.task_queue,
+                started_by="user:bob",
+                result_type=InvoiceResult,
+            )
+            while not (pending := runtime.approvals.list(ApprovalStatus.PENDING)):
+                await asyncio.sleep(0.05)
+            await decide_request(
+                env.client,
+                runtime.approvals,
+                runtime.ledger,
+                pending[0].request_id,
+                approver="user:alice",
+                approve=True,
+                comment="credit note applied",
+                key=signing_key(settings),
+                edits={"amount": 24000.0},
+            )
+            await handle.result()
+            history = await handle.fetch_history()
+            (HERE / "invoice-approve-edited.json").write_text(history.to_json())
+    finally:
+        await env.shutdown()
+    print("recorded invoice-approve-edited")
+
+
 if __name__ == "__main__":
-    asyncio.run(outages() if sys.argv[1:] == ["outages"] else main())
+    modes = {"outages": outages, "edits": edits}
+    asyncio.run(modes[sys.argv[1]]() if sys.argv[1:] else main())

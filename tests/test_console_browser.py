@@ -84,12 +84,13 @@ async def test_approve_in_the_browser_and_watch_the_run_complete(
 
     alice = await signed_in(chromium, base_url, "user:alice")
     row = alice.locator(f'tr[data-request="{pending.request_id}"]')
-    await expect(row).to_contain_text("payments.pay")
+    await expect(row.locator("a.open")).to_have_text("Pay $25,000.00 to globex for INV-1003")
     await expect(row.locator("time.countdown")).to_have_text(
         # hours and minutes left of the 24h deadline (the page script counts them down)
         re.compile(r"^2[34]h \d+m$")
     )
     await row.locator("a.open").click()
+    await expect(alice.locator("h1")).to_have_text("Pay $25,000.00 to globex for INV-1003")
     await expect(alice.locator("#rule")).to_have_text("ap-pay-large")
     await expect(alice.locator("#policy-version")).to_have_text(pending.policy_version)
     args = alice.locator("#arguments")
@@ -152,8 +153,52 @@ async def test_a_script_in_a_tool_argument_renders_as_text(
     await alice.goto(f"/requests/{pending.request_id}")
     cell = alice.locator("#arguments tr", has_text="invoice_id").locator("td")
     await expect(cell).to_have_text(XSS)
-    assert await alice.title() != "pwned"
-    assert "pwned" not in await alice.title()
+    # The headline names the argument as text; had the script run, the title would be 'pwned'.
+    assert await alice.title() == f"Pay $30,000.00 to globex for {XSS} · Tether console"
+    await expect(alice.locator("h1")).to_have_text(f"Pay $30,000.00 to globex for {XSS}")
+    assert await alice.locator("h1 script").count() == 0
     assert await alice.locator("#arguments script").count() == 0
     assert dialogs == []
     await handle.cancel()
+
+
+async def test_approve_with_a_raise_in_the_browser_is_decided_anew_and_paid_once(
+    client: Client,
+    csettings: Settings,
+    crt: Runtime,
+    cworker: Worker,
+    base_url: str,
+    chromium: Browser,
+) -> None:
+    handle, _ = await awaiting_approval(client, csettings, crt, "INV-1003", "user:bob")
+    alice = await signed_in(chromium, base_url, "user:alice")
+    await alice.get_by_role("link", name="Decide: Pay $25,000.00 to globex for INV-1003").click()
+    await expect(alice.locator("h1")).to_have_text("Pay $25,000.00 to globex for INV-1003")
+    await expect(alice.locator("#why")).to_contain_text("amount is more than 10000")
+    await expect(alice.locator(".model-call .prompt")).to_contain_text("Invoice INV-1003")
+    await expect(alice.locator(".model-call .badge")).to_have_text("confidential data")
+    # A raise past 100k crosses into the controllers' rule: the edit is decided anew.
+    await alice.get_by_label("amount").fill("120000")
+    await alice.fill("textarea[name=comment]", "late fee agreed with globex")
+    await alice.click("button.approve")
+    await expect(alice.locator("#edited")).to_contain_text("amount from 25000.0 to 120000.0")
+    olga = await signed_in(chromium, base_url, "user:olga")
+    reopened = olga.get_by_role("link", name="Decide: Pay $120,000.00 to globex for INV-1003")
+    await expect(reopened).to_be_visible()
+    await reopened.click()
+    await expect(olga.locator("#rule")).to_have_text("ap-pay-huge")
+    await expect(olga.locator("#edited")).to_contain_text("user:alice")
+    await expect(olga.locator("fieldset#edits")).to_have_count(0)  # a re-decision is as is
+    await olga.click("button.approve")
+    await expect(olga.locator("#decided-by")).to_have_text("user:olga")
+    result = await handle.result()
+    assert result.status == "paid" and result.receipt_id
+    # The bank paid the edited amount, once; the run's ledger shows the edit.
+    assert bank_of(crt).payments("INV-1003") == 1
+    events = crt.ledger.events(handle.id)
+    (edited,) = [e for e in events if e.kind == "approval.edited"]
+    assert edited.payload["edits"] == {"amount": 120000.0}
+    (executed,) = [e for e in events if e.kind == "tool.executed"]
+    assert executed.payload["args_digest"] == edited.payload["edited_digest"]
+    await olga.goto(f"/runs/{handle.id}")
+    await expect(olga.locator('#events tr[data-kind="approval.edited"]')).to_have_count(1)

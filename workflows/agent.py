@@ -57,7 +57,7 @@ with workflow.unsafe.imports_passed_through():
     from tether.governance.approvals import ApprovalDecision, PendingApproval
     from tether.governance.types import Tier
     from tether.verification.events import canonical_json, digest
-    from tether.workflows.approvals import ApprovalsMixin
+    from tether.workflows.edits import EDIT_PATCH, ApprovalEdits
     from tether.workflows.errors import (
         ActionAmbiguous,
         ActionDenied,
@@ -109,7 +109,7 @@ class AgentStatus(BaseModel):
     waiting_since: datetime | None = None
 
 
-class AgentWorkflow(ApprovalsMixin, RecoveryLadder, ToolSteps):
+class AgentWorkflow(ApprovalEdits, RecoveryLadder, ToolSteps):
     """Base class: subclass it, set `agent`, decorate with `@workflow.defn(name=...)`."""
 
     agent: ClassVar[str] = "agent:unnamed"
@@ -287,7 +287,9 @@ class AgentWorkflow(ApprovalsMixin, RecoveryLadder, ToolSteps):
             )
         grants: list[ApprovalDecision] = []
         if decision.tier is Tier.APPROVE:
-            grants = await self._await_approval(ref, action, resource, args_json, summary, decision)
+            grants = await self._await_approval(
+                ref, action, resource, args_json, summary, decision, spec
+            )
             if grants:
                 # The approval covers the arguments as approved: read them again now, and
                 # if they changed while the request waited, govern them as a new step.
@@ -296,6 +298,11 @@ class AgentWorkflow(ApprovalsMixin, RecoveryLadder, ToolSteps):
                     await self._record_invalidated(ref, action, resource, decision, dispatched)
                     return await self.act(
                         action, resource=resource, tool=tool, args=args, context=context
+                    )
+                edit = next((g for g in grants if g.edits), None)
+                if edit is not None and workflow.patched(EDIT_PATCH):
+                    args_json, decision, grants = await self._decide_edit(
+                        ref, action, resource, spec, args_json, context or {}, decision, edit
                     )
         call = ToolCall(
             ref=ref,

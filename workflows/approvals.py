@@ -44,6 +44,7 @@ with workflow.unsafe.imports_passed_through():
         approval_event,
     )
     from tether.activities.payloads import StepRef
+    from tether.activities.tools import ToolSpec
     from tether.errors import ApprovalError, ErrorType
     from tether.governance.approvals import (
         ApprovalDecision,
@@ -53,7 +54,9 @@ with workflow.unsafe.imports_passed_through():
         PendingApproval,
         check_approval,
         check_binding,
+        check_edits,
     )
+    from tether.governance.presentation import key_values
     from tether.governance.signing import verify_decision
     from tether.governance.types import Decision
     from tether.verification.events import LedgerEvent, digest
@@ -83,6 +86,8 @@ class ApprovalsMixin:
         self._rejection: ApprovalDecision | None = None
         self._halt: HaltRequest | None = None
         self._paused = False
+        self._editing: ToolSpec | None = None
+        """The tool whose request is open, when an approver may edit its arguments."""
 
     # -- the wait ------------------------------------------------------------------------
 
@@ -94,9 +99,13 @@ class ApprovalsMixin:
         args_json: dict[str, JsonValue],
         summary: str,
         decision: Decision,
+        spec: ToolSpec | None = None,
+        edit_of: str = "",
     ) -> list[ApprovalDecision]:
         """Wait for the approvals `decision` asks for; return the signed grants.
 
+        `spec` (a tool's) gives the request its title, key fields and editable arguments;
+        `edit_of` names the request whose edit this one decides anew (it is not editable).
         Raises ActionRejected when rejected, expired after the last stage, or halted.
         """
         if not workflow.patched("signed-approvals"):
@@ -106,7 +115,14 @@ class ApprovalsMixin:
         self._v2 = True
         context = await self._prepare(ref, action, resource, decision)
         self._trusted = context.trusted_keys
-        first = _request(ref, action, resource, args_json, summary, decision)
+        first = _request(ref, action, resource, args_json, summary, decision).model_copy(
+            update={"requested_at": workflow.now()}
+        )
+        if spec is not None:
+            first = first.model_copy(update=_presentation(spec, args_json, editable=not edit_of))
+        if edit_of:
+            first = first.model_copy(update={"request_id": edit_of + "-e", "edit_of": edit_of})
+        self._editing = spec if spec is not None and spec.editable and not edit_of else None
         timeout = timedelta(seconds=decision.timeout_seconds or 0) or DEFAULT_APPROVAL_TIMEOUT
         for index, stage in enumerate(context.stages):
             pending = first.model_copy(
@@ -251,9 +267,31 @@ class ApprovalsMixin:
             if problem:
                 raise ApprovalError(problem)
             check_binding(pending, decision)
+            check_edits(pending, decision)
         except ApprovalError as exc:
             return decision, str(exc)
+        if decision.edits:
+            return decision, self._check_edited(pending, decision)
         return decision, ""
+
+    def _check_edited(self, pending: PendingApproval, decision: ApprovalDecision) -> str:
+        """ "" when the edited arguments are valid and are what the decision signed."""
+        spec = self._editing
+        if spec is None:
+            return f"request {pending.request_id!r} takes no edits; approve as asked or reject"
+        try:
+            edited = spec.args_type.model_validate({**pending.args, **decision.edits})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "arguments"
+            return f"the edited arguments are not valid: {where}: {first['msg']}; edit again"
+        edited_json: dict[str, JsonValue] = edited.model_dump(mode="json")
+        if digest(edited_json) != decision.edited_digest:
+            return (
+                f"the edit by {decision.approver!r} signs digest {decision.edited_digest!r}, "
+                f"but the edited arguments are {digest(edited_json)!r}; edit again"
+            )
+        return ""
 
     def _accept(self, decision: ApprovalDecision) -> ApprovalOutcome:
         self._nonces.add(decision.nonce)
@@ -465,6 +503,19 @@ def _request(
         approver_role=decision.approver_role or "",
         approvers=decision.approvers,
     )
+
+
+def _presentation(
+    spec: ToolSpec, args_json: dict[str, JsonValue], *, editable: bool
+) -> dict[str, object]:
+    """What a person reads about a tool's request: title, key fields, editable args."""
+    return {
+        "tool": spec.name,
+        "title": spec.title_of(args_json),
+        "key_fields": dict(key_values(spec.key_fields, args_json)),
+        "editable": list(spec.editable) if editable else [],
+        "args": dict(args_json) if editable and spec.editable else {},
+    }
 
 
 def _field(raw: JsonValue, name: str) -> str:

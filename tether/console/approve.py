@@ -15,11 +15,23 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
+from pydantic import JsonValue
 from starlette.concurrency import run_in_threadpool
 from temporalio.service import RPCError
 
 from tether.console.app import ConsoleState, Forbidden, Viewer, form_of, render, state, viewer
-from tether.console.details import argument_rows, influences, spend, urgency, why_not
+from tether.console.details import (
+    age,
+    argument_rows,
+    cleared,
+    edit_value,
+    influences,
+    model_content,
+    policy_words,
+    spend,
+    urgency,
+    why_not,
+)
 from tether.errors import ApprovalError, ConnectError, ReviewError, TetherError
 from tether.governance.approvals import ApprovalStatus, PendingApproval
 from tether.governance.reviews import ReviewFlag, check_flag
@@ -43,7 +55,8 @@ async def inbox(request: Request, who: Who) -> Response:
     live = {p.request_id: p for p in await asyncio.gather(*(_live(request, p) for p in quorum))}
     mine = [live.get(p.request_id, p) for p in mine]
     mine = sorted((p for p in mine if not why_not(p, who.person, now)), key=urgency)
-    return render(request, "inbox.html", who, requests=mine, now=now)
+    ages = {p.request_id: age(p.requested_at, now) for p in mine}
+    return render(request, "inbox.html", who, requests=mine, now=now, ages=ages)
 
 
 async def _live(request: Request, pending: PendingApproval) -> PendingApproval:
@@ -110,16 +123,25 @@ async def _request_view(
     result: str = "",
     refused: str = "",
     status_code: int = 200,
+    edits: dict[str, str] | None = None,
 ) -> Response:
     console = state(request)
     events = await run_in_threadpool(console.ledger.events, pending.workflow_id)
     events = [e for e in events if e.run_id == pending.run_id]
-    decided = next(
-        (e for e in reversed(events) if e.step == pending.step and e.kind == "approval.decided"),
-        None,
-    )
+    decided = next((e for e in reversed(events) if _decides(e, pending)), None)
     if pending.status is ApprovalStatus.PENDING:
         decided = None
+    edited = next(
+        (e for e in events if e.step == pending.step and e.kind == "approval.edited"), None
+    )
+    roles, content_roles = who.roles, console.settings.console_content_roles
+    content = await run_in_threadpool(
+        model_content,
+        events,
+        pending.step,
+        console.ledger.blob,
+        lambda data_class: cleared(data_class, roles, content_roles),
+    )
     return render(
         request,
         "request.html",
@@ -130,6 +152,10 @@ async def _request_view(
         decided_comment=str(decided.payload.get("comment") or "") if decided else "",
         args=argument_rows(pending.args_summary),
         influences=influences(events, pending.step),
+        content=content,
+        why=policy_words(pending),
+        edited=edited,
+        edits=edits or {},
         steps=list(zip(events, timeline(events), strict=True)),
         spend=spend(events),
         problem=problem,
@@ -172,6 +198,14 @@ async def decide(request: Request, request_id: str, who: Who) -> Response:
             refused="A rejection needs a reason: the agent is told it.",
             status_code=400,
         )
+    edits, bad = _edits(pending, fields) if verdict == "approve" else ({}, "")
+    if bad:
+        if not _offered(pending, who.person, datetime.now(UTC))[0]:
+            return _not_offered(request, who, request_id)
+        typed = {k.removeprefix("edit."): v for k, v in fields.items() if k.startswith("edit.")}
+        return await _request_view(
+            request, who, pending, "", refused=bad, status_code=400, edits=typed
+        )
     try:
         client = await console.client()
         key = await run_in_threadpool(signing_key, console.settings)
@@ -184,6 +218,7 @@ async def decide(request: Request, request_id: str, who: Who) -> Response:
             approve=verdict == "approve",
             comment=comment,
             key=key,
+            edits=edits or None,
         )
     except ConnectError as exc:
         return render(
@@ -206,6 +241,24 @@ async def decide(request: Request, request_id: str, who: Who) -> Response:
     return RedirectResponse(page + counted, status_code=303)
 
 
+def _edits(pending: PendingApproval, fields: dict[str, str]) -> tuple[dict[str, JsonValue], str]:
+    """The arguments the approver changed (`edit.<name>` fields), typed like the originals;
+    or what is wrong with them. Fields the tool does not mark editable are never read."""
+    edits: dict[str, JsonValue] = {}
+    for name in pending.editable:
+        raw = fields.get(f"edit.{name}")
+        if raw is None or name not in pending.args:
+            continue
+        original = pending.args[name]
+        try:
+            value = edit_value(raw, original)
+        except ValueError:
+            return {}, f"{name.replace('_', ' ')}: {raw!r} is not a valid value; correct it"
+        if value != original:
+            edits[name] = value
+    return edits, ""
+
+
 def _people(actor: str) -> list[str]:
     """The people a decided event names (a quorum's approvers are listed with commas)."""
     return [p.strip() for p in actor.split(",") if p.strip()]
@@ -213,12 +266,18 @@ def _people(actor: str) -> list[str]:
 
 def _decided(console: ConsoleState, pending: PendingApproval) -> LedgerEvent | None:
     """The ledger's record of how `pending` was decided (who, when, comment), if any."""
-    found = [
-        e
-        for e in console.ledger.events(pending.workflow_id)
-        if e.run_id == pending.run_id and e.step == pending.step and e.kind == "approval.decided"
-    ]
+    found = [e for e in console.ledger.events(pending.workflow_id) if _decides(e, pending)]
     return found[-1] if found else None
+
+
+def _decides(e: LedgerEvent, pending: PendingApproval) -> bool:
+    """Whether `e` records how `pending` was decided (a step edited and asked anew holds
+    two requests: each has its own decision)."""
+    return (
+        e.kind == "approval.decided"
+        and (e.run_id, e.step) == (pending.run_id, pending.step)
+        and e.payload.get("request_id", pending.request_id) == pending.request_id
+    )
 
 
 # -- notify feed ------------------------------------------------------------------------

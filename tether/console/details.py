@@ -8,7 +8,8 @@ workflow would accept a decision from.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from pydantic import BaseModel, JsonValue
@@ -154,3 +155,145 @@ def five_answers(e: RecordedEvent) -> dict[str, str]:
         "replay": f"{e.workflow_id} run {e.run_id[:12]} step "
         + (str(e.step) if e.step is not None else "-"),
     }
+
+
+# -- decision-ready requests --------------------------------------------------------------
+
+OPEN_CLASSES = ("public", "internal")
+"""Data classes whose model content anyone who may see a request reads; the others need
+a role listed for them in `console_content_roles`."""
+
+
+def cleared(data_class: str, roles: Sequence[str], content_roles: dict[str, list[str]]) -> bool:
+    """Whether holders of `roles` may read model content of `data_class`."""
+    if data_class in OPEN_CLASSES:
+        return True
+    return any(r in roles for r in content_roles.get(data_class, []))
+
+
+class ModelContent(BaseModel):
+    """What a model read and produced for a run, as an approver may see it."""
+
+    call_id: str
+    task: str
+    model: str
+    data_class: str
+    shown: bool
+    prompt: str = ""
+    output: str = ""
+    missing: bool = False
+
+
+def model_content(
+    events: Sequence[RecordedEvent],
+    step: int | None,
+    blob: Callable[[str], JsonValue],
+    may_read: Callable[[str], bool],
+) -> list[ModelContent]:
+    """The model calls the decision of `step` names as inputs, with their prompt and output
+    from the content store when the viewer is cleared for their data class."""
+    decision = next((e for e in events if e.kind == "decision" and e.step == step), None)
+    raw = decision.payload.get("inputs") if decision else None
+    wanted = {str(r) for r in raw} if isinstance(raw, list) else set()
+    found: list[ModelContent] = []
+    for e in events:
+        p = e.payload
+        if e.kind != "model.call" or str(p.get("call_id")) not in wanted:
+            continue
+        data_class = str(p.get("sensitivity") or "internal")
+        item = ModelContent(
+            call_id=str(p.get("call_id")),
+            task=e.action.removeprefix("model."),
+            model=f"{p.get('model', '?')} ({p.get('provider', '?')})",
+            data_class=data_class,
+            shown=may_read(data_class),
+        )
+        if item.shown:
+            try:
+                prompt = blob(str(p.get("prompt_digest")))
+                output = blob(str(p.get("output_digest")))
+                item = item.model_copy(update={"prompt": _text(prompt), "output": _pretty(output)})
+            except (KeyError, ValueError):
+                item = item.model_copy(update={"missing": True})
+        found.append(item)
+    return found
+
+
+def _pretty(value: JsonValue) -> str:
+    """A model's output: JSON indented for reading, other text as it is."""
+    text = _text(value)
+    try:
+        return json.dumps(json.loads(text), indent=2, ensure_ascii=False)
+    except json.JSONDecodeError:
+        return text
+
+
+_REASON = re.compile(r"^rule '(?P<rule>[^']*)' \((?P<cond>.*)\) gives tier '(?P<tier>\w+)'$")
+_WORDS = (
+    ("&&", " and "),
+    ("||", " or "),
+    (">=", " is at least "),
+    ("<=", " is at most "),
+    ("!=", " is not "),
+    ("==", " is "),
+    (">", " is more than "),
+    ("<", " is less than "),
+)
+
+
+def condition_words(condition: str) -> str:
+    """A policy condition as a sentence: 'r.ctx.amount > 10000' → 'amount is more than 10000'."""
+    text = condition.replace("r.ctx.", "")
+    if text.strip() == "True":
+        return "it always applies"
+    marks = {op: f"\x00{i}\x00" for i, (op, _) in enumerate(_WORDS)}
+    for op, mark in marks.items():
+        text = text.replace(op, mark)
+    for i, (_, words) in enumerate(_WORDS):
+        text = text.replace(f"\x00{i}\x00", words)
+    return " ".join(text.split())
+
+
+def policy_words(pending: PendingApproval) -> str:
+    """Why `pending` needs approval, in words."""
+    who = pending.approver_role.removeprefix("role:") or "an approver"
+    match = _REASON.match(pending.reason)
+    if match is None:
+        return f"Rule {pending.rule} asks for approval by {who}: {pending.reason}."
+    return (
+        f"Rule {match['rule']} applies because {condition_words(match['cond'])}, "
+        f"so this step needs approval by {who}"
+        + (f" ({pending.quorum} people)" if pending.quorum > 1 else "")
+        + "."
+    )
+
+
+def age(since: datetime | None, now: datetime) -> str:
+    """How long ago, as people read it: 'just now', '12m', '3h 5m', '2d 4h'."""
+    if since is None:
+        return "—"
+    seconds = int((now - since).total_seconds())
+    if seconds < 60:
+        return "just now"
+    minutes, hours, days = seconds // 60, seconds // 3600, seconds // 86400
+    if days:
+        return f"{days}d {hours % 24}h"
+    if hours:
+        return f"{hours}h {minutes % 60}m"
+    return f"{minutes}m"
+
+
+def edit_value(raw: str, original: JsonValue) -> JsonValue:
+    """A form's text as the JSON type of the argument it edits; ValueError when it is not."""
+    text = raw.strip().replace(",", "") if isinstance(original, int | float) else raw
+    if isinstance(original, bool):
+        if text.lower() in ("true", "yes", "1"):
+            return True
+        if text.lower() in ("false", "no", "0"):
+            return False
+        raise ValueError(f"{raw!r} is not yes or no")
+    if isinstance(original, int):
+        return int(text.removeprefix("$"))
+    if isinstance(original, float):
+        return float(text.removeprefix("$"))
+    return text

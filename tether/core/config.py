@@ -238,6 +238,12 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Policy roles that may see runs and evidence; empty: every signed-in person.",
     )
+    console_content_roles: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Data class (confidential, restricted) to the policy roles cleared to read "
+        "model prompts and outputs of that class on a request page; public and internal "
+        "content is shown to everyone who may see the request; an unlisted class to nobody.",
+    )
     console_checkpoint_dir: Path = Field(
         Path(".tether/checkpoints"),
         description="Where signed checkpoints are kept; the console verifies against the newest.",

@@ -14,6 +14,7 @@ import uuid
 from datetime import UTC, datetime
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import JsonValue
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
@@ -24,6 +25,7 @@ from tether.governance.approvals import ApprovalDecision, ApprovalOutcome
 from tether.governance.signing import public_hex, sign_decision
 from tether.governance.store import ApprovalStore
 from tether.verification.checkpoint import load_or_create_key
+from tether.verification.events import digest
 from tether.verification.ledger import Ledger
 
 
@@ -49,12 +51,24 @@ async def decide_request(
     approve: bool,
     key: Ed25519PrivateKey,
     comment: str = "",
+    edits: dict[str, JsonValue] | None = None,
 ) -> ApprovalOutcome:
-    """Sign and send one decision; raise ApprovalError naming why when it is refused."""
+    """Sign and send one decision; raise ApprovalError naming why when it is refused.
+
+    `edits` (approve only) changes arguments the tool marks editable; the signed decision
+    binds the digest of the edited arguments, and the workflow decides them anew.
+    """
     pending = store.get(request_id)
+    edited = digest({**pending.args, **edits}) if edits else ""
     decision = sign_decision(
         ApprovalDecision.for_request(
-            pending, approver, approve, comment, nonce=uuid.uuid4().hex
+            pending,
+            approver,
+            approve,
+            comment,
+            nonce=uuid.uuid4().hex,
+            edits=edits,
+            edited_digest=edited,
         ).model_copy(update={"issued_at": datetime.now(UTC).isoformat(timespec="seconds")}),
         key,
     )

@@ -179,6 +179,9 @@ class PaymentTools:
         side_effect=True,
         idempotent=True,
         compensate="refund_vendor",
+        title="Pay {amount:$} to {vendor} for {invoice_id}",
+        key_fields=("amount:$", "vendor", "invoice_id", "currency"),
+        editable=("amount",),
     )
     async def pay_vendor(self, args: Payment) -> Receipt:
         key = tool_context().idempotency_key
