@@ -29,7 +29,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from tests.conftest import free_port, start_invoice
+from tests.conftest import free_port, replayer_for, start_invoice
 from tests.console_helpers import console_settings, csrf_of, password, serve_asgi
 from tether.activities.notify import verify_webhook
 from tether.console import create_app
@@ -264,6 +264,11 @@ async def test_an_approval_goes_out_by_mail_slack_and_webhook_and_a_link_leads_t
                 )
                 assert done.status_code == 303
             assert (await handle.result()).status == "paid"
+            # The run with its message activity replays (tests/histories/invoice-messages
+            # keeps one such history for every run of the suite).
+            history = await handle.fetch_history()
+            replayed = await replayer_for().replay_workflow(history, raise_on_replay_failure=False)
+            assert replayed.replay_failure is None, replayed.replay_failure
             async with httpx.AsyncClient(base_url=base, timeout=60) as bob:
                 # Bob's unused link still opens the (now decided) request for bob.
                 decided = await follow_signing_in(bob, bob_link, "user:bob")

@@ -23,6 +23,7 @@ def test_histories_are_stored() -> None:
         "agent-loop",
         "invoice-outage",
         "invoice-reset",
+        "invoice-messages",
     } <= names
 
 
