@@ -264,8 +264,10 @@ async def test_an_approval_goes_out_by_mail_slack_and_webhook_and_a_link_leads_t
                 )
                 assert done.status_code == 303
             assert (await handle.result()).status == "paid"
-            # The run with its message activity replays (tests/histories/invoice-messages
-            # keeps one such history for every run of the suite).
+            # The run with its message activity replays. tests/histories/invoice-messages.json
+            # keeps one such history for every run of the suite, recorded from this test
+            # under the workflow id 'invoice-messages' (the replay test names a history by
+            # its file, and the request id is derived from the workflow id).
             history = await handle.fetch_history()
             replayed = await replayer_for().replay_workflow(history, raise_on_replay_failure=False)
             assert replayed.replay_failure is None, replayed.replay_failure
