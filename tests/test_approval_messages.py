@@ -35,6 +35,7 @@ from tether.activities.notify import verify_webhook
 from tether.console import create_app
 from tether.core.config import Settings
 from tether.governance.links import LinkProblem, LinkRefused, issue_link, verify_link
+from tether.runtime.approvals import decide_request, signing_key
 from tether.worker import Runtime, build_worker
 
 LINK_SECRET = "l" * 40
@@ -367,3 +368,36 @@ def test_channels_need_a_link_secret_a_public_url_and_smtp(settings: Settings) -
             approval_link_secret=LINK_SECRET,
             console_public_url="https://tether.example.com",
         )
+
+
+async def test_a_decision_does_not_wait_for_a_channel_that_keeps_failing(
+    client: Client, settings: Settings, tmp_path: Path, smtp: SmtpSink, hooks: Receiver
+) -> None:
+    smtp.refuse_connections = 10_000  # the SMTP server is down for good
+    s = message_settings(settings, tmp_path, smtp, hooks, free_port()).model_copy(
+        update={"approval_slack_webhooks": {}, "approval_webhooks": {}}
+    )
+    runtime = Runtime.from_settings(s)
+    async with build_worker(client, s, runtime):
+        handle = await start_invoice(client, s, "INV-1003", started_by="user:dana")
+        await until(lambda: smtp.connections >= 2, "a retried delivery")
+        pending = runtime.approvals.list()[0]
+        await decide_request(
+            client,
+            runtime.approvals,
+            runtime.ledger,
+            pending.request_id,
+            approver="user:alice",
+            approve=True,
+            comment="",
+            key=signing_key(s),
+        )
+        assert (await handle.result()).status == "paid"
+        history = await handle.fetch_history()
+    # The decided request's message activity was cancelled, not left retrying.
+    assert any(
+        e.HasField("activity_task_cancel_requested_event_attributes") for e in history.events
+    )
+    notified = [e for e in runtime.ledger.events(handle.id) if e.kind == "approval.notified"]
+    assert notified == []  # nothing was delivered, and the run never waited for it
+    runtime.ledger.engine.dispose()
