@@ -12,6 +12,7 @@ import asyncio
 import email
 import json
 import re
+import shutil
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from urllib.parse import unquote
 
 import httpx
 import pytest
+from axe_playwright_python.async_playwright import Axe
+from playwright.async_api import Browser, Page, async_playwright, expect
 from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -400,4 +403,75 @@ async def test_a_decision_does_not_wait_for_a_channel_that_keeps_failing(
     )
     notified = [e for e in runtime.ledger.events(handle.id) if e.kind == "approval.notified"]
     assert notified == []  # nothing was delivered, and the run never waited for it
+    runtime.ledger.engine.dispose()
+
+
+@pytest.fixture
+async def chromium() -> AsyncIterator[Browser]:
+    path = shutil.which("chromium")
+    if path is None:
+        pytest.fail("Debian's chromium is not installed: apt-get install -y chromium")
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(
+            executable_path=path, args=["--headless", "--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+async def serious_violations(page: Page) -> list[str]:
+    """axe-core's serious and critical findings in `page`'s main content (this module's
+    template; the header and its look belong to the console's shared layout)."""
+    found = (await Axe().run(page, context="main")).response["violations"]
+    return [
+        f"{v['id']}: {v['help']} ({', '.join(str(n['target']) for n in v['nodes'])})"
+        for v in found
+        if v["impact"] in ("serious", "critical")
+    ]
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+async def test_a_mailed_link_in_the_browser_signs_in_lands_on_the_request_and_approves(
+    client: Client,
+    settings: Settings,
+    tmp_path: Path,
+    smtp: SmtpSink,
+    hooks: Receiver,
+    chromium: Browser,
+    width: int,
+) -> None:
+    port = free_port()
+    s = message_settings(settings, tmp_path, smtp, hooks, port).model_copy(
+        update={"console_secure_cookies": True}  # browsers keep it for http://127.0.0.1
+    )
+    runtime = Runtime.from_settings(s)
+    with serve_asgi(create_app(s), "console server", port=port):
+        async with build_worker(client, s, runtime):
+            handle = await start_invoice(client, s, "INV-1003", started_by="user:dana")
+            await until(lambda: len(smtp.messages) >= 2, "the e-mails")
+            link = link_in(mail_to(smtp, "alice@example.com"))
+            context = await chromium.new_context(
+                viewport={"width": width, "height": 900}, bypass_csp=True
+            )
+            page = await context.new_page()
+            await page.goto(link)
+            await expect(page.locator("h1")).to_have_text("Sign in")
+            await page.fill("input[name=person]", "user:alice")
+            await page.fill("input[name=password]", password("user:alice"))
+            await page.click("button[type=submit]")
+            request_id = mail_to(smtp, "alice@example.com")["X-Tether-Request"]
+            await expect(page).to_have_url(re.compile(rf"/requests/{request_id}$"))
+            await expect(page.locator("form#decide")).to_have_count(1)
+            # The same link again: a plain page says it was used; nothing is decided. (The
+            # request page's look belongs to the console's visual system, checked there.)
+            await page.goto(link)
+            await expect(page.locator("h1")).to_have_text("This link was already used")
+            assert await serious_violations(page) == []
+            await page.go_back()
+            await page.click("button.approve")
+            await expect(page.locator("#decided h2")).to_have_text("Approved")
+            assert (await handle.result()).status == "paid"
+            await context.close()
     runtime.ledger.engine.dispose()
