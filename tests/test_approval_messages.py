@@ -290,6 +290,8 @@ async def test_an_approval_goes_out_by_mail_slack_and_webhook_and_a_link_leads_t
     ]
     assert all(e.outcome == "sent" for e in notified)
     assert all("/r/" not in json.dumps(e.payload) for e in notified)  # no link in the ledger
+    followed = [e for e in runtime.ledger.events(handle.id) if e.kind == "approval.link_followed"]
+    assert sorted(e.actor for e in followed) == ["user:alice", "user:bob"]
     runtime.ledger.engine.dispose()
 
 

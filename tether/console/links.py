@@ -7,20 +7,24 @@ never decides anything (deciding is the request page's signed form). In order:
 2. a token past the request's deadline: "expired" (410);
 3. nobody signed in: to `/login?next=/r/<token>`, back here after sign-in;
 4. someone else signed in: "sent to another person" (403), and the link stays unused;
-5. the token used before: "already used" (410); else it is marked used (atomically) and
-   the person lands on `/requests/<id>`, which shows the request or its decided state.
+5. the token used before: "already used" (410); else it is marked used (atomically),
+   recorded in the ledger (`approval.link_followed`, by whom, under the request's step)
+   and the person lands on `/requests/<id>`, which shows the request or its decided state.
 """
 
 from __future__ import annotations
 
+import hashlib
 from urllib.parse import quote
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
-from tether.console.app import Viewer, render, state, viewer
-from tether.governance.links import LinkProblem, LinkRefused, LinkStore, verify_link
+from tether.activities.governance import approval_event
+from tether.console.app import ConsoleState, Viewer, render, state, viewer
+from tether.errors import ApprovalError
+from tether.governance.links import LinkClaim, LinkProblem, LinkRefused, LinkStore, verify_link
 
 router = APIRouter()
 
@@ -67,7 +71,27 @@ async def follow(request: Request, token: str) -> Response:
         await run_in_threadpool(links(request).consume, token, claim)
     except LinkRefused as exc:
         return _refused(request, who, exc)
+    await run_in_threadpool(_record, console, token, claim)
     return RedirectResponse(f"/requests/{quote(claim.request_id, safe='')}", status_code=303)
+
+
+def _record(console: ConsoleState, token: str, claim: LinkClaim) -> None:
+    """`approval.link_followed` under the request's step: who opened it from a message."""
+    try:
+        pending = console.approvals.get(claim.request_id)
+    except ApprovalError:  # a request this console's store never held: nothing to file under
+        return
+    used = hashlib.sha256(token.encode()).hexdigest()[:16]
+    console.ledger.append(
+        approval_event(
+            pending,
+            "approval.link_followed",
+            "opened",
+            claim.person,
+            {"approver_role": pending.approver_role},
+            key_suffix=f".{used}",
+        )
+    )
 
 
 def _refused(request: Request, who: Viewer | None, exc: LinkRefused) -> Response:
