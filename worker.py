@@ -24,6 +24,7 @@ from temporalio.worker import Worker
 
 from tether.activities.gateway import build_provider
 from tether.activities.governance import GovernanceActivities
+from tether.activities.messages import MessageActivities
 from tether.activities.models import ModelActivities, ModelProvider
 from tether.activities.notify import NotifyActivities
 from tether.activities.tools import ToolActivities
@@ -131,6 +132,7 @@ def build_worker(
         *extra_tools,
     ]
     keys = trusted_keys(settings)
+    messages = MessageActivities.from_settings(settings, runtime.ledger)
     governance = GovernanceActivities(
         runtime.policies,
         runtime.ledger,
@@ -139,6 +141,7 @@ def build_worker(
         trusted_keys=keys,
         approval_cap=settings.approval_cap,
         pause_seconds=settings.approval_pause_seconds,
+        messages=messages.configured,
     )
     models = ModelActivities(
         model_provider or build_provider(settings),
@@ -159,6 +162,7 @@ def build_worker(
         governance.open_approval,
         governance.close_approval,
         governance.record_event,
+        messages.send_approval_messages,
         notify.notify,
         notify.open_review,
         notify.record_review,

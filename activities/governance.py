@@ -54,6 +54,8 @@ class ApprovalContext(BaseModel):
     pause_seconds: int = 30
     halted: str = ""
     """A kill switch covers this step: why. The request is never opened."""
+    messages: bool = False
+    """Approval message channels are configured: send each opened request out."""
 
 
 class GovernanceActivities:
@@ -67,8 +69,10 @@ class GovernanceActivities:
         approval_cap: int = 20,
         pause_seconds: int = 30,
         kills: KillSwitches | None = None,
+        messages: bool = False,
     ) -> None:
         self.kills = kills
+        self.messages = messages
         self.policies = policy if isinstance(policy, PolicyHolder) else PolicyHolder(policy)
         self.ledger = ledger
         self.approvals = approvals
@@ -171,7 +175,10 @@ class GovernanceActivities:
             for role, quorum in chain
         ]
         return ApprovalContext(
-            stages=stages, trusted_keys=self.trusted_keys, pause_seconds=self.pause_seconds
+            stages=stages,
+            trusted_keys=self.trusted_keys,
+            pause_seconds=self.pause_seconds,
+            messages=self.messages,
         )
 
     def _killed(self, inp: DecideInput) -> Decision | None:

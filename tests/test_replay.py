@@ -24,6 +24,7 @@ def test_histories_are_stored() -> None:
         "invoice-outage",
         "invoice-reset",
         "invoice-approve-edited",
+        "invoice-messages",
     } <= names
 
 

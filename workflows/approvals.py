@@ -27,11 +27,13 @@ version, kept below as `_await_approval_v1`):
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ApplicationError
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import JsonValue, ValidationError
@@ -43,6 +45,7 @@ with workflow.unsafe.imports_passed_through():
         PrepareApprovalInput,
         approval_event,
     )
+    from tether.activities.messages import ApprovalMessageInput, MessageActivities
     from tether.activities.payloads import StepRef
     from tether.activities.tools import ToolSpec
     from tether.errors import ApprovalError, ErrorType
@@ -66,6 +69,12 @@ HALTED_PATCH = "halted-outcome"
 """Runs since this patch record a kill switch's halt as its own outcome, not a rejection."""
 LOCAL = timedelta(seconds=30)
 DEFAULT_APPROVAL_TIMEOUT = timedelta(hours=24)
+MESSAGE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+)
+"""Approval messages retry until their activity gives up on a channel (its budget)."""
 
 
 class ApprovalsMixin:
@@ -140,6 +149,15 @@ class ApprovalsMixin:
             await workflow.execute_local_activity_method(
                 GovernanceActivities.open_approval, pending, start_to_close_timeout=LOCAL
             )
+            messages = None
+            if context.messages and workflow.patched("approval-messages"):
+                # Beside the wait, never in its way: a failing channel only retries.
+                messages = workflow.start_activity_method(
+                    MessageActivities.send_approval_messages,
+                    ApprovalMessageInput(pending=pending),
+                    start_to_close_timeout=timedelta(minutes=2),
+                    retry_policy=MESSAGE_RETRY,
+                )
             quorum = pending.quorum
             with contextlib.suppress(TimeoutError):
                 await workflow.wait_condition(
@@ -150,6 +168,8 @@ class ApprovalsMixin:
                     ),
                     timeout=timeout,
                 )
+            if messages is not None:
+                _settle(messages)
             last = index == len(context.stages) - 1
             status, approver, comment = self._verdict(pending.quorum, last)
             closing = CloseApprovalInput(
@@ -470,6 +490,20 @@ class ApprovalsMixin:
             self._refused.append((decision, str(exc)))
             return
         self._decision = decision
+
+
+def _settle(messages: workflow.ActivityHandle[object]) -> None:
+    """Stop sending a decided request's messages. Their outcome never fails the run (the
+    activity records each delivery and failure in the ledger itself), so nothing waits
+    for the cancellation; the callback only retrieves how it ended."""
+    messages.add_done_callback(_retrieved)
+    if not messages.done():
+        messages.cancel()
+
+
+def _retrieved(task: asyncio.Future[object]) -> None:
+    if not task.cancelled() and isinstance(task.exception(), ActivityError):
+        workflow.logger.debug("approval messages ended early: %s", task.exception())
 
 
 def request_id_of(ref: StepRef) -> str:

@@ -173,6 +173,47 @@ class Settings(BaseSettings):
         gt=0,
         description="How long a notify-tier action may be flagged (a rule's timeout wins).",
     )
+    console_public_url: str = Field(
+        "",
+        description="The console's external base URL (e.g. https://tether.example.com): "
+        "approval messages link to <console_public_url>/r/<token>.",
+    )
+    approval_link_secret: SecretStr = Field(
+        SecretStr(""),
+        description="Signs the one-time links of approval messages (HMAC-SHA256); workers "
+        "and console share it. Required when any approval message channel is set.",
+    )
+    approval_email_addresses: dict[str, str] = Field(
+        default_factory=dict,
+        description="Approval e-mail: person (e.g. 'user:alice') to address; each person "
+        "of a request's approver role with an address gets a message with a personal link.",
+    )
+    approval_slack_webhooks: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="Approval messages to Slack: approver role to an incoming-webhook URL.",
+    )
+    approval_webhooks: dict[str, str] = Field(
+        default_factory=dict,
+        description="Approval messages as signed JSON: approver role to a webhook URL.",
+    )
+    approval_webhook_secret: SecretStr = Field(
+        SecretStr(""),
+        description="Signs approval webhook bodies (HMAC-SHA256, like the notify webhook).",
+    )
+    approval_message_budget_seconds: float = Field(
+        3600.0,
+        ge=0,
+        description="How long a failing approval message channel is retried (with backoff) "
+        "before its failure is recorded; a 4xx answer gives up at once.",
+    )
+    smtp_host: str = Field("", description="SMTP server of approval e-mail; empty: none.")
+    smtp_port: int = Field(587, ge=1, le=65535, description="Its port.")
+    smtp_security: Literal["starttls", "tls", "none"] = Field(
+        "starttls", description="STARTTLS, implicit TLS, or plain (a relay on this host)."
+    )
+    smtp_username: str = Field("", description="SMTP login; empty: no login.")
+    smtp_password: SecretStr = Field(SecretStr(""), description="SMTP password.")
+    smtp_from: str = Field("tether@localhost", description="From address of approval e-mail.")
     models: ModelsConfig = Field(
         default_factory=ModelsConfig,
         description="Model endpoints (`[[models.endpoints]]`) and routing; none: the "
@@ -305,6 +346,45 @@ class Settings(BaseSettings):
                 raise ValueError(
                     "notify_sinks includes 'webhook' but notify_webhook_secret is empty; "
                     "set TETHER_NOTIFY_WEBHOOK_SECRET to the secret the receiver verifies with"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _check_messages(self) -> Settings:
+        channels = {
+            "approval_email_addresses": bool(self.approval_email_addresses),
+            "approval_slack_webhooks": bool(self.approval_slack_webhooks),
+            "approval_webhooks": bool(self.approval_webhooks),
+        }
+        used = [name for name, on in channels.items() if on]
+        if not used:
+            return self
+        secret = self.approval_link_secret.get_secret_value()
+        if len(secret) < 32 or secret.lower().startswith("change-me"):
+            raise ValueError(
+                f"{used[0]} is set but approval_link_secret is missing or too weak to sign "
+                "links: set TETHER_APPROVAL_LINK_SECRET (the same on workers and console) to "
+                "at least 32 random characters, e.g. 'openssl rand -hex 32'"
+            )
+        if not self.console_public_url.startswith(("http://", "https://")):
+            raise ValueError(
+                f"{used[0]} is set but console_public_url {self.console_public_url!r} is not "
+                "an http(s) URL; set TETHER_CONSOLE_PUBLIC_URL to the console's address"
+            )
+        if self.approval_email_addresses and not self.smtp_host:
+            raise ValueError(
+                "approval_email_addresses is set but smtp_host is empty; set TETHER_SMTP_HOST"
+            )
+        urls = [u.get_secret_value() for u in self.approval_slack_webhooks.values()]
+        for url in [*urls, *self.approval_webhooks.values()]:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError("an approval webhook URL is not an http(s) URL; fix it")
+        if self.approval_webhooks:
+            hook = self.approval_webhook_secret.get_secret_value()
+            if len(hook) < 16 or hook.lower().startswith("change-me"):
+                raise ValueError(
+                    "approval_webhooks is set but approval_webhook_secret is missing or too "
+                    "weak: set TETHER_APPROVAL_WEBHOOK_SECRET to at least 16 random characters"
                 )
         return self
 
