@@ -23,7 +23,7 @@ from urllib.parse import unquote
 
 import httpx
 import pytest
-from axe_playwright_python.async_playwright import Axe  # type: ignore[import-untyped]
+from axe_playwright_python.async_playwright import Axe
 from playwright.async_api import Browser, Page, async_playwright, expect
 from pydantic import SecretStr
 from starlette.applications import Starlette
