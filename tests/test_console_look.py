@@ -295,9 +295,10 @@ async def _landing_nav_and_mine(base_url: str, request_id: str) -> None:
             if person == "user:carol":  # carol started nothing
                 mine = (await http.get("/my-requests")).text
                 assert 'id="mine-empty"' in mine and request_id not in mine
-    # Approvers land in their inbox, ops on the kill switch, everyone else (auditors by
-    # default: console_auditor_roles is empty) on the runs.
-    assert landing == {"user:alice": "/inbox", "user:olga": "/kill", "user:carol": "/runs"}
+    # Approvers land in their inbox (olga is also the policy's controller, an approver,
+    # before her kill-switch role counts), everyone else (auditors by default:
+    # console_auditor_roles is empty) on the runs.
+    assert landing == {"user:alice": "/inbox", "user:olga": "/inbox", "user:carol": "/runs"}
     async with httpx.AsyncClient(base_url=base_url) as http:
         await sign_in(http, "user:bob")
         mine = (await http.get("/my-requests")).text
