@@ -1,13 +1,16 @@
 """Fixtures of the console tests, loaded with `pytest_plugins = ["tests.console_fixtures"]`:
-settings with people and their passwords, a worker on the dev server, a console server.
+settings with people and their passwords, a worker on the dev server, a console server,
+and Debian's chromium driven by Playwright (never a downloaded browser).
 """
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from playwright.async_api import Browser, async_playwright
 from temporalio.client import Client
 from temporalio.worker import Worker
 
@@ -38,3 +41,18 @@ async def cworker(client: Client, csettings: Settings, crt: Runtime) -> AsyncIte
 def base_url(csettings: Settings) -> Iterator[str]:
     with serve(csettings) as url:
         yield url
+
+
+@pytest.fixture
+async def chromium() -> AsyncIterator[Browser]:
+    path = shutil.which("chromium")
+    if path is None:
+        pytest.fail("Debian's chromium is not installed: apt-get install -y chromium")
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(
+            executable_path=path, args=["--headless", "--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            yield browser
+        finally:
+            await browser.close()

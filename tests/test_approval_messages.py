@@ -12,7 +12,6 @@ import asyncio
 import email
 import json
 import re
-import shutil
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from urllib.parse import unquote
 import httpx
 import pytest
 from axe_playwright_python.async_playwright import Axe
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -40,6 +39,8 @@ from tether.core.config import Settings
 from tether.governance.links import LinkProblem, LinkRefused, issue_link, verify_link
 from tether.runtime.approvals import decide_request, signing_key
 from tether.worker import Runtime, build_worker
+
+pytest_plugins = ["tests.console_fixtures"]  # chromium
 
 LINK_SECRET = "l" * 40
 HOOK_SECRET = "h" * 24
@@ -406,21 +407,6 @@ async def test_a_decision_does_not_wait_for_a_channel_that_keeps_failing(
     notified = [e for e in runtime.ledger.events(handle.id) if e.kind == "approval.notified"]
     assert notified == []  # nothing was delivered, and the run never waited for it
     runtime.ledger.engine.dispose()
-
-
-@pytest.fixture
-async def chromium() -> AsyncIterator[Browser]:
-    path = shutil.which("chromium")
-    if path is None:
-        pytest.fail("Debian's chromium is not installed: apt-get install -y chromium")
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(
-            executable_path=path, args=["--headless", "--no-sandbox", "--disable-gpu"]
-        )
-        try:
-            yield browser
-        finally:
-            await browser.close()
 
 
 async def serious_violations(page: Page) -> list[str]:

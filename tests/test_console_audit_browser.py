@@ -13,7 +13,7 @@ from temporalio.worker import Worker
 
 from tests.conftest import start_invoice
 from tests.console_helpers import awaiting_approval
-from tests.test_console_browser import chromium, csettings, signed_in  # noqa: F401 (fixtures)
+from tests.test_console_browser import csettings, signed_in  # noqa: F401 (fixtures)
 from tether.core.config import Settings
 from tether.runtime.kill import halt_pending
 from tether.worker import Runtime
@@ -53,7 +53,7 @@ async def test_an_open_wait_then_a_halt_on_the_run_page(
     crt: Runtime,
     cworker: Worker,
     base_url: str,
-    chromium: Browser,  # noqa: F811
+    chromium: Browser,
     width: int,
 ) -> None:
     handle, _ = await awaiting_approval(client, csettings, crt, "INV-1003", "user:bob")
@@ -95,7 +95,7 @@ async def test_content_opens_for_the_cleared_and_errors_keep_navigation(
     crt: Runtime,
     cworker: Worker,
     base_url: str,
-    chromium: Browser,  # noqa: F811
+    chromium: Browser,
 ) -> None:
     paid = await start_invoice(client, csettings, "INV-1001", started_by="user:dana")
     assert (await paid.result()).status == "paid"

@@ -9,12 +9,10 @@ argument holding `<script>` renders as text.
 from __future__ import annotations
 
 import re
-import shutil
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 from temporalio.client import Client
 from temporalio.worker import Worker
 
@@ -31,21 +29,6 @@ def csettings(settings: Settings, tmp_path: Path) -> Settings:
     """The console as configured by default: its session cookie is Secure, which a
     browser keeps for http://127.0.0.1 (other clients only for https)."""
     return console_settings(settings, tmp_path).model_copy(update={"console_secure_cookies": True})
-
-
-@pytest.fixture
-async def chromium() -> AsyncIterator[Browser]:
-    path = shutil.which("chromium")
-    if path is None:
-        pytest.fail("Debian's chromium is not installed: apt-get install -y chromium")
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(
-            executable_path=path, args=["--headless", "--no-sandbox", "--disable-gpu"]
-        )
-        try:
-            yield browser
-        finally:
-            await browser.close()
 
 
 async def signed_in(

@@ -11,15 +11,13 @@ draws the screenshots of docs/console.md (into docs/images/ with TETHER_SCREENSH
 from __future__ import annotations
 
 import os
-import shutil
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from axe_playwright_python.async_playwright import Axe
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 from temporalio.client import Client
 from temporalio.worker import Worker
 
@@ -48,21 +46,6 @@ BLOCKING = ("serious", "critical")
 def csettings(settings: Settings, tmp_path: Path) -> Settings:
     """Browser settings: the session cookie Secure (a browser keeps it for 127.0.0.1)."""
     return console_settings(settings, tmp_path).model_copy(update={"console_secure_cookies": True})
-
-
-@pytest.fixture
-async def chromium() -> AsyncIterator[Browser]:
-    path = shutil.which("chromium")
-    if path is None:
-        pytest.fail("Debian's chromium is not installed: apt-get install -y chromium")
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(
-            executable_path=path, args=["--headless", "--no-sandbox", "--disable-gpu"]
-        )
-        try:
-            yield browser
-        finally:
-            await browser.close()
 
 
 async def browse(browser: Browser, base_url: str, person: str | None) -> Page:
