@@ -91,3 +91,10 @@ def verify_decision(decision: ApprovalDecision, trusted: list[str]) -> str:
             "the decision was altered or forged"
         )
     return ""
+
+
+def signer_of(decision: ApprovalDecision, trusted: list[str]) -> str:
+    """The id of the trusted key whose signature on exactly this decision holds, or ""
+    (unsigned, signed by an untrusted key, or altered): who vouches for the decision,
+    as opposed to the `approver` it claims."""
+    return decision.key_id if decision.signature and not verify_decision(decision, trusted) else ""

@@ -24,6 +24,7 @@ from tether.console import create_app, hash_password
 from tether.core.config import Settings
 from tether.governance.approvals import PendingApproval
 from tether.worker import Runtime
+from tether.verification.checkpoint import load_or_create_key
 
 PEOPLE = ("user:alice", "user:bob", "user:carol", "user:olga")
 """alice and bob approve payments, olga runs operations (kill switch) and is the controller
@@ -69,6 +70,7 @@ def console_settings(settings: Settings, tmp_path: Path) -> Settings:
     )
     script_path = tmp_path / "console-script.json"
     script_path.write_text(json.dumps(script))
+    key = load_or_create_key(tmp_path / "keys" / "checkpoint.pem")
     return settings.model_copy(
         update={
             "policy_path": policy,
@@ -82,6 +84,8 @@ def console_settings(settings: Settings, tmp_path: Path) -> Settings:
             "console_content_roles": {"confidential": ["role:ap-approver"]},
             "console_checkpoint_dir": tmp_path / "checkpoints",
             "checkpoint_key": tmp_path / "keys" / "checkpoint.pem",
+            # The auditor pins the console's checkpoint key (as a deployment would).
+            "audit_trusted_keys": [key.public_key().public_bytes_raw().hex()],
         }
     )
 

@@ -19,6 +19,7 @@ from tether.verification.audit import prove_consistency, prove_inclusion, tree_h
 from tether.verification.checkpoint import Checkpoint, load_or_create_key, sign, verify_signature
 from tether.verification.events import GENESIS, LedgerEvent
 from tether.verification.ledger import Ledger, _row_fields, event_hash
+from tether.verification.trust import Trust
 
 
 def _ledger(path: Path, n: int) -> Ledger:
@@ -30,6 +31,10 @@ def _ledger(path: Path, n: int) -> Ledger:
 
 def _checkpoint(ledger: Ledger, key_dir: Path) -> Checkpoint:
     return sign(tree_head(ledger), load_or_create_key(key_dir / "cp.pem"))
+
+
+def _pins(cp: Checkpoint) -> Trust:
+    return Trust.gather([cp.public_key])
 
 
 def _sql(ledger: Ledger, statement: str) -> None:
@@ -73,7 +78,7 @@ def test_forged_row_with_chain_recomputed_is_caught(tmp_path: Path) -> None:
     _sql(ledger, "UPDATE ledger_events SET payload='{\"amount\": 999999}' WHERE seq=5")
     _rechain(ledger)
     assert ledger.verify().ok  # the chain alone is fooled
-    report = verify_against(ledger, cp)
+    report = verify_against(ledger, cp, _pins(cp))
     assert not report.ok and "forged, altered or reordered" in report.problem
 
 
@@ -83,7 +88,7 @@ def test_truncated_tail_with_head_rewritten_is_caught(tmp_path: Path) -> None:
     _sql(ledger, "DELETE FROM ledger_events WHERE seq > 9")
     _rechain(ledger)
     assert ledger.verify().ok
-    report = verify_against(ledger, cp)
+    report = verify_against(ledger, cp, _pins(cp))
     assert not report.ok and report.first_bad_seq == 10 and "covers 12" in report.problem
 
 
@@ -96,7 +101,7 @@ def test_restored_older_snapshot_is_caught(tmp_path: Path) -> None:
     assert cp.size == 10
     restored = Ledger(make_engine(f"sqlite:///{tmp_path / 'old.db'}"))
     assert restored.verify().ok
-    report = verify_against(restored, cp)
+    report = verify_against(restored, cp, _pins(cp))
     assert not report.ok and "older snapshot" in report.problem
 
 
@@ -105,7 +110,7 @@ def test_appends_after_a_checkpoint_are_consistent(tmp_path: Path) -> None:
     cp = _checkpoint(ledger, tmp_path)
     for i in range(7, 20):
         ledger.append(LedgerEvent(idempotency_key=f"k{i}", kind="x"))
-    assert verify_against(ledger, cp).ok
+    assert verify_against(ledger, cp, _pins(cp)).ok
     proof = prove_consistency(ledger, cp.size)
     assert proof.old_root == cp.root and proof.verify()
     for seq in (1, 7, 20):
@@ -146,15 +151,21 @@ def test_any_tampering_is_detected_against_a_checkpoint(
         else:
             _sql(ledger, f"UPDATE ledger_events SET outcome='forged' WHERE seq={a}")
             _rechain(ledger)
-        assert not verify_against(ledger, cp).ok
+        assert not verify_against(ledger, cp, _pins(cp)).ok
         ledger.engine.dispose()
     finally:
         shutil.rmtree(folder)
 
 
-def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _cli(tmp_path: Path, *args: str, pin: bool = True) -> subprocess.CompletedProcess[str]:
+    key = load_or_create_key(tmp_path / "keys" / "cp.pem")
     env = {
         **os.environ,
+        **(
+            {"TETHER_AUDIT_TRUSTED_KEYS": json.dumps([key.public_key().public_bytes_raw().hex()])}
+            if pin
+            else {}
+        ),
         "TETHER_DATABASE_URL": f"sqlite:///{tmp_path / 'l.db'}",
         "TETHER_CHECKPOINT_KEY": str(tmp_path / "keys" / "cp.pem"),
     }
@@ -218,6 +229,6 @@ def test_audit_cli_checkpoint_prove_consistency(tmp_path: Path) -> None:
     done = _cli(tmp_path, "verify", "--against", str(tmp_path / "cp1.json"))
     assert done.returncode == 1 and "forged" in done.stderr
     done = _cli(tmp_path, "consistency", str(tmp_path / "cp1.json"))
-    assert done.returncode == 1 and "no longer match" in done.stderr
+    assert done.returncode == 1 and "no longer match" in done.stderr, done.stderr
     done = _cli(tmp_path, "verify", "--against", str(tmp_path / "missing.json"))
     assert done.returncode == 2 and "missing.json" in done.stderr

@@ -29,6 +29,7 @@ from tether.governance.approvals import ApprovalStatus
 from tether.governance.feed import FeedStore, Notification
 from tether.governance.reviews import ReviewStatus, review_id
 from tether.verification.bundle import verify_bundle
+from tether.verification.trust import Trust
 from tether.worker import Runtime, build_worker
 
 pytest_plugins = ["tests.console_fixtures"]  # its fixtures
@@ -368,7 +369,7 @@ async def test_auditor_pages_runs_run_replay_bundle_checkpoint_overview(
         bundle = await carol.get(f"/runs/{paid.id}/bundle")
         assert bundle.status_code == 200
         assert "attachment" in bundle.headers["content-disposition"]
-        assert verify_bundle(bundle.content) == []
+        assert verify_bundle(bundle.content, Trust.gather(csettings.audit_trusted_keys)) == []
         assert (await carol.get("/runs/no-such-run")).status_code == 404
         overview = await carol.get("/overview", params={"days": 1})
         assert overview.status_code == 200

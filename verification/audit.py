@@ -7,11 +7,21 @@ chain recomputed, and a restored older snapshot.
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from datetime import UTC, datetime
+
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from tether.verification import merkle
-from tether.verification.checkpoint import Checkpoint, TreeHead, verify_signature
-from tether.verification.ledger import Ledger, VerifyReport
+from tether.verification.checkpoint import (
+    Checkpoint,
+    TreeHead,
+    verify_cosignatures,
+    verify_pinned,
+)
+from tether.verification.ledger import EventRow, Ledger, VerifyReport
+from tether.verification.trust import Trust
 
 
 def _leaves(hashes: list[str]) -> list[bytes]:
@@ -29,14 +39,43 @@ def tree_head(ledger: Ledger, size: int | None = None) -> TreeHead:
     )
 
 
-def verify_against(
-    ledger: Ledger, checkpoint: Checkpoint, trusted_key_ids: set[str] | None = None
-) -> VerifyReport:
-    """Walk the chain, then prove the ledger still holds the checkpoint's tree as a prefix."""
-    problem = verify_signature(checkpoint, trusted_key_ids)
-    report = ledger.verify()
+class AgainstReport(VerifyReport):
+    """The chain walk plus what the checkpoint proves, and what it leaves unprotected."""
+
+    signed_by: str = ""
+    cosigned_by: list[str] = Field(default_factory=list)
+    tail_events: int = 0
+    """Events after the checkpoint: no signature covers them yet."""
+    tail_seconds: float = 0.0
+    """How long ago the oldest of them was recorded (0 when there are none)."""
+
+
+def _tail(ledger: Ledger, checkpoint: Checkpoint, events: int) -> tuple[int, float]:
+    count = max(events - checkpoint.size, 0)
+    if not count:
+        return 0, 0.0
+    with Session(ledger.engine) as session:
+        first = session.scalar(
+            select(EventRow.recorded_at).where(EventRow.seq == checkpoint.size + 1)
+        )
+    if not first:
+        return count, 0.0
+    age = datetime.now(UTC) - datetime.fromisoformat(first)
+    return count, max(age.total_seconds(), 0.0)
+
+
+def verify_against(ledger: Ledger, checkpoint: Checkpoint, trust: Trust) -> AgainstReport:
+    """Walk the chain, check the checkpoint's signer (and witnesses) against the pinned
+    keys, then prove the ledger still holds the checkpoint's tree as a prefix."""
+    trust.require()
+    report = AgainstReport(**ledger.verify().model_dump())
+    problem = verify_pinned(checkpoint, trust)
     if problem:
         return report.model_copy(update={"ok": False, "problem": problem})
+    witnesses, problems = verify_cosignatures(checkpoint, trust)
+    report = report.model_copy(update={"signed_by": checkpoint.key_id, "cosigned_by": witnesses})
+    if problems:
+        return report.model_copy(update={"ok": False, "problem": problems[0]})
     if not report.ok:
         return report
     hashes = ledger.hashes(checkpoint.size)
@@ -63,7 +102,46 @@ def verify_against(
                 ),
             }
         )
-    return report
+    events, seconds = _tail(ledger, checkpoint, report.events)
+    return report.model_copy(update={"tail_events": events, "tail_seconds": seconds})
+
+
+def check_consistency(
+    ledger: Ledger, old: Checkpoint, new: Checkpoint | None, trust: Trust
+) -> tuple[str, ConsistencyProof | None]:
+    """("", proof) when both checkpoints are signed by pinned keys, the ledger holds the
+    newer one's tree (or, without one, its current tree), and that tree only appended to
+    the older one's; otherwise (what is wrong, None)."""
+    trust.require()
+    for which, cp in (("older", old), ("newer", new)):
+        if cp is not None:
+            problem = verify_pinned(cp, trust)
+            if problem:
+                return f"the {which} checkpoint: {problem}", None
+    if new is not None and old.size > new.size:
+        return f"the older checkpoint ({old.size}) is larger than the newer ({new.size})", None
+    new_size = new.size if new is not None else None
+    have = len(ledger.hashes(new_size))
+    if new is not None and have < new.size:
+        return (
+            f"the ledger has {have} entries, fewer than the newer checkpoint's {new.size}: "
+            "entries were cut or an older snapshot restored"
+        ), None
+    if have < old.size:
+        return f"the ledger has {have} entries, fewer than the older checkpoint's {old.size}", None
+    proof = prove_consistency(ledger, old.size, new_size)
+    if new is not None and proof.new_root != new.root:
+        return (
+            f"the ledger's first {new.size} entries no longer match the newer checkpoint: "
+            "entries were forged, altered or reordered"
+        ), None
+    if proof.old_root != old.root:
+        return (f"the ledger's first {old.size} entries no longer match the older checkpoint"), None
+    if new is not None:
+        proof = proof.model_copy(update={"old_root": old.root, "new_root": new.root})
+    if not proof.verify():
+        return "the consistency proof does not verify", None
+    return "", proof
 
 
 class InclusionProof(BaseModel):

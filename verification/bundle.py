@@ -17,10 +17,12 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel, JsonValue, ValidationError
 
+from tether.errors import LedgerError
 from tether.verification.audit import InclusionProof, prove_inclusion, tree_head
-from tether.verification.checkpoint import Checkpoint, sign, verify_signature
+from tether.verification.checkpoint import Checkpoint, sign, verify_pinned
 from tether.verification.events import RecordedEvent, canonical_json, digest
 from tether.verification.ledger import Ledger, event_hash
+from tether.verification.trust import Trust
 
 
 class Manifest(BaseModel):
@@ -61,7 +63,14 @@ def build_bundle(
     for e in policy_events:
         for field in ("model_digest", "policy_digest"):
             ref = str(e.payload[field])
-            content[ref] = ledger.blob(ref)
+            try:
+                content[ref] = ledger.blob(ref)
+            except (KeyError, ValueError):
+                raise LedgerError(
+                    f"the policy text {ref[:23]}… of policy version {e.policy_version!r} "
+                    f"(ledger entry {e.seq}) is missing or altered in the content store; "
+                    "no bundle is exported. Run 'tether audit verify' to see what changed"
+                ) from None
     chosen = sorted([*policy_events, *events], key=lambda e: e.seq)
     checkpoint = sign(tree_head(ledger), key)
     proofs = [prove_inclusion(ledger, e.seq, checkpoint.size) for e in chosen]
@@ -82,8 +91,10 @@ def build_bundle(
     )
 
 
-def verify_bundle(raw: bytes, trusted_key_ids: set[str] | None = None) -> list[str]:
-    """Every problem found, each naming the part; an empty list means the bundle holds."""
+def verify_bundle(raw: bytes, trust: Trust) -> list[str]:
+    """Every problem found, each naming the part; an empty list means the bundle holds.
+    The signer must be a key `trust` pins (CheckpointError when it pins none)."""
+    trust.require()
     try:
         bundle = Bundle.model_validate_json(raw)
     except ValidationError as exc:
@@ -102,7 +113,7 @@ def verify_bundle(raw: bytes, trusted_key_ids: set[str] | None = None) -> list[s
         return ["the manifest's signature is not hex: it was changed"]
     if bytes.fromhex(bundle.signature).hex() != bundle.signature:
         problems.append("the manifest's signature is not in canonical lowercase hex")
-    problem = verify_signature(m.checkpoint, trusted_key_ids)
+    problem = verify_pinned(m.checkpoint, trust)
     if problem:
         problems.append(problem)
     try:

@@ -60,7 +60,7 @@ with workflow.unsafe.imports_passed_through():
         check_edits,
     )
     from tether.governance.presentation import key_values
-    from tether.governance.signing import verify_decision
+    from tether.governance.signing import signer_of, verify_decision
     from tether.governance.types import Decision
     from tether.verification.events import LedgerEvent, digest
     from tether.workflows.errors import ActionHalted, ActionRejected
@@ -97,6 +97,8 @@ class ApprovalsMixin:
         self._paused = False
         self._editing: ToolSpec | None = None
         """The tool whose request is open, when an approver may edit its arguments."""
+        self._closed: tuple[str, str] = ("", "")
+        """Action and resource of the last request, for refusals recorded after it closed."""
 
     # -- the wait ------------------------------------------------------------------------
 
@@ -122,6 +124,7 @@ class ApprovalsMixin:
             await self._await_approval_v1(ref, action, resource, args_json, summary, decision)
             return []
         self._v2 = True
+        self._closed = (action, resource)
         context = await self._prepare(ref, action, resource, decision)
         self._trusted = context.trusted_keys
         first = _request(ref, action, resource, args_json, summary, decision).model_copy(
@@ -337,9 +340,18 @@ class ApprovalsMixin:
     async def _record_refusal(
         self, decision: ApprovalDecision | None, raw: JsonValue, why: str, via: str
     ) -> None:
-        actor = decision.approver if decision else _field(raw, "approver") or "unknown"
+        claimed = decision.approver if decision else _field(raw, "approver") or "unknown"
+        signed_by = signer_of(decision, self._trusted) if decision else ""
+        # Filed under the claimed name only when a trusted key vouches for it.
+        actor = claimed if signed_by else "unverified"
         request_id = decision.request_id if decision else _field(raw, "request_id")
-        detail: dict[str, JsonValue] = {"request_id": request_id, "why": why, "via": via}
+        detail: dict[str, JsonValue] = {
+            "request_id": request_id,
+            "why": why,
+            "via": via,
+            "claimed_by": claimed,
+            "signed_by": signed_by,
+        }
         suffix = f".{workflow.uuid4()}"
         if self._pending is not None:
             event = approval_event(
@@ -354,6 +366,8 @@ class ApprovalsMixin:
                 run_id=info.run_id,
                 step=self._step,
                 agent=self._agent,
+                action=self._closed[0],
+                resource=self._closed[1],
                 actor=actor,
                 outcome="refused",
                 payload=detail,

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from temporalio.service import RPCError
 
+from tether.cli.audit_keys import TrustFiles, TrustKeys, pinned
 from tether.cli.common import _app, _run, _settings, _stores, err, friendly, out, red
 from tether.errors import TetherError
 from tether.runtime.replay import ReplayReport
@@ -84,11 +85,11 @@ def audit_export(
 @friendly
 def audit_verify_bundle(
     path: Path,
-    trust_key: Annotated[
-        list[str] | None, typer.Option(help="Key id to trust (repeatable); default: any.")
-    ] = None,
+    trust_key: TrustKeys = None,
+    trust_file: TrustFiles = None,
 ) -> None:
-    """Verify an evidence bundle offline: signatures, hashes, proofs, history, replay."""
+    """Verify an evidence bundle offline against pinned keys: signatures, hashes, proofs,
+    history, replay."""
     from temporalio.client import WorkflowHistory
 
     from tether.runtime.replay import replay_history
@@ -97,7 +98,8 @@ def audit_verify_bundle(
         raw = path.read_bytes()
     except OSError as exc:
         raise TetherError(f"cannot read bundle {str(path)!r}: {exc.strerror}") from None
-    problems = verify_bundle(raw, set(trust_key) if trust_key else None)
+    settings = _settings()
+    problems = verify_bundle(raw, pinned(settings, trust_key, trust_file))
     if problems:
         for problem in problems:
             err.print(red("bundle broken", f": {problem}"))
@@ -110,12 +112,12 @@ def audit_verify_bundle(
             history,
             OfflineLedger(bundle.manifest.events),
             run_ids.pop() if len(run_ids) == 1 else "",
-            app=_app(_settings()),
+            app=_app(settings),
         )
     )
     cp = bundle.manifest.checkpoint
     out.print(
         f"bundle intact: {len(bundle.manifest.events)} events proven against the checkpoint of "
-        f"{cp.size} events (key {cp.key_id})"
+        f"{cp.size} events, signed by pinned key {cp.key_id}"
     )
     _print_replay(report)

@@ -16,24 +16,23 @@ from __future__ import annotations
 import json
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import HTMLResponse
-from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from temporalio.service import RPCError
 
 from tether.console.app import ConsoleState, Forbidden, Viewer, form_of, render, state, viewer
+from tether.console.audit_checks import _verification
 from tether.console.charts import bars, stacked_bars
 from tether.console.details import five_answers, spend
 from tether.console.metrics import TIERS, overview
 from tether.console.runinfo import RunStory, run_story
 from tether.console.timeline import human, timeline_svg
 from tether.errors import CheckpointError, TetherError
-from tether.verification.audit import tree_head, verify_against
-from tether.verification.checkpoint import Checkpoint, load_or_create_key, sign
+from tether.verification.audit import tree_head
+from tether.verification.checkpoint import load_or_create_key, sign
 from tether.verification.events import RecordedEvent
 from tether.verification.forensics import timeline
 from tether.verification.query import EventQuery
@@ -112,28 +111,6 @@ async def runs(request: Request, who: Auditor) -> Response:
     return render(
         request, "runs.html", who, code, params=params, runs=grouped, error=error, tiers=TIERS
     )
-
-
-def latest_checkpoint(folder: Path) -> tuple[Checkpoint | None, str]:
-    """The largest valid checkpoint in `folder`, and the name of its file."""
-    best: tuple[Checkpoint | None, str] = (None, "")
-    if not folder.is_dir():
-        return best
-    for path in sorted(folder.glob("*.json")):
-        try:
-            cp = Checkpoint.model_validate_json(path.read_text(encoding="utf-8"))
-        except (OSError, ValidationError):
-            continue
-        if best[0] is None or cp.size >= best[0].size:
-            best = (cp, path.name)
-    return best
-
-
-def _verification(console: ConsoleState) -> dict[str, Any]:
-    report = console.ledger.verify()
-    cp, name = latest_checkpoint(console.settings.console_checkpoint_dir)
-    against = verify_against(console.ledger, cp) if cp is not None else None
-    return {"chain": report, "checkpoint": cp, "checkpoint_file": name, "against": against}
 
 
 @router.get("/runs/{workflow_id}", response_class=HTMLResponse)

@@ -287,7 +287,43 @@ class Settings(BaseSettings):
     )
     console_checkpoint_dir: Path = Field(
         Path(".tether/checkpoints"),
-        description="Where signed checkpoints are kept; the console verifies against the newest.",
+        description="Where signed checkpoints are kept (the scheduled ones too); the console "
+        "verifies against the newest.",
+    )
+    audit_trusted_keys: list[str] = Field(
+        default_factory=list,
+        description="Checkpoint signing keys an auditor pins (16-hex key ids or 64-hex public "
+        "keys); every verifying command and the console check signatures against them.",
+    )
+    audit_trust_file: Path | None = Field(
+        None,
+        description="A trust file of pinned keys with roles and validity periods (rotation).",
+    )
+    audit_witness_keys: list[str] = Field(
+        default_factory=list,
+        description="Witness keys whose cosignature `verify --against` requires (one of them).",
+    )
+    checkpoint_every_seconds: float = Field(
+        0.0,
+        ge=0,
+        description="A Temporal Schedule signs a checkpoint this often when the ledger grew "
+        "(0: no schedule); written to console_checkpoint_dir.",
+    )
+    checkpoint_every_events: int = Field(
+        0,
+        ge=0,
+        description="Also sign when this many events are not yet covered (0: time only); "
+        "checked every checkpoint_check_seconds.",
+    )
+    checkpoint_check_seconds: float = Field(
+        0.0,
+        ge=0,
+        description="How often the schedule looks (0: checkpoint_every_seconds).",
+    )
+    checkpoint_witnesses: list[str] = Field(
+        default_factory=list,
+        description="URLs of witnesses (`tether witness`) asked to cosign each scheduled "
+        "checkpoint.",
     )
 
     @model_validator(mode="after")

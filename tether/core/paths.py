@@ -50,6 +50,7 @@ PATH_SETTINGS = (
     "checkpoint_key",
     "approval_key",
     "console_checkpoint_dir",
+    "audit_trust_file",
 )
 """The settings that name a file or folder: a relative one starts at `project_dir()`."""
 
