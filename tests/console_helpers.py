@@ -23,8 +23,8 @@ from tests.conftest import EXAMPLE, free_port, pending_status, start_invoice
 from tether.console import create_app, hash_password
 from tether.core.config import Settings
 from tether.governance.approvals import PendingApproval
-from tether.worker import Runtime
 from tether.verification.checkpoint import load_or_create_key
+from tether.worker import Runtime
 
 PEOPLE = ("user:alice", "user:bob", "user:carol", "user:olga")
 """alice and bob approve payments, olga runs operations (kill switch) and is the controller

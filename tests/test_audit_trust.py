@@ -16,6 +16,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import JsonValue
 from sqlalchemy import text
 
 from tests.test_audit import _rechain, _sql
@@ -38,7 +39,8 @@ def _fill(ledger: Ledger, n: int, start: int = 0, wf: str = "wf-1") -> None:
     """`n` events, every third a model call whose prompt and output go to the store."""
     for i in range(start, start + n):
         if i % 3 == 0:
-            prompt, output = f"prompt {i}", {"answer": i}
+            prompt: JsonValue = f"prompt {i}"
+            output: JsonValue = {"answer": i}
             ledger.append(
                 LedgerEvent(
                     idempotency_key=f"k{i}",
