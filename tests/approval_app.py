@@ -22,6 +22,8 @@ class PayAmountInput(BaseModel):
     vendor: str = "globex"
     change_to: float = 0.0
     """When set, the payment's amount is changed while its approval request waits."""
+    linger: bool = False
+    """When set, the run stays open after the payment until it is signalled `finish`."""
 
 
 class PayAmountResult(BaseModel):
@@ -33,6 +35,11 @@ class PayAmountResult(BaseModel):
 @workflow.defn(name="PayAmountTest")
 class PayAmountWorkflow(AgentWorkflow):
     agent = "agent:ap-clerk"
+    _finish = False
+
+    @workflow.signal(name="finish")
+    def finish(self) -> None:
+        self._finish = True
 
     @workflow.run
     async def run(self, inp: PayAmountInput) -> PayAmountResult:
@@ -57,6 +64,8 @@ class PayAmountWorkflow(AgentWorkflow):
             return PayAmountResult(status="rejected", message=exc.message)
         except ActionDenied as exc:
             return PayAmountResult(status="denied", message=exc.message)
+        if inp.linger:
+            await workflow.wait_condition(lambda: self._finish)
         return PayAmountResult(status="paid", receipt_id=receipt.receipt_id)
 
 

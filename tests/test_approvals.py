@@ -39,11 +39,12 @@ from tether.governance.approvals import (
     HaltRequest,
     PendingApproval,
 )
-from tether.governance.signing import sign_decision
+from tether.governance.signing import key_id_of, public_hex, sign_decision
 from tether.governance.types import Decision, Tier
 from tether.runtime.approvals import decide_request, signing_key
 from tether.runtime.client import start_task
 from tether.verification.events import RecordedEvent
+from tether.verification.query import EventQuery
 from tether.worker import Runtime, build_worker
 from tether.workflows import AgentLoopInput, AgentLoopResult, AgentStatus, Budget
 
@@ -125,12 +126,17 @@ def key(approval_settings: Settings) -> Ed25519PrivateKey:
 
 
 async def _pay(
-    client: Client, settings: Settings, amount: float, *, change_to: float = 0.0
+    client: Client,
+    settings: Settings,
+    amount: float,
+    *,
+    change_to: float = 0.0,
+    linger: bool = False,
 ) -> WorkflowHandle[Any, PayAmountResult]:
     return await start_task(
         client,
         "PayAmountTest",
-        PayAmountInput(amount=amount, change_to=change_to),
+        PayAmountInput(amount=amount, change_to=change_to, linger=linger),
         workflow_id=new_id("pay"),
         task_queue=settings.task_queue,
         started_by="user:bob",
@@ -216,6 +222,16 @@ async def test_every_attack_on_one_request_is_refused_and_recorded(
     refused = await _events(app, handle.id, "approval.refused", len(attacks))
     assert {e.payload["why"] for e in refused} == set(reasons.values())
     assert all(e.payload["via"] == "update" for e in refused)
+    # Filed under the claimed name only when a trusted key signed exactly this decision.
+    trusted = key_id_of(public_hex(key))
+    by_claim = {(e.payload["claimed_by"], e.payload["signed_by"], e.actor) for e in refused}
+    assert ("user:alice", "", "unverified") in by_claim  # unsigned, forged key, altered
+    assert ("user:mallory", trusted, "user:mallory") in by_claim
+    assert ("user:bob", trusted, "user:bob") in by_claim
+    forged = [e for e in refused if "not trust" in str(e.payload["why"])]
+    assert [(e.actor, e.payload["claimed_by"], e.payload["signed_by"]) for e in forged] == [
+        ("unverified", "user:alice", "")
+    ]
     assert bank_of(app).payments("INV-T") == 0
 
     # The one good decision still goes through, and is then consumed.
@@ -228,6 +244,32 @@ async def test_every_attack_on_one_request_is_refused_and_recorded(
     decided = await _events(app, handle.id, "approval.decided", 1)
     assert decided[0].actor == "user:alice" and decided[0].outcome == "approved"
     assert app.ledger.verify().ok
+
+
+async def test_a_refusal_after_the_request_closed_names_the_step(
+    client: Client,
+    approval_settings: Settings,
+    app: Runtime,
+    app_worker: Worker,
+    key: Ed25519PrivateKey,
+) -> None:
+    handle = await _pay(client, approval_settings, 20000, linger=True)
+    pending = await _pending(handle)
+    grant = _signed(pending, "user:alice", key)
+    await handle.execute_update("decide", grant, result_type=ApprovalOutcome)
+    await _events(app, handle.id, "tool.executed", 1)
+    assert "no open approval request" in await _refused(handle, grant)
+    await handle.signal("approve", {"approver": "user:dave", "approve": True})
+    late = await _events(app, handle.id, "approval.refused", 2)
+    assert {(e.action, e.resource) for e in late} == {("payments.pay", "vendor/globex")}
+    assert [(e.actor, e.payload["claimed_by"], e.payload["signed_by"]) for e in late] == [
+        ("user:alice", "user:alice", key_id_of(public_hex(key))),
+        ("unverified", "user:dave", ""),
+    ]
+    found = app.ledger.search(EventQuery(action="payments.pay", kind="approval.refused"))
+    assert {e.seq for e in late} <= {e.seq for e in found}
+    await handle.signal("finish")
+    assert (await handle.result()).status == "paid"
 
 
 async def test_an_old_approval_replayed_on_another_step_is_refused(

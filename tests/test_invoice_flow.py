@@ -115,5 +115,10 @@ async def test_large_invoice_waits_for_a_signed_approval(
     assert ("approval.requested", "user:bob") in kinds
     assert ("approval.decided", "user:alice") in kinds
     refused_by = [a for k, a in kinds if k == "approval.refused"]
-    assert refused_by == ["user:bob", "user:mallory", "user:alice"]
+    # The unsigned "user:alice" is filed as unverified: nothing vouches for the name.
+    assert refused_by == ["user:bob", "user:mallory", "unverified"]
+    refusals = [e for e in runtime.ledger.events(handle.id) if e.kind == "approval.refused"]
+    claimed = [e.payload["claimed_by"] for e in refusals]
+    assert claimed == ["user:bob", "user:mallory", "user:alice"]
+    assert [bool(e.payload["signed_by"]) for e in refusals] == [True, True, False]
     assert runtime.ledger.verify().ok
