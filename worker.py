@@ -22,6 +22,7 @@ from temporalio.client import Client
 from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.worker import Worker
 
+from tether.activities.checkpoints import CheckpointActivities
 from tether.activities.gateway import build_provider
 from tether.activities.governance import GovernanceActivities
 from tether.activities.messages import MessageActivities
@@ -168,6 +169,7 @@ def build_worker(
         notify.record_review,
         models.call_model,
         *tools.activities(),
+        CheckpointActivities.from_settings(settings, runtime.ledger).sign_checkpoint,
     ]
     configured = [p for p in client.config()["plugins"] if isinstance(p, TetherPlugin)]
     # A worker applies its client's plugins too, and a second TetherPlugin would run twice
@@ -228,6 +230,10 @@ async def run_worker(settings: Settings | None = None, app: App | None = None) -
         runtime.policy.version,
     )
     runtime.policies.start_polling(settings.policy_poll_seconds)
+    if settings.checkpoint_every_seconds:
+        from tether.runtime.checkpoints import ensure_checkpoint_schedule
+
+        log.info("checkpoint schedule %s", await ensure_checkpoint_schedule(client, settings))
     # What start-up built (imported modules, the policy index, clients) lives as long as
     # the worker: out of the collector's generations, so no full collection walks it again
     # and stalls every activity and model call in flight (bench/gateway.py measures this).

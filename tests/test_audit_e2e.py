@@ -22,6 +22,7 @@ from tether.core.config import Settings
 from tether.runtime.approvals import decide_request, signing_key
 from tether.verification.bundle import build_bundle, verify_bundle
 from tether.verification.checkpoint import load_or_create_key
+from tether.verification.trust import Trust, key_id_of
 from tether.worker import Runtime
 
 
@@ -155,8 +156,19 @@ async def test_export_and_verify_bundle_offline(
         "TETHER_DATABASE_URL": "sqlite:////nonexistent/x.db",
         "TETHER_TEMPORAL_ADDRESS": "127.0.0.1:1",
     }
-    verified = await _run(
+    pin = load_or_create_key(tmp_path / "keys" / "cp.pem").public_key().public_bytes_raw().hex()
+    unpinned = await _run(
         [sys.executable, "-m", "tether.cli.main", "audit", "verify-bundle", str(bundle_path)],
+        env=offline,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert unpinned.returncode == 2 and "no pinned key" in unpinned.stderr
+    verify = [sys.executable, "-m", "tether.cli.main", "audit", "verify-bundle"]
+    verified = await _run(
+        [*verify, str(bundle_path), "--trust-key", pin],
         env=offline,
         capture_output=True,
         text=True,
@@ -165,6 +177,7 @@ async def test_export_and_verify_bundle_offline(
     )
     assert verified.returncode == 0, verified.stderr
     assert "bundle intact" in verified.stdout and "reproduces" in verified.stdout
+    assert f"signed by pinned key {key_id_of(pin)}" in verified.stdout
     data = json.loads(bundle_path.read_text())
     kinds = {e["kind"] for e in data["manifest"]["events"]}
     assert {"policy.loaded", "decision", "approval.decided", "tool.executed"} <= kinds
@@ -173,7 +186,7 @@ async def test_export_and_verify_bundle_offline(
     tampered = bundle_path.read_text().replace('"actor":"user:alice"', '"actor":"user:eve"', 1)
     bundle_path.write_text(tampered)
     broken = await _run(
-        [sys.executable, "-m", "tether.cli.main", "audit", "verify-bundle", str(bundle_path)],
+        [*verify, str(bundle_path), "--trust-key", pin],
         env=offline,
         capture_output=True,
         text=True,
@@ -189,12 +202,10 @@ async def test_any_changed_byte_breaks_a_bundle(
 ) -> None:
     handle = await _approved_invoice(client, settings, runtime)
     history = (await handle.fetch_history()).to_json()
-    raw = (
-        build_bundle(runtime.ledger, handle.id, history, load_or_create_key(tmp_path / "k.pem"))
-        .model_dump_json()
-        .encode()
-    )
-    assert verify_bundle(raw) == []
+    key = load_or_create_key(tmp_path / "k.pem")
+    raw = build_bundle(runtime.ledger, handle.id, history, key).model_dump_json().encode()
+    trust = Trust.gather([key.public_key().public_bytes_raw().hex()])
+    assert verify_bundle(raw, trust) == []
 
     @settings_(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
     @given(position=st.integers(min_value=0, max_value=len(raw) - 1), new=st.integers(0, 255))
@@ -202,7 +213,7 @@ async def test_any_changed_byte_breaks_a_bundle(
         if raw[position] == new:
             return
         changed = raw[:position] + bytes([new]) + raw[position + 1 :]
-        assert verify_bundle(changed), f"byte {position} changed to {new} went unnoticed"
+        assert verify_bundle(changed, trust), f"byte {position} changed to {new} went unnoticed"
 
     flip()
 

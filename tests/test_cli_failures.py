@@ -98,6 +98,7 @@ ARGS: dict[str, tuple[str, ...]] = {
     "audit replay": ("wf",),
     "audit export": ("wf", "-o", "b.json"),
     "audit verify-bundle": ("b.json",),
+    "audit key": (),
     "review list": (),
     "review flag": ("wf", "1", "--as", "user:alice"),
     "kill engage": ("global", "--as", "user:ops"),
@@ -110,8 +111,9 @@ ARGS: dict[str, tuple[str, ...]] = {
 }
 # These read their input files before any setting, so they name the missing file instead.
 READ_FILES_FIRST = {"audit verify-proof", "audit verify-bundle"}
-# Need no configuration at all: one hashes a password, one writes a new project.
-NO_SETTINGS = {"console hash-password", "init"}
+# Need no configuration at all: one hashes a password, one writes a new project, the
+# witness takes everything on its command line.
+NO_SETTINGS = {"console hash-password", "init", "witness"}
 
 
 def _commands(command: object, path: tuple[str, ...] = ()) -> Iterator[str]:

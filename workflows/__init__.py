@@ -1,7 +1,8 @@
 """Workflows: deterministic sequencing only. Authors subclass `AgentWorkflow`.
 
 `TETHER_WORKFLOWS` are the workflows Tether itself runs (the agent loop, the review
-window of notify-tier actions); every worker registers them beside the app's own.
+window of notify-tier actions, the scheduled checkpoint); every worker registers them
+beside the app's own.
 """
 
 from tether.workflows.agent import AgentStatus, AgentWorkflow, Budget, Usage
@@ -11,6 +12,7 @@ from tether.workflows.agent_loop import (
     AgentLoopWorkflow,
     AgentTurn,
 )
+from tether.workflows.checkpoint import CheckpointWorkflow
 from tether.workflows.errors import (
     ActionAmbiguous,
     ActionDenied,
@@ -21,7 +23,7 @@ from tether.workflows.errors import (
 )
 from tether.workflows.review import ReviewWindowWorkflow
 
-TETHER_WORKFLOWS: list[type] = [AgentLoopWorkflow, ReviewWindowWorkflow]
+TETHER_WORKFLOWS: list[type] = [AgentLoopWorkflow, ReviewWindowWorkflow, CheckpointWorkflow]
 
 __all__ = [
     "TETHER_WORKFLOWS",
@@ -37,6 +39,7 @@ __all__ = [
     "AgentWorkflow",
     "Budget",
     "BudgetExceeded",
+    "CheckpointWorkflow",
     "ModelOutputInvalid",
     "ReviewWindowWorkflow",
     "Usage",

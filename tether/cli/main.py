@@ -22,6 +22,7 @@ from tether.cli.kill import budget_app, kill_app
 from tether.cli.policy import policy_app
 from tether.cli.review import review_app
 from tether.cli.run import run, status
+from tether.cli.witness import witness
 from tether.console.cli import console_app
 from tether.core.config import Settings
 from tether.errors import TetherError
@@ -36,6 +37,7 @@ app.add_typer(review_app, name="review")
 app.add_typer(kill_app, name="kill")
 app.add_typer(budget_app, name="budget")
 app.add_typer(console_app, name="console")
+app.command("witness")(witness)
 
 
 @app.callback()
