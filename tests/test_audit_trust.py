@@ -361,3 +361,37 @@ def test_any_tampering_is_detected_with_pinned_keys(
         ledger.engine.dispose()
     finally:
         shutil.rmtree(folder)
+
+
+def test_the_consoles_checkpoint_check_uses_the_pinned_keys(tmp_path: Path) -> None:
+    from tether.console.app import ConsoleState
+    from tether.console.audit_checks import _verification
+    from tether.core.config import Settings
+    from tether.verification.sink import DirectorySink
+
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    _ledger(tmp_path / "l.db", 5)
+    key, mallory = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    folder = tmp_path / "checkpoints"
+    plain = Settings(database_url=url, console_checkpoint_dir=folder)
+    signed = sign(tree_head(ConsoleState(plain).ledger), key)
+    DirectorySink(folder).put(signed)
+
+    def check(pins: list[str]) -> tuple[bool, str, int]:
+        state = ConsoleState(plain.model_copy(update={"audit_trusted_keys": pins}))
+        found = _verification(state)
+        state.ledger.engine.dispose()
+        return found["against"].ok, found["against"].problem, found["checkpoint"].size
+
+    ok, problem, size = check([])
+    assert not ok and "no pinned key" in problem and size == 5
+    ok, problem, _ = check([_public(mallory)])
+    assert not ok and "not pinned" in problem
+    assert check([_public(key)])[0]
+    # A larger checkpoint someone else signed, dropped in the folder, is passed over.
+    ledger = Ledger(make_engine(url))
+    _fill(ledger, 2, start=5)
+    DirectorySink(folder).put(sign(tree_head(ledger), mallory))
+    ledger.engine.dispose()
+    ok, _, size = check([_public(key)])
+    assert ok and size == 5
