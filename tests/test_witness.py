@@ -219,3 +219,12 @@ async def _five_runs(client: Client, settings: Settings, runtime: Runtime) -> No
         )
     for handle in handles:
         assert (await handle.result()).status == "paid"
+
+
+def test_a_witness_without_a_log_key_refuses_to_start(tmp_path: Path) -> None:
+    argv = [sys.executable, "-m", "tether.cli.main", "witness", "--key", "w.pem"]
+    done = subprocess.run(
+        [*argv, "--state", "s.json"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2 and "--log-key" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "w.pem").exists()

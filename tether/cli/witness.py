@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from tether.cli.common import friendly, out
+from tether.errors import TetherError
 from tether.verification.checkpoint import Cosignature, key_id, load_or_create_key
 from tether.verification.trust import Trust
 from tether.verification.witness import CosignRequest, Witness, WitnessRefused
@@ -66,6 +67,11 @@ def witness(
     import uvicorn
 
     logs = Trust.gather(log_key or [], [log_trust_file] if log_trust_file else [])
+    if not logs.of("log"):
+        raise TetherError(
+            "a witness cosigns only for logs it knows: pass --log-key with the log's "
+            "checkpoint key ('tether audit key' where the log runs), or --log-trust-file"
+        )
     served = Witness(load_or_create_key(key), state, logs)
     public = served.key.public_key()
     out.print(
