@@ -196,7 +196,7 @@ async def test_a_claim_that_contradicts_the_tool_is_refused_and_recorded(
     mode: str,
     claimed: str,
 ) -> None:
-    handle = await _start(client, derive_settings, RefundInput(mode=mode, amount=900))  # type: ignore[arg-type]
+    handle = await _start(client, derive_settings, RefundInput(mode=mode, amount=900))
     result = await handle.result()
     assert (result.status, result.rule) == ("denied", MISDECLARED_RULE)
     assert result.error_type == ErrorType.ACTION_MISDECLARED
@@ -331,7 +331,7 @@ async def test_a_policy_tightened_between_decision_and_dispatch_governs_the_step
     handle = await _start(client, derive_settings, RefundInput(amount=50), "DeriveHeldRefund")
     await _held(handle)
     [first] = _events(app, handle.id, "decision")
-    assert (first.tier, first.rule) == ("auto", "refund-small")
+    assert (first.tier, first.rule) == ("auto", "refund-small") and first.step is not None
     derive_settings.policy_path.write_text(policy(small=10))  # $50 now needs a lead
     assert app.policies.reload()
     await handle.signal("go")

@@ -54,7 +54,7 @@ with workflow.unsafe.imports_passed_through():
         ModelOutputInvalid,
     )
     from tether.workflows.recovery import Check, RecoveryLadder
-    from tether.workflows.steps import EFFECT_PATCH, GovernedSteps
+    from tether.workflows.steps import EFFECT_PATCH, GovernedCalls
 
 M = TypeVar("M", bound=BaseModel)
 R = TypeVar("R", bound=BaseModel)
@@ -94,7 +94,7 @@ class AgentStatus(BaseModel):
     waiting_since: datetime | None = None
 
 
-class AgentWorkflow(GovernedSteps, RecoveryLadder):
+class AgentWorkflow(GovernedCalls, RecoveryLadder):
     """Base class: subclass it, set `agent`, decorate with `@workflow.defn(name=...)`."""
 
     agent: ClassVar[str] = "agent:unnamed"

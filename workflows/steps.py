@@ -69,7 +69,7 @@ def dispatch_refusal(cause: BaseException | None) -> tuple[str, str, str] | None
     return check, cause.message, engaged_by
 
 
-class GovernedSteps(ApprovalEdits, ToolSteps):
+class GovernedCalls(ApprovalEdits, ToolSteps):
     """Mixed into `AgentWorkflow`, which numbers the steps (`_ref`)."""
 
     governed: ClassVar[bool] = True
