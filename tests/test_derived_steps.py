@@ -18,7 +18,7 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
-from tests.conftest import new_id
+from tests.conftest import new_id, replayer_for
 from tests.derive_app import (
     DecideAndCallWorkflow,
     DeriveRefundWorkflow,
@@ -296,6 +296,7 @@ async def test_a_kill_switch_engaged_between_approval_and_dispatch_refuses_the_t
     assert refused.payload["check"] == "kill_switch"
     assert "incident 7" in str(refused.payload["why"])
     assert tools.refunds == []
+    await replayer_for(HeldRefundWorkflow).replay_workflow(await handle.fetch_history())
 
 
 async def test_a_kill_switch_engaged_before_a_retry_refuses_the_retry(
@@ -350,6 +351,9 @@ async def test_a_policy_tightened_between_decision_and_dispatch_governs_the_step
     # Governed anew, the step is still the same effect: its target sees the same key.
     assert tools.keys == [first.payload["idempotency_key"]]
     assert again.payload["idempotency_key"] == first.payload["idempotency_key"]
+    # The governed-anew path (the dispatch-recheck patch) replays deterministically.
+    history = await handle.fetch_history()
+    await replayer_for(HeldRefundWorkflow).replay_workflow(history)
 
 
 async def test_a_policy_change_that_asks_no_more_lets_the_tool_run(
