@@ -356,6 +356,30 @@ async def test_a_policy_tightened_between_decision_and_dispatch_governs_the_step
     await replayer_for(HeldRefundWorkflow).replay_workflow(history)
 
 
+async def test_a_policy_that_now_denies_the_step_denies_it_at_dispatch(
+    client: Client,
+    derive_settings: Settings,
+    app: Runtime,
+    app_worker: Worker,
+    tools: SupportTools,
+) -> None:
+    handle = await _start(client, derive_settings, RefundInput(amount=50), "DeriveHeldRefund")
+    await _held(handle)
+    deny = "p, role:support, order/:id, refunds.issue, True, deny, refunds-frozen, -, -\n"
+    derive_settings.policy_path.write_text(policy(extra=deny))
+    assert app.policies.reload()
+    await handle.signal("go")
+    result = await handle.result()
+    assert (result.status, result.rule) == ("denied", "refunds-frozen")
+    [refused] = _events(app, handle.id, "tool.refused")
+    assert refused.payload["check"] == "policy_changed"
+    assert [(d.tier, d.rule) for d in _events(app, handle.id, "decision")] == [
+        ("auto", "refund-small"),
+        ("deny", "refunds-frozen"),
+    ]
+    assert tools.refunds == []
+
+
 async def test_a_policy_change_that_asks_no_more_lets_the_tool_run(
     client: Client,
     derive_settings: Settings,
