@@ -150,7 +150,9 @@ def build_worker(
         kills=runtime.kills,
         budgets=runtime.budgets,
     )
-    tools = ToolActivities(runtime.ledger, tool_objects, keys)
+    tools = ToolActivities(
+        runtime.ledger, tool_objects, keys, policy=runtime.policies, kills=runtime.kills
+    )
     notify = NotifyActivities.from_settings(
         settings, runtime.ledger, FeedStore(runtime.ledger.engine)
     )

@@ -20,12 +20,13 @@ from tether.activities.payloads import DecideInput, StepRef
 from tether.core import telemetry
 from tether.errors import PolicyError
 from tether.governance.approvals import ApprovalStage, ApprovalStatus, PendingApproval, parse_chain
+from tether.governance.derive import MISDECLARED_RULE
 from tether.governance.kill import KillSwitches
 from tether.governance.policy import PolicyEngine
 from tether.governance.reload import PolicyHolder
 from tether.governance.store import ApprovalStore
 from tether.governance.types import Decision, DecisionRequest, Tier
-from tether.verification.events import LedgerEvent
+from tether.verification.events import LedgerEvent, digest
 from tether.verification.ledger import Ledger
 
 
@@ -88,7 +89,14 @@ class GovernanceActivities:
     @activity.defn(name="decide_step")
     def decide_step(self, inp: DecideInput) -> Decision:
         killed = self._killed(inp)
-        if killed is not None:
+        if inp.refused:
+            decision = Decision(
+                tier=Tier.DENY,
+                rule=MISDECLARED_RULE,
+                policy_version=self.policy.version,
+                reason=inp.refused,
+            )
+        elif killed is not None:
             decision = killed
         elif inp.governed:
             decision = self.policy.decide(
@@ -128,6 +136,15 @@ class GovernanceActivities:
                     "args_digest": inp.args_digest,
                     "args_summary": inp.args_summary,
                     "context": inp.context,
+                    "context_digest": digest(inp.context),
+                    **({"tool": inp.tool} if inp.tool else {}),
+                    **({"refused": inp.refused, "claimed": inp.claimed} if inp.refused else {}),
+                    **({"regoverns": inp.regoverns} if inp.regoverns else {}),
+                    **(
+                        {"approval_timeout_s": decision.timeout_seconds}
+                        if decision.timeout_seconds
+                        else {}
+                    ),
                     "started_by": inp.ref.started_by,
                     "inputs": list(inp.inputs),
                     "workflow_type": inp.ref.workflow_type,

@@ -92,6 +92,15 @@ class DecideInput(BaseModel):
     tier (the original's): a lower answer keeps the original decision."""
     record_as: str = ""
     """Ledger key suffix of this decision (default `decision`; an edit's `decision.edited`)."""
+    tool: str = ""
+    """The tool whose declaration and arguments gave action, resource and context."""
+    refused: str = ""
+    """Set when `act()` was told another action, resource or context than the tool and its
+    arguments give: why. The step is denied under `misdeclared-step`, the claim recorded."""
+    claimed: dict[str, JsonValue] = Field(default_factory=dict)
+    """With `refused`: what the author passed (action, resource, context)."""
+    regoverns: int = 0
+    """Set when this step governs anew a step whose decision no longer held at dispatch."""
 
 
 class ToolCall(BaseModel):

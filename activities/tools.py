@@ -18,7 +18,7 @@ import asyncio
 import contextvars
 import inspect
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar, cast, get_type_hints
@@ -27,15 +27,17 @@ from pydantic import BaseModel, JsonValue
 from temporalio import activity, workflow
 from temporalio.exceptions import ApplicationError
 
+from tether.activities.dispatch import COVERED, DispatchChecks, Refusal
 from tether.activities.payloads import StepRef, ToolCall
 from tether.errors import ErrorType
+from tether.governance.derive import DerivedStep, check_template, declared_context, derive_step
+from tether.governance.kill import KillSwitches
 from tether.governance.presentation import (
     check_fields,
     compile_template,
     render_title,
 )
-from tether.governance.signing import verify_decision
-from tether.governance.types import Tier
+from tether.governance.reload import PolicyHolder
 from tether.verification.events import digest
 from tether.verification.ledger import Ledger
 
@@ -70,6 +72,33 @@ class ToolSpec:
     """Arguments an approver sees first (`name` or `name:FORMAT`), e.g. ('amount:$',)."""
     editable: tuple[str, ...] = ()
     """Arguments an approver may change before approving; the edit is decided anew."""
+    context: tuple[tuple[str, type], ...] | None = None
+    """The argument fields that go into the policy context, with their types; None: all."""
+
+    @property
+    def context_fields(self) -> dict[str, type] | None:
+        return None if self.context is None else dict(self.context)
+
+    def derive(
+        self,
+        args: dict[str, JsonValue],
+        *,
+        action: str | None = None,
+        resource: str | None = None,
+        context: Mapping[str, JsonValue] | None = None,
+    ) -> DerivedStep:
+        """The decision request of a call with `args` (`governance.derive.derive_step`);
+        `action`, `resource` and `context` are what the author claimed, checked."""
+        return derive_step(
+            self.name,
+            self.action,
+            self.resource,
+            self.context_fields,
+            args,
+            claimed_action=action,
+            claimed_resource=resource,
+            extra_context=context,
+        )
 
     def title_of(self, args: dict[str, JsonValue]) -> str:
         return render_title(self.title, args)
@@ -97,6 +126,7 @@ def tool(
     title: str = "",
     key_fields: Sequence[str] = (),
     editable: Sequence[str] = (),
+    context: Mapping[str, type] | Sequence[str] | None = None,
 ) -> Callable[[F], F]:
     """Declare an async function or method (taking one pydantic model) as a tool.
 
@@ -106,6 +136,12 @@ def tool(
     may change (see `ToolSpec`); each names fields of the arguments model, checked here.
     An editable field may not appear in `resource`: an edit changes what is done, never
     to whom (the policy decides the edit on the same resource).
+
+    `action` and `resource` (a template over the argument fields) are what the policy
+    decides on for every call; `act()` derives them, never takes them from the author.
+    `context` names the argument fields that go into the policy context, with their types
+    (`{"amount": float}`, or names whose type the arguments model gives); None puts every
+    argument field in.
     """
 
     def wrap(fn: F) -> F:
@@ -123,6 +159,7 @@ def tool(
                 f"{what}: editable field {sorted(in_resource)[0]!r} appears in the resource "
                 f"{resource!r}; an approver may change what is done, not to whom"
             )
+        check_template(what, resource, known)
         spec = ToolSpec(
             name=name or fn.__name__,
             action=action,
@@ -138,6 +175,9 @@ def tool(
             title=compile_template(title, known, f"{what} title"),
             key_fields=check_fields(key_fields, known, f"{what} key_fields", formats=True),
             editable=changeable,
+            context=declared_context(
+                what, context, {n: f.annotation for n, f in args_type.model_fields.items()}
+            ),
         )
         setattr(fn, TOOL_ATTR, spec)
         # The sandbox imports a workflow module anew for every run; a tool declared in one
@@ -182,10 +222,19 @@ class ToolActivities:
     """Activities for the bound tools of the given objects (or plain tool functions)."""
 
     def __init__(
-        self, ledger: Ledger, providers: list[object], trusted_keys: list[str] | None = None
+        self,
+        ledger: Ledger,
+        providers: list[object],
+        trusted_keys: list[str] | None = None,
+        *,
+        policy: PolicyHolder | None = None,
+        kills: KillSwitches | None = None,
     ) -> None:
+        """`policy` and `kills` (the worker's) are re-checked before every try of a tool
+        (`activities.dispatch`); without them only the recorded decision is checked."""
         self.ledger = ledger
         self.trusted_keys = list(trusted_keys or [])
+        self.checks = DispatchChecks(ledger, self.trusted_keys, policy, kills)
         self.bound: dict[str, tuple[ToolSpec, Callable[[BaseModel], Awaitable[BaseModel]]]] = {}
         for provider in providers:
             candidates = (
@@ -226,15 +275,20 @@ class ToolActivities:
             args = spec.args_type.model_validate(call.args)
             attempt = activity.info().attempt
             if call.record:
-                check = self._authorise_compensation if call.compensates else self._authorise
-                problem = await asyncio.to_thread(check, call)
-                if problem:
+                refusal = await asyncio.to_thread(self._authorise, spec, call)
+                if refusal is not None:
                     info = activity.info()  # every caller's attempt is its own record
                     kind = f"tool.refused.{info.workflow_run_id}.{info.activity_id}"
-                    await asyncio.to_thread(
-                        self._record, call, kind, "refused", {"why": problem}, []
+                    why: dict[str, JsonValue] = {"why": refusal.why, "check": refusal.check}
+                    await asyncio.to_thread(self._record, call, kind, "refused", why, [])
+                    covered = refusal.check == COVERED
+                    raise ApplicationError(
+                        refusal.why,
+                        refusal.check,
+                        refusal.engaged_by,
+                        type=ErrorType.TOOL_REFUSED if covered else ErrorType.DISPATCH_REFUSED,
+                        non_retryable=True,
                     )
-                    raise ApplicationError(problem, type=ErrorType.TOOL_REFUSED, non_retryable=True)
             if call.record and spec.side_effect:
                 # Before the effect: if this attempt never reports back, the ledger shows the
                 # action was dispatched and its outcome is unknown, not that it never ran.
@@ -276,6 +330,13 @@ class ToolActivities:
         run.__name__ = f"tool_{spec.name}"
         return activity.defn(name=spec.activity_name)(run)
 
+    def _authorise(self, spec: ToolSpec, call: ToolCall) -> Refusal | None:
+        """None when the tool may run: the backstop behind `act()` (`activities.dispatch`)."""
+        if call.compensates:
+            problem = self._authorise_compensation(call)
+            return Refusal(COVERED, problem) if problem else None
+        return self.checks.check(spec, call)
+
     def _authorise_compensation(self, call: ToolCall) -> str:
         """Empty when this tool is a declared compensation of a step a reviewer flagged."""
         declared = {spec.compensation for spec, _ in self.bound.values()}
@@ -288,49 +349,6 @@ class ToolActivities:
                 "flagged step"
             )
         return ""
-
-    def _authorise(self, call: ToolCall) -> str:
-        """ "" when the ledger's decision for this step allows exactly these arguments.
-
-        The backstop behind `act()`: a tool runs only for a recorded decision on the same
-        arguments, never for a denied one, and an approve-tier step only with a signed
-        approval bound to this step and these arguments.
-        """
-        ref = call.ref
-        # An approver's edit is decided anew (`decision.edited`); that decision then rules.
-        decided = self.ledger.get(ref.key("decision.edited")) or self.ledger.get(
-            ref.key("decision")
-        )
-        if decided is None:
-            return (
-                f"no decision is recorded for step {ref.step} of workflow {ref.workflow_id!r}; "
-                "tools run only through act(), which asks the policy first"
-            )
-        args_digest = digest(call.args)
-        if decided.payload.get("args_digest") != args_digest:
-            return (
-                f"the arguments of step {ref.step} ({args_digest}) are not those the policy "
-                f"decided ({decided.payload.get('args_digest')}); they need a decision anew"
-            )
-        if decided.tier == Tier.DENY.value:
-            return f"the policy denied step {ref.step} under rule {decided.rule!r}"
-        if decided.tier != Tier.APPROVE.value:
-            return ""
-        for grant in call.approvals:
-            # An edited approval binds the edited arguments (its signed `edited_digest`).
-            approved = grant.edited_digest or grant.args_digest
-            bound = (grant.workflow_id, grant.run_id, grant.step, approved) == (
-                ref.workflow_id,
-                ref.run_id,
-                ref.step,
-                args_digest,
-            )
-            if grant.approve and bound and not verify_decision(grant, self.trusted_keys):
-                return ""
-        return (
-            f"step {ref.step} of workflow {ref.workflow_id!r} needs approval and carries no "
-            "valid signed approval for these arguments; it needs approval again"
-        )
 
     def _record(
         self,

@@ -27,12 +27,7 @@ class GovernedStepsWorkflow(AgentWorkflow):
     @workflow.run
     async def run(self, inp: StepsInput) -> int:
         for i in range(inp.steps):
-            await self.act(
-                "bench.touch",
-                resource=f"vendor/{inp.vendor}",
-                tool=PaymentTools.touch,
-                args=BankChange(vendor=inp.vendor, new_account=str(i)),
-            )
+            await self.act(PaymentTools.touch, BankChange(vendor=inp.vendor, new_account=str(i)))
         return inp.steps
 
 

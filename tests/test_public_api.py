@@ -17,6 +17,7 @@ PUBLIC = [
     "ActionAmbiguous",
     "ActionDenied",
     "ActionHalted",
+    "ActionMisdeclared",
     "ActionRejected",
     "AgentLoopInput",
     "AgentLoopResult",

@@ -104,6 +104,9 @@ if TYPE_CHECKING:
         ActionHalted as ActionHalted,
     )
     from tether.workflows.errors import (
+        ActionMisdeclared as ActionMisdeclared,
+    )
+    from tether.workflows.errors import (
         ActionRejected as ActionRejected,
     )
     from tether.workflows.errors import (
@@ -133,6 +136,7 @@ _EXPORTS = {
     "ActionDenied": "tether.workflows.errors",
     "ActionRejected": "tether.workflows.errors",
     "ActionHalted": "tether.workflows.errors",
+    "ActionMisdeclared": "tether.workflows.errors",
     "ActionAmbiguous": "tether.workflows.errors",
     "BudgetExceeded": "tether.workflows.errors",
     "ModelOutputInvalid": "tether.workflows.errors",

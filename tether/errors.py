@@ -25,6 +25,8 @@ subclasses whose `type` is an `ErrorType` value:
 
     ApplicationError (temporalio)
     ├── ActionDenied        policy said deny; nothing ran
+    │   └── ActionMisdeclared   act() was told another action, resource or context than
+    │                           the tool's declaration and arguments give; nothing ran
     ├── ActionRejected      an approver rejected, or the approval deadline passed
     │   └── ActionHalted    a kill switch halted the approval (or the step before it asked)
     ├── ActionAmbiguous     a side-effecting tool timed out after dispatch: outcome unknown
@@ -126,6 +128,7 @@ class ErrorType(StrEnum):
     NO_ELIGIBLE_ENDPOINT = "NoEligibleEndpoint"
     KILL_SWITCH_ENGAGED = "KillSwitchEngaged"
     TOOL_REFUSED = "ToolRefused"
+    ACTION_MISDECLARED = "ActionMisdeclared"
     # Failures with no exception class of their own: the caller matches on the type.
     APPROVAL_REFUSED = "ApprovalRefused"
     """An approval workflow refused a decision (the `decide` update failed)."""
@@ -134,5 +137,9 @@ class ErrorType(StrEnum):
     `ReviewError` with its message."""
     INVALID_SENSITIVITY = "InvalidSensitivity"
     """`ask(sensitivity=...)` named no data class; the run ends before any activity."""
+    DISPATCH_REFUSED = "DispatchRefused"
+    """A tool refused to run because its decision no longer holds (a kill switch, a
+    tightened policy, an expired approval); details: the check, why, who engaged the switch.
+    `act()` raises ActionHalted for a kill switch and governs the step anew otherwise."""
     SCRIPT_MISS = "ScriptMiss"
     """The scripted model has no entry for a request; retrying cannot help."""

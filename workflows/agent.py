@@ -7,9 +7,7 @@
         @workflow.run
         async def run(self, inp: InvoiceInput) -> InvoiceResult:
             fields = await self.ask(InvoiceFields, task="extract", prompt=inp.text)
-            receipt = await self.act("payments.pay", resource=f"vendor/{fields.vendor}",
-                                     tool=PaymentTools.pay_vendor, args=Payment(...),
-                                     context={"amount": fields.amount})
+            receipt = await self.act(PaymentTools.pay_vendor, Payment(...))
 
 Contract: deterministic. Steps are numbered in call order; a step's decision is a local
 activity whose result is in history, so replay never re-asks policy. Approvals arrive as
@@ -33,50 +31,37 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import ClassVar, NoReturn, TypeVar
+from typing import ClassVar, NoReturn, TypeVar, overload
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
-from temporalio.exceptions import TimeoutError as ActivityTimeoutError
+from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel, JsonValue, ValidationError
 
-    from tether.activities.governance import GovernanceActivities
     from tether.activities.payloads import (
-        DecideInput,
         ModelCallInput,
         ModelCallResult,
         StepRef,
-        ToolCall,
     )
     from tether.activities.tools import spec_of
     from tether.core.gateway_config import DATA_CLASSES
     from tether.errors import ErrorType
-    from tether.governance.approvals import ApprovalDecision, PendingApproval
-    from tether.governance.types import Tier
-    from tether.verification.events import canonical_json, digest
-    from tether.workflows.edits import EDIT_PATCH, ApprovalEdits
+    from tether.governance.approvals import PendingApproval
     from tether.workflows.errors import (
-        ActionAmbiguous,
-        ActionDenied,
+        ActionMisdeclared,
         BudgetExceeded,
         ModelOutputInvalid,
     )
     from tether.workflows.recovery import Check, RecoveryLadder
-    from tether.workflows.tool_calls import ToolSteps, effect_key
+    from tether.workflows.steps import EFFECT_PATCH, GovernedCalls
 
 M = TypeVar("M", bound=BaseModel)
 R = TypeVar("R", bound=BaseModel)
 
 LOCAL = timedelta(seconds=30)
-EFFECT_PATCH = "stable-effect-key"
 STEP_OFFSET = "tether_step_offset"
 """Memo key: the steps of the runs before this one (`AgentWorkflow.continue_as_new`)."""
-TOOL_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=10)
-ONCE = RetryPolicy(maximum_attempts=1)
-"""Side-effecting tools that do not honour an idempotency key are never retried."""
 
 
 class Budget(BaseModel):
@@ -109,7 +94,7 @@ class AgentStatus(BaseModel):
     waiting_since: datetime | None = None
 
 
-class AgentWorkflow(ApprovalEdits, RecoveryLadder, ToolSteps):
+class AgentWorkflow(GovernedCalls, RecoveryLadder):
     """Base class: subclass it, set `agent`, decorate with `@workflow.defn(name=...)`."""
 
     agent: ClassVar[str] = "agent:unnamed"
@@ -247,87 +232,64 @@ class AgentWorkflow(ApprovalEdits, RecoveryLadder, ToolSteps):
 
     # -- act: a governed tool call -------------------------------------------------------
 
+    @overload
     async def act(
         self,
-        action: str,
-        *,
-        resource: str,
         tool: Callable[..., Awaitable[R]],
         args: BaseModel,
+        /,
+        *,
+        action: str | None = None,
+        resource: str | None = None,
+        context: dict[str, JsonValue] | None = None,
+    ) -> R: ...
+
+    @overload
+    async def act(
+        self,
+        action: str | None = None,
+        /,
+        *,
+        tool: Callable[..., Awaitable[R]],
+        args: BaseModel,
+        resource: str | None = None,
+        context: dict[str, JsonValue] | None = None,
+    ) -> R: ...
+
+    async def act(
+        self,
+        first: Callable[..., Awaitable[R]] | str | None = None,
+        second: BaseModel | None = None,
+        /,
+        *,
+        tool: Callable[..., Awaitable[R]] | None = None,
+        args: BaseModel | None = None,
+        action: str | None = None,
+        resource: str | None = None,
         context: dict[str, JsonValue] | None = None,
     ) -> R:
-        """decide → (notify | wait for approval | deny) → execute the tool → record."""
-        spec = spec_of(tool)
-        ref = self._ref()
-        args_json: dict[str, JsonValue] = args.model_dump(mode="json")
-        if workflow.patched(EFFECT_PATCH):
-            key = effect_key(
-                workflow.info(), ref.step, spec.name, args_json, carried=self._step_offset > 0
+        """`act(Tools.method, Args(...))`: decide → (notify | wait for approval | deny) →
+        execute the tool → record (`workflows.steps`).
+
+        The action, resource and policy context are the tool's (`@tool(action=...,
+        resource=..., context=...)`) over these arguments. `context` may add keys, never
+        contradict an argument; an `action` or `resource` given (the older form
+        `act("payments.pay", resource=..., tool=..., args=...)`) must be the tool's.
+        Otherwise the step is refused and recorded: ActionMisdeclared.
+        """
+        if isinstance(first, str):
+            action = first
+        elif first is not None:
+            tool = first
+        args = second if second is not None else args
+        if tool is None or args is None:
+            raise ActionMisdeclared(
+                f"act() needs a tool and its arguments, got tool={tool!r}, args={args!r}; "
+                "call act(Tools.method, Args(...))"
             )
-            ref = ref.model_copy(update={"effect": key})
-        summary = canonical_json(args_json)
-        decision = await workflow.execute_local_activity_method(
-            GovernanceActivities.decide_step,
-            DecideInput(
-                ref=ref,
-                action=action,
-                resource=resource,
-                context=context or {},
-                args_digest=digest(args_json),
-                args_summary=summary[:500],
-                governed=self.governed,
-                inputs=list(self._inputs),
-                effect_key=ref.effect,
-            ),
-            start_to_close_timeout=LOCAL,
+        result: R = await self._govern(
+            spec_of(tool), args, action=action, resource=resource, context=context
         )
-        if decision.tier is Tier.DENY:
-            raise ActionDenied(
-                f"policy denies {action!r} on {resource!r}: {decision.reason}", decision.rule
-            )
-        grants: list[ApprovalDecision] = []
-        if decision.tier is Tier.APPROVE:
-            grants = await self._await_approval(
-                ref, action, resource, args_json, summary, decision, spec
-            )
-            if grants:
-                # The approval covers the arguments as approved: read them again now, and
-                # if they changed while the request waited, govern them as a new step.
-                dispatched: dict[str, JsonValue] = args.model_dump(mode="json")
-                if digest(dispatched) != grants[0].args_digest:
-                    await self._record_invalidated(ref, action, resource, decision, dispatched)
-                    return await self.act(
-                        action, resource=resource, tool=tool, args=args, context=context
-                    )
-                edit = next((g for g in grants if g.edits), None)
-                if edit is not None and workflow.patched(EDIT_PATCH):
-                    args_json, decision, grants = await self._decide_edit(
-                        ref, action, resource, spec, args_json, context or {}, decision, edit
-                    )
-        call = ToolCall(
-            ref=ref,
-            tool=spec.name,
-            action=action,
-            resource=resource,
-            args=args_json,
-            decision=decision,
-            record=self.governed,
-            approvals=grants,
-        )
-        try:
-            result: R = await self._run_tool(spec, call, TOOL_RETRY if spec.idempotent else ONCE)
-        except ActivityError as exc:
-            if spec.side_effect and isinstance(exc.cause, ActivityTimeoutError):
-                await self._record_ambiguous(call, decision)
-                raise ActionAmbiguous(
-                    f"{action!r} on {resource!r} timed out after it was dispatched; whether it "
-                    f"took effect is unknown. Check the target system (idempotency key "
-                    f"{ref.effect_key()!r}) before acting again"
-                ) from None
-            raise
-        self._inputs.append(f"step:{ref.step}:{digest(result.model_dump(mode='json'))}")
-        if decision.tier is Tier.NOTIFY:
-            await self._notify(ref, action, resource, spec, args_json, decision, result)
         return result
 
     @workflow.query(name="status")

@@ -76,19 +76,9 @@ class AgentLoopWorkflow(AgentWorkflow):
             args = spec.args_type.model_validate(turn.args)
         except ValidationError as exc:
             return f"arguments for {turn.tool!r} are invalid: {exc.errors()[0]['msg']}"
-        fields: dict[str, JsonValue] = args.model_dump(mode="json")
         try:
-            resource = spec.resource.format(**fields)
-        except (KeyError, IndexError) as exc:
-            return f"arguments for {turn.tool!r} lack {exc}"
-        try:
-            result = await self.act(
-                spec.action,
-                resource=resource,
-                tool=_ByName(spec.name),
-                args=args,
-                context=fields,
-            )
+            # The tool's declaration and the arguments give action, resource and context.
+            result = await self.act(_ByName(spec.name), args)
         except ActionDenied as exc:
             return f"{turn.tool} denied by policy: {exc.message}"
         except ActionRejected as exc:

@@ -18,6 +18,18 @@ class ActionDenied(ApplicationError):
         self.rule = rule
 
 
+class ActionMisdeclared(ActionDenied):
+    """`act()` was given an action or resource the tool does not declare, or a context
+    that contradicts its arguments: refused (and recorded), never used. A subclass of
+    ActionDenied, so code that handles denials handles it; `rule` is `misdeclared-step`."""
+
+    def __init__(self, message: str, rule: str = "") -> None:
+        ApplicationError.__init__(
+            self, message, rule, type=ErrorType.ACTION_MISDECLARED, non_retryable=True
+        )
+        self.rule = rule
+
+
 class ActionRejected(ApplicationError):
     def __init__(self, message: str, reason: str = "") -> None:
         super().__init__(message, reason, type=ErrorType.ACTION_REJECTED, non_retryable=True)

@@ -176,6 +176,7 @@ class PaymentTools:
     @tool(
         action="payments.pay",
         resource="vendor/{vendor}",
+        context={"amount": float},
         side_effect=True,
         idempotent=True,
         compensate="refund_vendor",
@@ -190,7 +191,13 @@ class PaymentTools:
             await asyncio.sleep(self.bank.settle_seconds)
         return receipt
 
-    @tool(action="payments.refund", resource="vendor/{vendor}", side_effect=True, idempotent=True)
+    @tool(
+        action="payments.refund",
+        resource="vendor/{vendor}",
+        context={"amount": float},
+        side_effect=True,
+        idempotent=True,
+    )
     async def refund_vendor(self, args: Payment) -> Refund:
         """Undo `pay_vendor`: refund the payment of the step being compensated."""
         ctx = tool_context()
@@ -201,11 +208,16 @@ class PaymentTools:
             )
         return await asyncio.to_thread(self.bank.refund, ctx.idempotency_key, ctx.compensates)
 
-    @tool(action="vendors.update_bank_details", resource="vendor/{vendor}", side_effect=True)
+    @tool(
+        action="vendors.update_bank_details",
+        resource="vendor/{vendor}",
+        context=(),  # the policy decides on who, not on the account number
+        side_effect=True,
+    )
     async def update_bank_details(self, args: BankChange) -> BankChangeResult:
         return BankChangeResult(vendor=args.vendor, changed=True)
 
-    @tool(action="bench.touch", resource="vendor/{vendor}")
+    @tool(action="bench.touch", resource="vendor/{vendor}", context=())
     async def touch(self, args: BankChange) -> BankChangeResult:
         """A no-op tool, the subject of the workflow benchmark."""
         return BankChangeResult(vendor=args.vendor, changed=False)

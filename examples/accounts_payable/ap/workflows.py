@@ -57,25 +57,20 @@ class PayInvoiceWorkflow(AgentWorkflow):
             invoice_id=fields.invoice_id, vendor=fields.vendor, amount=fields.amount, status="paid"
         )
         try:
+            # The tool's declaration and the arguments give the action, the resource and
+            # the policy context (here the amount): nothing to restate, nothing to get wrong.
             if fields.new_bank_account:
                 await self.act(
-                    "vendors.update_bank_details",
-                    resource=f"vendor/{fields.vendor}",
-                    tool=PaymentTools.update_bank_details,
-                    args=BankChange(vendor=fields.vendor, new_account=fields.new_bank_account),
+                    PaymentTools.update_bank_details,
+                    BankChange(vendor=fields.vendor, new_account=fields.new_bank_account),
                 )
-            receipt = await self.act(
-                "payments.pay",
-                resource=f"vendor/{fields.vendor}",
-                tool=PaymentTools.pay_vendor,
-                args=Payment(
-                    vendor=fields.vendor,
-                    amount=fields.amount,
-                    invoice_id=fields.invoice_id,
-                    currency=fields.currency,
-                ),
-                context={"amount": fields.amount},
+            payment = Payment(
+                vendor=fields.vendor,
+                amount=fields.amount,
+                invoice_id=fields.invoice_id,
+                currency=fields.currency,
             )
+            receipt = await self.act(PaymentTools.pay_vendor, payment)
         except ActionDenied as exc:
             return result.model_copy(update={"status": "denied", "message": exc.message})
         except ActionHalted as exc:  # a kill switch, not a person, stopped the payment
