@@ -6,11 +6,13 @@ Sessions: signing out closes the session (the old cookie no longer opens the inb
 changed password closes the sessions opened with the old one, a throttled sign-in says
 when to try again. Single sign-on through the test's OIDC provider. Where each person
 lands, and a requester's own requests. The kill switch from pick-list to confirmation,
-banner and the halted run, and its release.
+banner and the halted run, and its release. A flag from the notify feed, confirmed on a
+page that says what the compensation will undo.
 """
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,13 +23,14 @@ from pydantic import SecretStr
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from tests.conftest import free_port
+from tests.conftest import bank_of, free_port, start_invoice
 from tests.console_axe import assert_accessible
 from tests.console_helpers import awaiting_approval, console_settings, password, serve_asgi
 from tests.oidc_provider import CLIENT_ID, CLIENT_SECRET, Provider, oidc_provider
 from tether.console import create_app, hash_password
 from tether.console.auth import COOKIE
 from tether.core.config import Settings
+from tether.governance.feed import FeedStore
 from tether.worker import Runtime
 
 pytest_plugins = ["tests.console_fixtures"]
@@ -280,4 +283,54 @@ async def test_the_kill_switch_from_pick_list_to_a_halted_run_and_release(
     await olga.goto("/kill")
     await expect(olga.locator("#none-engaged")).to_be_visible()
     await assert_accessible(olga, "the kill switch released")
+    await context.close()
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+async def test_a_flag_is_confirmed_with_what_it_undoes_then_refunds(
+    client: Client,
+    csettings: Settings,
+    crt: Runtime,
+    cworker: Worker,
+    chromium: Browser,
+    width: int,
+) -> None:
+    # Everyone audits here (the default), so the feed links each row to its run.
+    auditing = csettings.model_copy(update={"console_auditor_roles": []})
+    handle = await start_invoice(client, csettings, "INV-1002", started_by="user:dana")
+    assert (await handle.result()).status == "paid"
+    feed = FeedStore(crt.ledger.engine)
+    for _ in range(200):
+        if any(n.workflow_id == handle.id for n in feed.list_feed(100)):
+            break
+        await asyncio.sleep(0.05)
+    port = free_port()
+    with serve_asgi(create_app(auditing), "console server", port):
+        await _flag(chromium, f"http://127.0.0.1:{port}", width, crt, handle.id)
+
+
+async def _flag(chromium: Browser, base_url: str, width: int, crt: Runtime, run: str) -> None:
+    context, alice = await opened(chromium, base_url, width)
+    await alice.goto("/feed")
+    await sign_in(alice, "user:alice")
+    row = alice.locator(f'#feed tr[data-workflow="{run}"]')
+    await expect(row.locator("th")).to_have_text("Pay $4,800.00 to northwind for INV-1002")
+    await expect(row.locator(f'a[href="/runs/{run}"]')).to_be_visible()
+    await expect(row.locator("time.countdown")).to_be_visible()  # the window's time left
+    await assert_accessible(alice, "the notify feed")
+    await row.get_by_label("Reason to flag Pay $4,800.00 to northwind for INV-1002").fill(
+        "northwind was paid twice this month"
+    )
+    await row.get_by_role("button", name="Flag…").click()
+    await expect(alice.locator("h1")).to_have_text("Confirm the flag")
+    await expect(alice.locator("#flag-undoes")).to_contain_text("refund_vendor")
+    await expect(alice.locator("#flag-reason")).to_have_text("northwind was paid twice this month")
+    assert bank_of(crt).refunds("INV-1002") == []  # nothing is flagged before the confirmation
+    await assert_accessible(alice, "the flag's confirmation")
+    await alice.get_by_role("button", name="Flag and undo").click()
+    await expect(alice.locator("#result")).to_contain_text("Flagged: compensated")
+    await assert_accessible(alice, "a flag done")
+    assert len(bank_of(crt).refunds("INV-1002")) == 1
+    await alice.goto("/feed")
+    await expect(row).to_contain_text("compensated by user:alice")
     await context.close()
