@@ -154,7 +154,7 @@ async def test_a_new_request_is_announced_without_reload_or_lost_focus(
     await second.cancel()
 
 
-SHOTS = ("login", "inbox", "request", "run", "kill", "inbox-390")
+SHOTS = ("login", "inbox", "request", "run", "feed", "kill", "inbox-390")
 
 
 async def test_screenshots_of_the_main_pages(
@@ -170,6 +170,8 @@ async def test_screenshots_of_the_main_pages(
     them to docs/images/; otherwise to a temporary folder, to check they still draw)."""
     folder = ROOT / "docs" / "images" if os.environ.get("TETHER_SCREENSHOTS") else tmp_path
     folder.mkdir(parents=True, exist_ok=True)
+    notified = await start_invoice(client, csettings, "INV-1002", started_by="user:dana")
+    assert (await notified.result()).status == "paid"
     handle, pending = await awaiting_approval(client, csettings, crt, "INV-1003", "user:bob")
 
     async def shoot(page: Page, name: str) -> None:
@@ -192,6 +194,12 @@ async def test_screenshots_of_the_main_pages(
     await shoot(alice, "request")
     await alice.goto(f"/runs/{handle.id}")
     await shoot(alice, "run")
+    await alice.set_viewport_size({"width": 1000, "height": 420})
+    await alice.goto("/feed")
+    await expect(alice.locator("#feed th.title")).to_contain_text(
+        "Pay $4,800.00 to northwind for INV-1002"
+    )
+    await shoot(alice, "feed")
     await alice.set_viewport_size({"width": 390, "height": 700})
     await alice.goto("/inbox")
     await shoot(alice, "inbox-390")
