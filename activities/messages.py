@@ -3,12 +3,12 @@
 Channels (settings): e-mail over SMTP to each person of the request's approver role who
 has an address (`approval_email_addresses`), Slack incoming webhooks per approver role
 (`approval_slack_webhooks`), Slack's Web API (`chat.postMessage`, `activities.slack`) to a
-channel per approver role (every approver's link) or per person (their own link only;
-`approval_slack_channels`, with `approval_slack_token`) and signed JSON webhooks per role (`approval_webhooks`,
-HMAC-SHA256 headers like the notify webhook's). Every message carries, per person, a
-signed one-time link `<console_public_url>/r/<token>` (`governance.links`) bound to the
-request and that person and expiring with the request's deadline: it opens the request
-page after sign-in and never decides by itself.
+channel per approver role (every approver's link) or person (their own link only;
+`approval_slack_channels`, `approval_slack_token`), and signed JSON webhooks per role
+(`approval_webhooks`, HMAC-SHA256 headers like the notify webhook's). Every message
+carries, per person, a signed one-time link `<console_public_url>/r/<token>`
+(`governance.links`) bound to the request and that person and expiring with the
+request's deadline: it opens the request page after sign-in and never decides by itself.
 
 Contract: `send_approval_messages` is a regular activity the workflow starts beside the
 approval wait (and cancels once the request is decided). Idempotent by request id and
@@ -369,7 +369,8 @@ def eligible(pending: PendingApproval) -> list[str]:
 
 
 def headline(pending: PendingApproval) -> str:
-    return f"{pending.action} on {pending.resource}"
+    """The tool's title ("Pay $25,000.00 to globex for INV-1003"), else action on resource."""
+    return pending.headline
 
 
 def describe(pending: PendingApproval) -> str:

@@ -124,7 +124,8 @@ async def test_an_approval_goes_to_a_role_channel_and_a_persons_own_channel(
         assert headers["authorization"] == f"Bearer {TOKEN}"
         assert headers["content-type"].startswith("application/json")
         text = str(role_message["text"])
-        assert "*Approval needed:*" in text and "payments.pay" in text
+        assert "*Approval needed:* Pay $25,000.00 to globex for INV-1003" in text
+        assert "payments.pay on vendor/globex" in text
         assert "Open as alice" in text and "Open as bob" in text  # every approver's link
         # alice's own channel holds her link only, signed for her and this request.
         own = str(sent["D-ALICE"][1]["text"])
