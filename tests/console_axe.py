@@ -3,7 +3,8 @@
 no page wider than its window.
 
 `problems(page, what)` lists what is wrong with the page as it is now, at its current
-width; `assert_accessible(page, what)` fails the test on any of it; `Walk` checks one
+width; `assert_accessible(page, what)` fails the test on any of it (and
+`assert_accessible_without_script` does so for a page of a context without JavaScript); `Walk` checks one
 page state at both widths (1280 px and 390 px) and collects every problem, so one run
 reports them all.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from axe_playwright_python.async_playwright import Axe
-from playwright.async_api import Page
+from playwright.async_api import Browser, Page, Route
 
 WIDTHS = {"desktop": (1280, 900), "phone": (390, 844)}
 BLOCKING = ("serious", "critical")
@@ -60,3 +61,23 @@ class Walk:
     async def visit(self, page: Page, path: str, what: str = "") -> None:
         await page.goto(path)
         await self.check(page, what or path)
+
+
+async def assert_accessible_without_script(browser: Browser, page: Page, what: str) -> None:
+    """`assert_accessible` for a page whose context runs no JavaScript (axe needs it): its
+    HTML as served, opened at the same address and width in a context that runs scripts."""
+    html = await page.content()
+    size = page.viewport_size or {"width": 1280, "height": 900}
+    context = await browser.new_context(viewport=size)
+    try:
+        copy = await context.new_page()
+        url = page.url
+
+        async def served(route: Route) -> None:
+            await route.fulfill(body=html, content_type="text/html; charset=utf-8")
+
+        await copy.route(url, served)
+        await copy.goto(url)
+        await assert_accessible(copy, what)
+    finally:
+        await context.close()

@@ -17,7 +17,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from tests.conftest import bank_of
-from tests.console_axe import assert_accessible
+from tests.console_axe import assert_accessible, assert_accessible_without_script
 from tests.console_helpers import XSS, awaiting_approval, console_settings, password
 from tether.core.config import Settings
 from tether.worker import Runtime
@@ -69,6 +69,7 @@ async def test_approve_in_the_browser_and_watch_the_run_complete(
     await bob.goto(f"/requests/{pending.request_id}")
     await expect(bob.locator("p.error")).to_contain_text("is not waiting for your decision")
     await expect(bob.locator("form#decide")).to_have_count(0)
+    await assert_accessible(bob, "a request not offered")
 
     alice = await signed_in(chromium, base_url, "user:alice")
     row = alice.locator(f'tr[data-request="{pending.request_id}"]')
@@ -85,12 +86,14 @@ async def test_approve_in_the_browser_and_watch_the_run_complete(
     await expect(args).to_contain_text("INV-1003")
     await expect(args).to_contain_text("globex")
     await expect(alice.locator("#influences")).to_contain_text("model call")
+    await assert_accessible(alice, "a pending request")
     await alice.fill("textarea[name=comment]", "PO 4711 matches")
     await alice.click("button.approve")
     # The decision redirects to the request's page, now decided (reloading posts nothing).
     await expect(alice.locator("#decided h2")).to_have_text("Approved")
     await expect(alice.locator("#decided-by")).to_have_text("user:alice")
     await expect(alice.locator("#decided-comment")).to_have_text("PO 4711 matches")
+    await assert_accessible(alice, "an approved request")
     await alice.reload()
     await expect(alice.locator("#decided-by")).to_have_text("user:alice")
     await alice.click(f"a[href='/runs/{handle.id}']")
@@ -115,11 +118,15 @@ async def test_a_rejection_reason_reaches_the_agent_without_javascript(
     await bob.click(f'tr[data-request="{pending.request_id}"] a.open')
     await bob.click("button.reject")  # no reason: refused by the console, nothing sent
     await expect(bob.locator("#refused")).to_contain_text("needs a reason")
+    await assert_accessible_without_script(
+        chromium, bob, "a rejection refused for want of a reason"
+    )
     await bob.fill("textarea[name=comment]", "duplicate of INV-0999")
     await bob.click("button.reject")
     await expect(bob.locator("#decided")).to_have_class(re.compile(r"\brejected\b"))
     await expect(bob.locator("#decided-by")).to_have_text("user:bob")
     await expect(bob.locator("#decided-comment")).to_have_text("duplicate of INV-0999")
+    await assert_accessible_without_script(chromium, bob, "a rejected request")
     result = await handle.result()
     assert result.status == "rejected"
     assert "duplicate of INV-0999" in result.message
@@ -147,6 +154,7 @@ async def test_a_script_in_a_tool_argument_renders_as_text(
     assert await alice.locator("h1 script").count() == 0
     assert await alice.locator("#arguments script").count() == 0
     assert dialogs == []
+    await assert_accessible(alice, "a request with a script in an argument")
     await handle.cancel()
 
 
