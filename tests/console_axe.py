@@ -4,9 +4,9 @@ no page wider than its window.
 
 `problems(page, what)` lists what is wrong with the page as it is now, at its current
 width; `assert_accessible(page, what)` fails the test on any of it (and
-`assert_accessible_without_script` does so for a page of a context without JavaScript); `Walk` checks one
-page state at both widths (1280 px and 390 px) and collects every problem, so one run
-reports them all.
+`assert_accessible_without_script` for a page of a context without JavaScript); `Walk`
+checks one page state at both widths (1280 px and 390 px) and collects every problem, so
+one run reports them all.
 """
 
 from __future__ import annotations
