@@ -2,11 +2,13 @@
 
 Channels (settings): e-mail over SMTP to each person of the request's approver role who
 has an address (`approval_email_addresses`), Slack incoming webhooks per approver role
-(`approval_slack_webhooks`) and signed JSON webhooks per role (`approval_webhooks`,
-HMAC-SHA256 headers like the notify webhook's). Every message carries, per person, a
-signed one-time link `<console_public_url>/r/<token>` (`governance.links`) bound to the
-request and that person and expiring with the request's deadline: it opens the request
-page after sign-in and never decides by itself.
+(`approval_slack_webhooks`), Slack's Web API (`chat.postMessage`, `activities.slack`) to a
+channel per approver role (every approver's link) or person (their own link only;
+`approval_slack_channels`, `approval_slack_token`), and signed JSON webhooks per role
+(`approval_webhooks`, HMAC-SHA256 headers like the notify webhook's). Every message
+carries, per person, a signed one-time link `<console_public_url>/r/<token>`
+(`governance.links`) bound to the request and that person and expiring with the
+request's deadline: it opens the request page after sign-in and never decides by itself.
 
 Contract: `send_approval_messages` is a regular activity the workflow starts beside the
 approval wait (and cancels once the request is decided). Idempotent by request id and
@@ -43,6 +45,7 @@ from tether.activities.notify import (
     TIMESTAMP_HEADER,
     sign_webhook,
 )
+from tether.activities.slack import SlackError, post_message
 from tether.core.config import Settings
 from tether.governance.approvals import AGENT_PREFIX, PendingApproval
 from tether.governance.links import issue_link, link_url
@@ -79,7 +82,8 @@ class SmtpConfig:
 @dataclass(frozen=True)
 class Delivery:
     name: str
-    """Stable within a request: 'email:<person>', 'slack:<role>', 'webhook:<role>'."""
+    """Stable within a request: 'email:<person>', 'slack:<role>', 'webhook:<role>',
+    'slack-api:<role or person>'."""
     recipient: str
     send: Callable[[], None]
 
@@ -104,6 +108,9 @@ class MessageActivities:
         slack: dict[str, str] | None = None,
         webhooks: dict[str, str] | None = None,
         webhook_secret: str = "",
+        slack_channels: dict[str, str] | None = None,
+        slack_token: str = "",
+        slack_api: str = "https://slack.com/api",
         budget_seconds: float = 3600.0,
         timeout: float = 10.0,
     ) -> None:
@@ -115,6 +122,9 @@ class MessageActivities:
         self.slack = dict(slack or {})
         self.webhooks = dict(webhooks or {})
         self.webhook_secret = webhook_secret
+        self.slack_channels = dict(slack_channels or {}) if slack_token else {}
+        self.slack_token = slack_token
+        self.slack_api = slack_api
         self.budget_seconds = budget_seconds
         self.timeout = timeout
 
@@ -140,13 +150,17 @@ class MessageActivities:
             slack={role: url.get_secret_value() for role, url in s.approval_slack_webhooks.items()},
             webhooks=s.approval_webhooks,
             webhook_secret=s.approval_webhook_secret.get_secret_value(),
+            slack_channels=s.approval_slack_channels,
+            slack_token=s.approval_slack_token.get_secret_value(),
+            slack_api=s.approval_slack_api_url,
             budget_seconds=s.approval_message_budget_seconds,
         )
 
     @property
     def configured(self) -> bool:
         """Whether any channel is set (else the workflow starts no message activity)."""
-        return bool(self.link_secret and (self.emails or self.slack or self.webhooks))
+        channels = self.emails or self.slack or self.webhooks or self.slack_channels
+        return bool(self.link_secret and channels)
 
     @activity.defn(name="send_approval_messages")
     def send_approval_messages(self, inp: ApprovalMessageInput) -> ApprovalMessageResult:
@@ -209,6 +223,11 @@ class MessageActivities:
         role = pending.approver_role
         if role in self.slack and people:
             out.append(Delivery(f"slack:{role}", role, _bind(self._slack, pending, people)))
+        for route in [role, *people] if people else []:
+            if channel := self.slack_channels.get(route):
+                who = people if route == role else [route]
+                send = _bind(self._slack_api, pending, who, channel)
+                out.append(Delivery(f"slack-api:{route}", channel, send))
         if role in self.webhooks and people:
             out.append(Delivery(f"webhook:{role}", role, _bind(self._webhook, pending, people)))
         return out
@@ -259,11 +278,21 @@ class MessageActivities:
         except (smtplib.SMTPException, OSError) as exc:
             raise MessageError(f"SMTP {smtp.host}:{smtp.port} unreachable: {exc!r}") from None
 
-    def _slack(self, pending: PendingApproval, people: list[str]) -> None:
+    def _slack_text(self, pending: PendingApproval, people: list[str]) -> str:
         links = self.links(pending, people)
         opens = "  ".join(f"<{url}|Open as {p.split(':', 1)[-1]}>" for p, url in links.items())
-        text = f"*Approval needed:* {headline(pending)}\n{describe(pending)}\n{opens}"
+        return f"*Approval needed:* {headline(pending)}\n{describe(pending)}\n{opens}"
+
+    def _slack(self, pending: PendingApproval, people: list[str]) -> None:
+        text = self._slack_text(pending, people)
         self._post(self.slack[pending.approver_role], {"text": text}, {}, "Slack webhook")
+
+    def _slack_api(self, pending: PendingApproval, people: list[str], channel: str) -> None:
+        text = self._slack_text(pending, people)
+        try:
+            post_message(self.slack_api, self.slack_token, channel, text, timeout=self.timeout)
+        except SlackError as exc:
+            raise MessageError(str(exc), exc.permanent) from None
 
     def _webhook(self, pending: PendingApproval, people: list[str]) -> None:
         body: dict[str, JsonValue] = {
@@ -340,7 +369,8 @@ def eligible(pending: PendingApproval) -> list[str]:
 
 
 def headline(pending: PendingApproval) -> str:
-    return f"{pending.action} on {pending.resource}"
+    """The tool's title ("Pay $25,000.00 to globex for INV-1003"), else action on resource."""
+    return pending.headline
 
 
 def describe(pending: PendingApproval) -> str:

@@ -142,3 +142,21 @@ def render_title(template: str, args: Mapping[str, JsonValue]) -> str:
         return format_value(args.get(field.group(1)), field.group(2) or "")
 
     return _TOKEN.sub(one, template)[:200]
+
+
+def field_formats(title: str, key_fields: Iterable[str]) -> dict[str, str]:
+    """The format each argument is read with: its key field's `:FORMAT`, else the one the
+    title template gives it (`{amount:$}`); arguments named in neither are absent."""
+    formats: dict[str, str] = {}
+    try:
+        fields = template_fields(title) if title else []
+    except ValueError:
+        fields = []
+    for name, fmt in fields:
+        if fmt:
+            formats.setdefault(name, fmt)
+    for entry in key_fields:
+        parsed = _FIELD.match(entry)
+        if parsed is not None and parsed.group(2):
+            formats[parsed.group(1)] = parsed.group(2)
+    return formats

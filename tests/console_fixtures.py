@@ -43,8 +43,9 @@ def base_url(csettings: Settings) -> Iterator[str]:
         yield url
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 async def chromium() -> AsyncIterator[Browser]:
+    """One browser per test module (each test opens its own contexts in it)."""
     path = shutil.which("chromium")
     if path is None:
         pytest.fail("Debian's chromium is not installed: apt-get install -y chromium")

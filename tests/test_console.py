@@ -20,9 +20,10 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from typer.testing import CliRunner
 
-from tests.conftest import start_invoice
+from tests.conftest import bank_of, start_invoice
 from tests.console_helpers import XSS, awaiting_approval, csrf_of, password, serve, sign_in
 from tether.console import approve, audit, create_app, kill, signin
+from tether.console import feed as feed_pages
 from tether.console.auth import check_credential
 from tether.core.config import Settings
 from tether.governance.approvals import ApprovalStatus
@@ -49,6 +50,7 @@ async def test_every_state_changing_route_needs_a_session_and_its_csrf_token(
             *app.routes,
             *signin.router.routes,
             *approve.router.routes,
+            *feed_pages.router.routes,
             *kill.router.routes,
             *audit.router.routes,
         ]
@@ -314,25 +316,35 @@ async def test_notify_feed_flag_runs_the_compensation(
             if handle.id in feed.text and "/feed/flag" in feed.text:
                 break
             await asyncio.sleep(0.05)
-        assert "payments.pay" in feed.text and "ap-pay-medium" in feed.text
+        # Each row reads as the tool presents it, with its run.
+        assert "Pay $4,800.00 to northwind for INV-1002" in feed.text
+        assert "ap-pay-medium" in feed.text and f'href="/runs/{handle.id}"' in feed.text
         step = next(n.step for n in crt_feed(crt) if n.workflow_id == handle.id)
         blank = await alice.post(
             "/feed/flag",
             data={"workflow_id": handle.id, "step": str(step), "reason": " \t", "csrf": csrf},
         )
         assert blank.status_code == 400 and "needs a reason" in blank.text
-        flagged = await alice.post(
-            "/feed/flag",
-            data={"workflow_id": handle.id, "step": str(step), "reason": "wrong", "csrf": csrf},
-        )
+        form = {"workflow_id": handle.id, "step": str(step), "reason": "wrong", "csrf": csrf}
+        # The first post shows what the compensation will undo, and flags nothing.
+        asked = await alice.post("/feed/flag", data=form)
+        assert asked.status_code == 200 and "Confirm the flag" in asked.text
+        assert "compensation <strong>refund_vendor</strong>" in asked.text
+        assert "Pay $4,800.00 to northwind for INV-1002" in asked.text
+        window = FeedStore(crt.ledger.engine).get_review(review_id(handle.id, step))
+        assert window.status is ReviewStatus.OPEN and bank_of(crt).refunds("INV-1002") == []
+        flagged = await alice.post("/feed/flag", data={**form, "confirm": "1"})
         assert flagged.status_code == 200 and "Flagged: compensated" in flagged.text
         again = await alice.post(
             "/feed/flag",
-            data={"workflow_id": handle.id, "step": str(step), "reason": "again", "csrf": csrf},
+            data={**form, "reason": "again", "confirm": "1"},
         )
         assert again.status_code == 403 and "Refused" in again.text
+        confirm_again = await alice.post("/feed/flag", data={**form, "reason": "again"})
+        assert confirm_again.status_code == 403 and "Refused" in confirm_again.text
     window = FeedStore(crt.ledger.engine).get_review(review_id(handle.id, step))
     assert window.status is ReviewStatus.COMPENSATED and window.flagged_by == "user:alice"
+    assert len(bank_of(crt).refunds("INV-1002")) == 1
 
 
 def crt_feed(crt: Runtime) -> list[Notification]:

@@ -6,12 +6,12 @@ page that keeps the navigation; axe-core finds no serious or critical violation.
 from __future__ import annotations
 
 import pytest
-from axe_playwright_python.async_playwright import Axe
 from playwright.async_api import Browser, Error, Page, Response, expect
 from temporalio.client import Client
 from temporalio.worker import Worker
 
 from tests.conftest import start_invoice
+from tests.console_axe import assert_accessible
 from tests.console_helpers import awaiting_approval
 from tests.test_console_browser import csettings, signed_in  # noqa: F401 (fixtures)
 from tether.core.config import Settings
@@ -24,7 +24,7 @@ WIDTHS = (1280, 390)
 
 
 async def visit(page: Page, url: str) -> Response | None:
-    """`page.goto`, again when the inbox's own reload (every few seconds) aborted it."""
+    """`page.goto`, again when a navigation the page started itself aborted it."""
     for _ in range(3):
         try:
             return await page.goto(url)
@@ -35,15 +35,7 @@ async def visit(page: Page, url: str) -> Response | None:
 
 
 async def no_serious_violations(page: Page) -> None:
-    # The shared header (base.html, its contrast and nav) is the layout work's to check;
-    # these tests answer for the auditor pages' own content.
-    results = await Axe().run(page, context={"exclude": [["header"]]})
-    bad = [
-        (v["id"], v["impact"], [n["target"] for n in v["nodes"]][:3])
-        for v in results.response["violations"]
-        if v.get("impact") in ("serious", "critical")
-    ]
-    assert not bad, f"{page.url}: {bad}"
+    await assert_accessible(page, page.url)
 
 
 @pytest.mark.parametrize("width", WIDTHS)
@@ -68,7 +60,7 @@ async def test_an_open_wait_then_a_halt_on_the_run_page(
     ticks = await timeline.locator('text.tick[text-anchor="middle"]').all_text_contents()
     assert ticks and len(ticks) == len(set(ticks)), ticks
     await expect(carol.locator("#run-input")).to_contain_text("INV-1003")
-    # (axe runs once the run is over: while it runs, the page reloads itself)
+    await no_serious_violations(carol)  # the page updates in place while the run waits
 
     record = crt.kills.engage("agent", "agent:ap-clerk", reason="runaway", engaged_by="user:olga")
     assert (await halt_pending(client, crt.approvals, record)).halted == [handle.id]
@@ -126,5 +118,11 @@ async def test_content_opens_for_the_cleared_and_errors_keep_navigation(
         missing = await visit(carol, "/no/such/page")
         assert missing is not None and missing.status == 404
         await expect(carol.locator("#error-title")).to_have_text("Page not found")
+        await no_serious_violations(carol)
+        wrong = await visit(carol, "/logout")  # signing out is a form's POST
+        assert wrong is not None and wrong.status == 405
+        await expect(carol.locator("#person")).to_have_text("user:carol")
+        await no_serious_violations(carol)
+        await carol.go_back()
         await carol.locator("ul.next a", has_text="Search the runs").click()
         await expect(carol.locator("h1")).to_have_text("Runs")

@@ -17,6 +17,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from tests.conftest import bank_of
+from tests.console_axe import assert_accessible, assert_accessible_without_script
 from tests.console_helpers import XSS, awaiting_approval, console_settings, password
 from tether.core.config import Settings
 from tether.worker import Runtime
@@ -32,9 +33,13 @@ def csettings(settings: Settings, tmp_path: Path) -> Settings:
 
 
 async def signed_in(
-    browser: Browser, base_url: str, person: str, *, javascript: bool = True
+    browser: Browser, base_url: str, person: str, *, javascript: bool = True, width: int = 1280
 ) -> Page:
-    context = await browser.new_context(base_url=base_url, java_script_enabled=javascript)
+    context = await browser.new_context(
+        base_url=base_url,
+        java_script_enabled=javascript,
+        viewport={"width": width, "height": 900},
+    )
     page = await context.new_page()
     await page.goto("/inbox")
     await expect(page.locator("h1")).to_have_text("Sign in")
@@ -64,6 +69,7 @@ async def test_approve_in_the_browser_and_watch_the_run_complete(
     await bob.goto(f"/requests/{pending.request_id}")
     await expect(bob.locator("p.error")).to_contain_text("is not waiting for your decision")
     await expect(bob.locator("form#decide")).to_have_count(0)
+    await assert_accessible(bob, "a request not offered")
 
     alice = await signed_in(chromium, base_url, "user:alice")
     row = alice.locator(f'tr[data-request="{pending.request_id}"]')
@@ -80,12 +86,14 @@ async def test_approve_in_the_browser_and_watch_the_run_complete(
     await expect(args).to_contain_text("INV-1003")
     await expect(args).to_contain_text("globex")
     await expect(alice.locator("#influences")).to_contain_text("model call")
+    await assert_accessible(alice, "a pending request")
     await alice.fill("textarea[name=comment]", "PO 4711 matches")
     await alice.click("button.approve")
     # The decision redirects to the request's page, now decided (reloading posts nothing).
     await expect(alice.locator("#decided h2")).to_have_text("Approved")
     await expect(alice.locator("#decided-by")).to_have_text("user:alice")
     await expect(alice.locator("#decided-comment")).to_have_text("PO 4711 matches")
+    await assert_accessible(alice, "an approved request")
     await alice.reload()
     await expect(alice.locator("#decided-by")).to_have_text("user:alice")
     await alice.click(f"a[href='/runs/{handle.id}']")
@@ -110,11 +118,15 @@ async def test_a_rejection_reason_reaches_the_agent_without_javascript(
     await bob.click(f'tr[data-request="{pending.request_id}"] a.open')
     await bob.click("button.reject")  # no reason: refused by the console, nothing sent
     await expect(bob.locator("#refused")).to_contain_text("needs a reason")
+    await assert_accessible_without_script(
+        chromium, bob, "a rejection refused for want of a reason"
+    )
     await bob.fill("textarea[name=comment]", "duplicate of INV-0999")
     await bob.click("button.reject")
     await expect(bob.locator("#decided")).to_have_class(re.compile(r"\brejected\b"))
     await expect(bob.locator("#decided-by")).to_have_text("user:bob")
     await expect(bob.locator("#decided-comment")).to_have_text("duplicate of INV-0999")
+    await assert_accessible_without_script(chromium, bob, "a rejected request")
     result = await handle.result()
     assert result.status == "rejected"
     assert "duplicate of INV-0999" in result.message
@@ -142,6 +154,7 @@ async def test_a_script_in_a_tool_argument_renders_as_text(
     assert await alice.locator("h1 script").count() == 0
     assert await alice.locator("#arguments script").count() == 0
     assert dialogs == []
+    await assert_accessible(alice, "a request with a script in an argument")
     await handle.cancel()
 
 
@@ -164,7 +177,9 @@ async def test_approve_with_a_raise_in_the_browser_is_decided_anew_and_paid_once
     await alice.get_by_label("amount").fill("120000")
     await alice.fill("textarea[name=comment]", "late fee agreed with globex")
     await alice.click("button.approve")
-    await expect(alice.locator("#edited")).to_contain_text("amount from 25000.0 to 120000.0")
+    # The values as the tool's presentation reads them (its key field "amount:$").
+    await expect(alice.locator("#edited")).to_contain_text("amount from $25,000.00 to $120,000.00")
+    await assert_accessible(alice, "a request edited into another rule")
     olga = await signed_in(chromium, base_url, "user:olga")
     reopened = olga.get_by_role("link", name="Decide: Pay $120,000.00 to globex for INV-1003")
     await expect(reopened).to_be_visible()
@@ -172,8 +187,12 @@ async def test_approve_with_a_raise_in_the_browser_is_decided_anew_and_paid_once
     await expect(olga.locator("#rule")).to_have_text("ap-pay-huge")
     await expect(olga.locator("#edited")).to_contain_text("user:alice")
     await expect(olga.locator("fieldset#edits")).to_have_count(0)  # a re-decision is as is
+    await assert_accessible(olga, "an edit decided anew")
     await olga.click("button.approve")
     await expect(olga.locator("#decided-by")).to_have_text("user:olga")
+    await expect(olga.locator("#decided-edits")).to_have_text(
+        "With changes: amount from $25,000.00 to $120,000.00."
+    )
     result = await handle.result()
     assert result.status == "paid" and result.receipt_id
     # The bank paid the edited amount, once; the run's ledger shows the edit.
@@ -185,3 +204,38 @@ async def test_approve_with_a_raise_in_the_browser_is_decided_anew_and_paid_once
     assert executed.payload["args_digest"] == edited.payload["edited_digest"]
     await olga.goto(f"/runs/{handle.id}")
     await expect(olga.locator('#events tr[data-kind="approval.edited"]')).to_have_count(1)
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+async def test_approve_with_a_cut_shows_both_amounts_formatted_and_pays_the_cut(
+    client: Client,
+    csettings: Settings,
+    crt: Runtime,
+    cworker: Worker,
+    base_url: str,
+    chromium: Browser,
+    width: int,
+) -> None:
+    handle, pending = await awaiting_approval(client, csettings, crt, "INV-1003", "user:bob")
+    alice = await signed_in(chromium, base_url, "user:alice", width=width)
+    await alice.goto(f"/requests/{pending.request_id}")
+    await expect(alice.locator("fieldset#edits")).to_be_visible()
+    await assert_accessible(alice, "a request with an editable amount")
+    # A cut never lowers the tier: alice's approval (bound to the edited arguments) stands.
+    await alice.get_by_label("amount").fill("4,800")
+    await alice.fill("textarea[name=comment]", "credit note CN-17 applied")
+    await alice.click("button.approve")
+    await expect(alice.locator("#decided h2")).to_have_text("Approved")
+    await expect(alice.locator("#decided-edits")).to_have_text(
+        "With changes: amount from $25,000.00 to $4,800.00."
+    )
+    await expect(alice.locator("#edited")).to_contain_text("amount from $25,000.00 to $4,800.00")
+    await expect(alice.locator("#decided")).not_to_contain_text("4800.0")
+    await assert_accessible(alice, "a request approved with a cut")
+    assert (await handle.result()).status == "paid"
+    assert bank_of(crt).payments("INV-1003") == 1
+    events = crt.ledger.events(handle.id)
+    (edited,) = [e for e in events if e.kind == "approval.edited"]
+    assert edited.payload["edits"] == {"amount": 4800.0}
+    (executed,) = [e for e in events if e.kind == "tool.executed"]
+    assert executed.payload["args_digest"] == edited.payload["edited_digest"]

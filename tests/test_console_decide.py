@@ -110,7 +110,7 @@ async def test_approve_with_an_edit_pays_the_edited_amount_once_and_records_it(
         assert result.status == "paid" and result.receipt_id
         assert paid(crt, "INV-1003") == [24000.0]
         page = (await alice.get(done.headers["location"])).text
-        assert "Edited before approval" in page and "<ins>24000.0</ins>" in page
+        assert "Edited before approval" in page and "<ins>$24,000.00</ins>" in page
     events = crt.ledger.events(handle.id)
     (edited,) = [e for e in events if e.kind == "approval.edited"]
     assert edited.actor == "user:alice"

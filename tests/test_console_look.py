@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from axe_playwright_python.async_playwright import Axe
 from playwright.async_api import Browser, Page, expect
 from temporalio.client import Client
 from temporalio.worker import Worker
 
 from tests.conftest import start_invoice
+from tests.console_axe import Walk
 from tests.console_helpers import (
     awaiting_approval,
     console_settings,
@@ -38,8 +37,6 @@ from tether.worker import Runtime
 pytest_plugins = ["tests.console_fixtures"]
 
 ROOT = Path(__file__).resolve().parent.parent
-WIDTHS = {"desktop": (1280, 900), "phone": (390, 844)}
-BLOCKING = ("serious", "critical")
 
 
 @pytest.fixture
@@ -59,39 +56,6 @@ async def browse(browser: Browser, base_url: str, person: str | None) -> Page:
         await page.click("form.card button[type=submit]")
         await expect(page.locator("#person")).to_have_text(person)
     return page
-
-
-class Walk:
-    """Checks pages at both widths; collects every problem, so one run reports them all."""
-
-    def __init__(self) -> None:
-        self.axe = Axe()
-        self.problems: list[str] = []
-        self.pages: list[str] = []
-
-    async def check(self, page: Page, what: str) -> None:
-        self.pages.append(what)
-        for name, (width, height) in WIDTHS.items():
-            await page.set_viewport_size({"width": width, "height": height})
-            results = await self.axe.run(page)
-            response: dict[str, Any] = results.response
-            for v in response["violations"]:
-                if v["impact"] in BLOCKING:
-                    targets = [", ".join(map(str, n["target"])) for n in v["nodes"]][:4]
-                    self.problems.append(
-                        f"{what} at {width}px: {v['id']} ({v['impact']}): {v['help']} {targets}"
-                    )
-            if name == "phone":
-                wide = await page.evaluate(
-                    "[document.documentElement.scrollWidth, window.innerWidth]"
-                )
-                if wide[0] > wide[1]:
-                    self.problems.append(f"{what} at {width}px is {wide[0]}px wide")
-        await page.set_viewport_size({"width": 1280, "height": 900})
-
-    async def visit(self, page: Page, path: str, what: str = "") -> None:
-        await page.goto(path)
-        await self.check(page, what or path)
 
 
 async def test_every_page_passes_axe_at_1280_and_390_px(
@@ -190,7 +154,7 @@ async def test_a_new_request_is_announced_without_reload_or_lost_focus(
     await second.cancel()
 
 
-SHOTS = ("login", "inbox", "request", "run", "kill", "inbox-390")
+SHOTS = ("login", "inbox", "request", "run", "feed", "kill", "inbox-390")
 
 
 async def test_screenshots_of_the_main_pages(
@@ -206,6 +170,8 @@ async def test_screenshots_of_the_main_pages(
     them to docs/images/; otherwise to a temporary folder, to check they still draw)."""
     folder = ROOT / "docs" / "images" if os.environ.get("TETHER_SCREENSHOTS") else tmp_path
     folder.mkdir(parents=True, exist_ok=True)
+    notified = await start_invoice(client, csettings, "INV-1002", started_by="user:dana")
+    assert (await notified.result()).status == "paid"
     handle, pending = await awaiting_approval(client, csettings, crt, "INV-1003", "user:bob")
 
     async def shoot(page: Page, name: str) -> None:
@@ -228,6 +194,12 @@ async def test_screenshots_of_the_main_pages(
     await shoot(alice, "request")
     await alice.goto(f"/runs/{handle.id}")
     await shoot(alice, "run")
+    await alice.set_viewport_size({"width": 1000, "height": 420})
+    await alice.goto("/feed")
+    await expect(alice.locator("#feed th.title")).to_contain_text(
+        "Pay $4,800.00 to northwind for INV-1002"
+    )
+    await shoot(alice, "feed")
     await alice.set_viewport_size({"width": 390, "height": 700})
     await alice.goto("/inbox")
     await shoot(alice, "inbox-390")

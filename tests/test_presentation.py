@@ -8,7 +8,8 @@ import pytest
 from pydantic import BaseModel, JsonValue
 
 from tether.activities.tools import REGISTRY, spec_of, tool
-from tether.governance.presentation import format_value, key_values, render_title
+from tether.errors import AppError
+from tether.governance.presentation import field_formats, format_value, key_values, render_title
 
 
 class Pay(BaseModel):
@@ -77,3 +78,49 @@ def test_a_declaration_naming_an_unknown_field_or_format_is_refused() -> None:
     )
     REGISTRY.pop(spec.name)  # declared for this test only
     assert spec.title_of(ARGS) == "Pay $25,000.00 to globex" and spec.editable == ("amount",)
+
+
+def test_edited_values_are_formatted_as_the_tool_presents_its_arguments() -> None:
+    from tether.console.details import edit_rows, tool_formats
+    from tether.verification.events import LedgerEvent
+
+    # A key field's format wins over the title's; a field named in neither has none.
+    formats = field_formats("Pay {amount:$} to {vendor:upper} by {rate:%}", ("amount:$EUR",))
+    assert formats == {"amount": "$EUR", "vendor": "upper", "rate": "%"}
+    assert field_formats("Pay {amount", ()) == {}  # a malformed title formats nothing
+    event = LedgerEvent(
+        idempotency_key="k",
+        workflow_id="wf",
+        run_id="run",
+        step=3,
+        kind="approval.edited",
+        actor="user:alice",
+        outcome="edited",
+        payload={
+            "edits": {"amount": 4800.0, "due_in_days": 30},
+            "original": {"amount": 25000.0, "due_in_days": 14},
+        },
+    )
+    rows = [(r.name, r.original, r.edited) for r in edit_rows(event, {"amount": "$"})]
+    assert rows == [("amount", "$25,000.00", "$4,800.00"), ("due in days", "14", "30")]
+    assert edit_rows(None, {}) == []
+
+    def no_app() -> object:
+        raise AppError("no [app] is configured")
+
+    async def pay(args: Pay) -> Pay:
+        return args
+
+    spec = spec_of(
+        tool(
+            action="pay.test",
+            resource="vendor/{vendor}",
+            name="pay_test_formats",
+            title="Pay {amount:$} to {vendor}",
+        )(pay)
+    )
+    try:
+        assert tool_formats("pay_test_formats", no_app) == {"amount": "$"}
+    finally:
+        REGISTRY.pop(spec.name)
+    assert tool_formats("no_such_tool", no_app) == {}  # unformatted, not an error

@@ -283,7 +283,7 @@ def create_app(
 ) -> FastAPI:
     """The console for `settings`; `client` is the Temporal client to use (else connect);
     `tether_app` the app whose runs it replays (else the settings' `[app]`)."""
-    from tether.console import approve, audit, kill, links, requester, signin
+    from tether.console import approve, audit, feed, kill, links, requester, signin
 
     console = ConsoleState(settings, client, tether_app)
 
@@ -375,6 +375,7 @@ def create_app(
 
     app.include_router(signin.router)
     app.include_router(approve.router)
+    app.include_router(feed.router)
     app.include_router(kill.router)
     app.include_router(audit.router)
     app.include_router(requester.router)

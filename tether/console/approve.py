@@ -1,4 +1,4 @@
-"""Approver pages: the inbox, a request, deciding it, the notify feed.
+"""Approver pages: the inbox, a request, deciding it (the notify feed is `feed`).
 
 A person's identity comes from the session only, never from a form field or the URL; the
 workflow is the authority on every decision (`decide_request` sends the signed update and
@@ -24,19 +24,19 @@ from tether.console.details import (
     age,
     argument_rows,
     cleared,
+    edit_rows,
     edit_value,
     influences,
     model_content,
     policy_words,
     spend,
+    tool_formats,
     urgency,
     why_not,
 )
-from tether.errors import ApprovalError, ConnectError, ReviewError, TetherError
+from tether.errors import ApprovalError, ConnectError, TetherError
 from tether.governance.approvals import ApprovalStatus, PendingApproval
-from tether.governance.reviews import ReviewFlag, check_flag
 from tether.runtime.approvals import decide_request, signing_key
-from tether.runtime.review import flag_review
 from tether.verification.events import LedgerEvent
 from tether.verification.forensics import timeline
 
@@ -155,6 +155,7 @@ async def _request_view(
         content=content,
         why=policy_words(pending),
         edited=edited,
+        changes=edit_rows(edited, await run_in_threadpool(tool_formats, pending.tool, console.app)),
         edits=edits or {},
         steps=list(zip(events, timeline(events), strict=True)),
         spend=spend(events),
@@ -278,66 +279,3 @@ def _decides(e: LedgerEvent, pending: PendingApproval) -> bool:
         and (e.run_id, e.step) == (pending.run_id, pending.step)
         and e.payload.get("request_id", pending.request_id) == pending.request_id
     )
-
-
-# -- notify feed ------------------------------------------------------------------------
-
-
-@router.get("/feed", response_class=HTMLResponse)
-async def feed(request: Request, who: Who) -> Response:
-    console = state(request)
-
-    def load() -> list[tuple[object, object, str]]:
-        now = datetime.now(UTC)
-        rows: list[tuple[object, object, str]] = []
-        for note in console.feed.list_feed(100):
-            window = None
-            problem = "no review window"
-            if note.review_id:
-                try:
-                    window = console.feed.get_review(note.review_id)
-                    check_flag(window, ReviewFlag(reviewer=who.person), now)
-                    problem = ""
-                except ReviewError as exc:
-                    problem = str(exc)
-            rows.append((note, window, problem))
-        return rows
-
-    return render(request, "feed.html", who, rows=await run_in_threadpool(load), message="")
-
-
-@router.post("/feed/flag", response_class=HTMLResponse)
-async def flag(request: Request, who: Who) -> Response:
-    fields = await form_of(request, who)
-    console = state(request)
-    workflow_id = fields.get("workflow_id", "")
-    try:
-        step = int(fields.get("step", ""))
-    except ValueError:
-        raise Forbidden(f"step {fields.get('step')!r} is not a number") from None
-    reason = fields.get("reason", "").strip()
-    if not reason:
-        return render(
-            request,
-            "done.html",
-            who,
-            400,
-            title="Flag",
-            message="A flag needs a reason: it is recorded with the compensation it starts.",
-            back="/feed",
-        )
-    try:
-        client = await console.client()
-        outcome = await flag_review(
-            client,
-            console.feed,
-            console.ledger,
-            workflow_id,
-            step,
-            reviewer=who.person,
-            reason=reason,
-        )
-        message, code = f"Flagged: {outcome.status.value}. {outcome.detail}", 200
-    except (ReviewError, TetherError) as exc:
-        message, code = f"Refused: {exc}", 403
-    return render(request, "done.html", who, code, title="Flag", message=message, back="/feed")

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 
 from pydantic import BaseModel, JsonValue
 
-from tether.errors import ApprovalError
+from tether.errors import ApprovalError, TetherError
 from tether.governance.approvals import ApprovalDecision, PendingApproval, check_approval
-from tether.verification.events import RecordedEvent
+from tether.governance.presentation import field_formats, format_value
+from tether.verification.events import LedgerEvent, RecordedEvent
 
 
 def why_not(pending: PendingApproval, person: str, now: datetime) -> str:
@@ -297,3 +298,45 @@ def edit_value(raw: str, original: JsonValue) -> JsonValue:
     if isinstance(original, float):
         return float(text.removeprefix("$"))
     return text
+
+
+class EditRow(BaseModel):
+    """One argument an approver changed, both values as the tool's presentation reads them."""
+
+    name: str
+    original: str
+    edited: str
+
+
+def edit_rows(edited: LedgerEvent | None, formats: Mapping[str, str]) -> list[EditRow]:
+    """The changes an `approval.edited` event records, each value formatted with the format
+    the tool gives that argument (`formats`, from `tool_formats`: money as `$4,800.00`)."""
+    if edited is None:
+        return []
+    edits = edited.payload.get("edits")
+    original = edited.payload.get("original")
+    if not isinstance(edits, dict):
+        return []
+    before = original if isinstance(original, dict) else {}
+    return [
+        EditRow(
+            name=name.replace("_", " "),
+            original=format_value(before.get(name), formats.get(name, "")),
+            edited=format_value(value, formats.get(name, "")),
+        )
+        for name, value in edits.items()
+    ]
+
+
+def tool_formats(tool: str, load_tools: Callable[[], object]) -> dict[str, str]:
+    """The argument formats `tool` declares (its title template and key fields); `load_tools`
+    imports the app's tool modules, which registers them. {} for a tool not found."""
+    from tether.activities.tools import REGISTRY
+
+    if tool and tool not in REGISTRY:
+        try:
+            load_tools()
+        except TetherError:  # no app configured: the values are shown unformatted
+            return {}
+    spec = REGISTRY.get(tool)
+    return field_formats(spec.title, spec.key_fields) if spec is not None else {}

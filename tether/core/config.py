@@ -192,6 +192,18 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="Approval messages to Slack: approver role to an incoming-webhook URL.",
     )
+    approval_slack_channels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Approval messages through Slack's Web API (chat.postMessage): an "
+        "approver role (one message, every approver's link) or a person (their own link "
+        "only) to a channel id, e.g. 'C0123ABCD'. Needs approval_slack_token.",
+    )
+    approval_slack_token: SecretStr = Field(
+        SecretStr(""), description="The Slack bot token (xoxb-…, scope chat:write)."
+    )
+    approval_slack_api_url: str = Field(
+        "https://slack.com/api", description="Slack's Web API base URL."
+    )
     approval_webhooks: dict[str, str] = Field(
         default_factory=dict,
         description="Approval messages as signed JSON: approver role to a webhook URL.",
@@ -390,6 +402,7 @@ class Settings(BaseSettings):
         channels = {
             "approval_email_addresses": bool(self.approval_email_addresses),
             "approval_slack_webhooks": bool(self.approval_slack_webhooks),
+            "approval_slack_channels": bool(self.approval_slack_channels),
             "approval_webhooks": bool(self.approval_webhooks),
         }
         used = [name for name, on in channels.items() if on]
@@ -410,6 +423,16 @@ class Settings(BaseSettings):
         if self.approval_email_addresses and not self.smtp_host:
             raise ValueError(
                 "approval_email_addresses is set but smtp_host is empty; set TETHER_SMTP_HOST"
+            )
+        if self.approval_slack_channels and not self.approval_slack_token.get_secret_value():
+            raise ValueError(
+                "approval_slack_channels is set but approval_slack_token is empty; set "
+                "TETHER_APPROVAL_SLACK_TOKEN to the Slack app's bot token (xoxb-…)"
+            )
+        if not self.approval_slack_api_url.startswith(("http://", "https://")):
+            raise ValueError(
+                f"approval_slack_api_url {self.approval_slack_api_url!r} is not an http(s) "
+                "URL; leave it unset for Slack's own"
             )
         urls = [u.get_secret_value() for u in self.approval_slack_webhooks.values()]
         for url in [*urls, *self.approval_webhooks.values()]:
