@@ -114,9 +114,9 @@ async def test_a_confidential_run_leaves_no_plaintext_in_history_and_replays(
             assert event.HasField("marker_recorded_event_attributes") or event.HasField(
                 "upsert_workflow_search_attributes_event_attributes"
             ), event
-            marker = event.marker_recorded_event_attributes
-            if "result" in marker.details:
-                assert marker.details["result"].payloads[0].metadata["encoding"] == SEALED
+            attrs = event.marker_recorded_event_attributes
+            if "result" in attrs.details:
+                assert attrs.details["result"].payloads[0].metadata["encoding"] == SEALED
     # The same history, decoded with the codec, holds them all (the search above can fail).
     codec = payload_codec(settings)
     decoded = _raw_bytes(await decode_history(raw, codec))
