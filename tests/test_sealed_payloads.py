@@ -15,7 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 from temporalio.api.common.v1 import Payload
+from temporalio.api.failure.v1 import Failure
 from temporalio.client import Client, WorkflowHistory
+from temporalio.exceptions import ApplicationError
 
 from tests.conftest import start_invoice
 from tests.console_helpers import console_settings, serve_asgi, sign_in
@@ -34,6 +36,7 @@ from tether.runtime.codec import (
     map_history,
     payload_codec,
 )
+from tether.runtime.plugin import data_converter
 from tether.runtime.replay import replay_history, replay_workflow
 from tether.verification.ledger import Ledger
 from tether.worker import Runtime, build_worker
@@ -307,3 +310,29 @@ async def test_the_codec_endpoint_opens_history_for_cleared_people_only(
             )
             assert wrong.status_code == 401
     runtime.ledger.engine.dispose()
+
+
+async def test_failure_messages_are_sealed_and_open_again(tmp_path: Path) -> None:
+    codec = SealingCodec(load_key_ring({}, tmp_path / "payload.keys", create=True))
+    converter = data_converter(None, codec)
+    failure = Failure()
+    await converter.encode_failure(ApplicationError(f"cannot pay: {SECRET}"), failure)
+    assert SECRET.encode() not in failure.SerializeToString()
+    assert failure.message == "Encoded failure"
+    opened = await converter.decode_failure(failure)
+    assert SECRET in str(opened)
+
+
+def test_bad_keys_are_named(tmp_path: Path) -> None:
+    with pytest.raises(CodecError, match=r"payload key 'k1' is not hex"):
+        load_key_ring({"k1": "zz"}, None)
+    with pytest.raises(CodecError, match=r"payload key 'k1' has 16 bytes"):
+        load_key_ring({"k1": "00" * 16}, None)
+    twice = tmp_path / "twice.keys"
+    twice.write_text(f"k1 {'00' * 32}\nk1 {'11' * 32}\n")
+    with pytest.raises(CodecError, match=r"names key id 'k1' twice \(line 2\)"):
+        load_key_ring({}, twice)
+    with pytest.raises(CodecError, match=r"current payload key 'k9' is not among"):
+        load_key_ring({"k1": "00" * 32}, None, "k9")
+    with pytest.raises(CodecError, match=r"holds no key"):
+        load_key_ring({}, tmp_path / "absent.keys")  # without create: never made up

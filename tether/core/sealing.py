@@ -23,6 +23,7 @@ import contextlib
 import os
 import re
 import secrets
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -133,15 +134,21 @@ def read_key_file(path: Path) -> dict[str, bytes]:
 
 
 def create_key_file(path: Path, key_id: str = "k1") -> None:
-    """A key file at `path` holding one fresh key, readable by its owner only."""
+    """A key file at `path` holding one fresh key, readable by its owner only; written
+    beside it first and linked into place, so a process racing to create it too never
+    reads half a file (FileExistsError: it lost the race, the file is whole)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(
-            "# Tether payload keys: '<id> <64 hex digits>', the last line seals new payloads.\n"
-            "# Rotate by appending a new line; keep the old ones so old payloads still open.\n"
-            f"{key_id} {secrets.token_hex(KEY_BYTES)}\n"
-        )
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".payload-keys-")
+    try:
+        with os.fdopen(fd, "w") as out:  # mkstemp: mode 0600
+            out.write(
+                "# Tether payload keys: '<id> <64 hex digits>'; the last line seals new "
+                "payloads.\n# Rotate by appending a line; keep the old ones so old payloads "
+                f"still open.\n{key_id} {secrets.token_hex(KEY_BYTES)}\n"
+            )
+        os.link(temp, path)
+    finally:
+        os.unlink(temp)
 
 
 def load_key_ring(
