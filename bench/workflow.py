@@ -21,7 +21,9 @@ holds about a thousand times that), beside the events and bytes of a whole measu
 A third variant runs `GovernedSteps` with telemetry on — Temporal's tracing interceptor on
 the starting client and on a second worker of its own, spans batched to an exporter that
 counts them, every metric recorded — against the governed variant with telemetry off, in
-the same rounds. Its ratio is what observability costs.
+the same rounds. Its ratio is what observability costs. A fourth runs `GovernedSteps` with
+sealed payloads (`bench.sealed`: every payload encrypted by Tether's codec) on a client
+and worker of its own; its ratio against the governed variant is what sealing costs.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from bench.plain import PLAIN, PlainStepsWorkflow, plain_touch
+from bench.sealed import CODEC_TARGET_RATIO, sealed_client
 from bench.workflows import GovernedStepsWorkflow, StepsInput, UngovernedStepsWorkflow
 from tether.core import telemetry
 from tether.core.binaries import temporal_cli
@@ -102,6 +105,8 @@ class Variant:
     """Runs with telemetry on: its own worker and client, both tracing."""
     plain: bool = False
     """Plain Temporal: its own plain client and worker, no Tether."""
+    sealed: bool = False
+    """Sealed payloads: its own client and worker, with the payload codec."""
     workflow_ids: list[str] = field(default_factory=list)
     """The measured runs, in the order they finished."""
 
@@ -159,6 +164,7 @@ class WorkflowBench:
     plain: Variant
     governed_history: HistoryCost
     plain_history: HistoryCost
+    sealed: Variant = field(default_factory=lambda: Variant(GOVERNED, sealed=True))
     spans: int = 0
     """Spans the traced variant exported."""
 
@@ -171,6 +177,11 @@ class WorkflowBench:
     def telemetry_ratio(self) -> float:
         g = self.governed.throughput
         return self.traced.throughput / g if g else 0.0
+
+    @property
+    def codec_ratio(self) -> float:
+        g = self.governed.throughput
+        return self.sealed.throughput / g if g else 0.0
 
     @property
     def plain_ratio(self) -> float:
@@ -206,6 +217,11 @@ class WorkflowBench:
                 "ratio": round(self.telemetry_ratio, 3),
                 "target_ratio": TELEMETRY_TARGET_RATIO,
             },
+            "payload_codec": {
+                "governed_sealed": self.sealed.figures(),
+                "ratio": round(self.codec_ratio, 3),
+                "target_ratio": CODEC_TARGET_RATIO,
+            },
             "machine": {"cpus": os.cpu_count() or 0, "python": platform.python_version()},
         }
 
@@ -232,6 +248,7 @@ class WorkflowBench:
             ("ungoverned", self.ungoverned),
             ("governed", self.governed),
             ("governed, telemetry on", self.traced),
+            ("governed, sealed payloads", self.sealed),
         ):
             table.add_row(
                 name,
@@ -251,7 +268,10 @@ class WorkflowBench:
             f"(target {TARGET_RATIO}, design goal {DESIGN_GOAL_RATIO})\n"
             f"ratio telemetry on/off {self.telemetry_ratio:.3f}: "
             f"{'meets' if self.telemetry_ratio >= TELEMETRY_TARGET_RATIO else 'BELOW'} "
-            f"the target {TELEMETRY_TARGET_RATIO} ({self.spans} spans exported)"
+            f"the target {TELEMETRY_TARGET_RATIO} ({self.spans} spans exported)\n"
+            f"ratio sealed payloads on/off {self.codec_ratio:.3f}: "
+            f"{'meets' if self.codec_ratio >= CODEC_TARGET_RATIO else 'BELOW'} "
+            f"the target {CODEC_TARGET_RATIO}"
         )
         return Group(table, summary)
 
@@ -371,7 +391,8 @@ async def measure(
     governed, ungoverned = Variant(GOVERNED), Variant(UNGOVERNED)
     traced = Variant(GOVERNED, traced=True)
     plain = Variant(PLAIN, plain=True)
-    variants = (plain, ungoverned, governed, traced)
+    sealed = Variant(GOVERNED, sealed=True)
+    variants = (plain, ungoverned, governed, traced, sealed)
     sizes = round_sizes(workflows, rounds)
     warm = concurrency if warmup is None else warmup
     exporter = _CountingExporter()
@@ -380,6 +401,8 @@ async def measure(
     )
     traced_queue = f"{settings.task_queue}-traced"
     plain_queue = f"{settings.task_queue}-plain"
+    sealed_queue = f"{settings.task_queue}-sealed"
+    sealing = sealed_client(client, settings, settings.state_dir / "keys")
     plain_client = Client(
         client.service_client, namespace=client.namespace, data_converter=pydantic_data_converter
     )
@@ -395,6 +418,13 @@ async def measure(
             telemetry.activate(None)
             async with (
                 build_worker(client, settings, runtime, extra_workflows=BENCH_WORKFLOWS),
+                build_worker(
+                    sealing,
+                    settings,
+                    runtime,
+                    task_queue=sealed_queue,
+                    extra_workflows=BENCH_WORKFLOWS,
+                ),
                 Worker(
                     plain_client,
                     task_queue=plain_queue,
@@ -408,6 +438,8 @@ async def measure(
                         return plain_client, plain_queue
                     if variant.traced:
                         return traced_client, traced_queue
+                    if variant.sealed:
+                        return sealing, sealed_queue
                     return client, settings.task_queue
 
                 async def run_batch(
@@ -478,6 +510,7 @@ async def measure(
         plain,
         governed_history,
         plain_history,
+        sealed,
         exporter.count,
     )
 

@@ -14,6 +14,7 @@ from bench.decide import run_decide
 from bench.ledger import run_ledger
 from bench.plot import histogram_svg
 from bench.workflow import run_workflow
+from tether.runtime.codec import SEALED
 
 
 async def test_workflow_benchmark_reports_every_variant_and_history(client: Client) -> None:
@@ -32,6 +33,7 @@ async def test_workflow_benchmark_reports_every_variant_and_history(client: Clie
         "vs_plain",
         "history",
         "telemetry",
+        "payload_codec",
         "machine",
     }
     assert (figures["benchmark"], figures["workflows"], figures["concurrency"]) == (
@@ -78,6 +80,15 @@ async def test_workflow_benchmark_reports_every_variant_and_history(client: Clie
     # Each traced workflow exported at least its start, its run and, per step, the
     # decision and tool activities.
     assert on["spans_exported"] >= 6 * (2 + 2 * 3)
+    # Sealed payloads, against the same governed variant with the codec off.
+    sealed = figures["payload_codec"]
+    assert set(sealed) == {"governed_sealed", "ratio", "target_ratio"}
+    assert sealed["governed_sealed"]["workflows"] == 6 and sealed["ratio"] > 0
+    assert sealed["target_ratio"] == 0.95
+    assert bench.sealed.results == [3] * 6
+    raw = await client.get_workflow_handle(bench.sealed.workflow_ids[0]).fetch_history()
+    started = raw.events[0].workflow_execution_started_event_attributes
+    assert started.input.payloads[0].metadata["encoding"] == SEALED
 
 
 def test_ledger_benchmark_reports_pairs_and_proofs() -> None:

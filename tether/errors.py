@@ -11,6 +11,7 @@ files (Temporal failure types) in one enum.
     ├── HealthError                 the worker's health endpoint cannot bind
     ├── LedgerError                 the ledger cannot take an append as it stands
     ├── CheckpointError             a checkpoint or proof is malformed or does not verify
+    ├── CodecError                  a sealed payload cannot be sealed or opened (key, store)
     └── GovernanceError             the control plane refused something
         ├── PolicyError             the model or policy file cannot be loaded
         ├── ApprovalError           an approval attempt is not acceptable
@@ -81,6 +82,11 @@ class LedgerError(TetherError):
 
 class CheckpointError(TetherError):
     """A checkpoint, proof or key is malformed or does not verify; the message says which."""
+
+
+class CodecError(TetherError):
+    """A Temporal payload cannot be sealed or opened: an unknown or wrong key id, an altered
+    payload, or claim-checked content the store does not hold."""
 
 
 class GovernanceError(TetherError):

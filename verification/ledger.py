@@ -441,6 +441,14 @@ class Ledger:
             raise ValueError(f"stored content {key!r} does not match its digest: it was altered")
         return value
 
+    def put_content(self, value: JsonValue) -> str:
+        """Store `value` in the content-addressed store on its own (a claim-checked Temporal
+        payload, which no event names) and return its digest; idempotent by the digest."""
+        key = digest(value)
+        with self.engine.begin() as conn:
+            conn.execute(self._insert_blobs, [{"digest": key, "content": canonical_json(value)}])
+        return key
+
     def hashes(self, limit: int | None = None) -> list[str]:
         """Event hashes in chain order (the Merkle tree's leaves), the first `limit` only."""
         stmt = select(EventRow.hash).order_by(EventRow.seq).limit(limit)

@@ -92,6 +92,7 @@ def audit_verify_bundle(
     history, replay."""
     from temporalio.client import WorkflowHistory
 
+    from tether.runtime.codec import payload_codec
     from tether.runtime.replay import replay_history
 
     try:
@@ -107,12 +108,14 @@ def audit_verify_bundle(
     bundle = Bundle.model_validate_json(raw)
     history = WorkflowHistory.from_json(bundle.manifest.workflow_id, bundle.history)
     run_ids = {e.run_id for e in bundle.manifest.events if e.run_id}
+    settings = _settings()
     report: ReplayReport = _run(
         replay_history(
             history,
             OfflineLedger(bundle.manifest.events),
             run_ids.pop() if len(run_ids) == 1 else "",
             app=_app(settings),
+            payload_codec=payload_codec(settings),
         )
     )
     cp = bundle.manifest.checkpoint

@@ -283,7 +283,7 @@ def create_app(
 ) -> FastAPI:
     """The console for `settings`; `client` is the Temporal client to use (else connect);
     `tether_app` the app whose runs it replays (else the settings' `[app]`)."""
-    from tether.console import approve, audit, feed, kill, links, requester, signin
+    from tether.console import approve, audit, codec, feed, kill, links, requester, signin
 
     console = ConsoleState(settings, client, tether_app)
 
@@ -380,4 +380,5 @@ def create_app(
     app.include_router(audit.router)
     app.include_router(requester.router)
     app.include_router(links.router)
+    app.include_router(codec.router)
     return app

@@ -68,8 +68,11 @@ async def run_story(client: Client, workflow_id: str, events: list[RecordedEvent
             story.outcome = "completed"
     elif kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
         failure = last.workflow_execution_failed_event_attributes.failure
-        story.outcome, story.message = "failed", failure.message
-        story.result = failure.message
+        message = failure.message
+        if failure.HasField("encoded_attributes"):  # sealed payloads: the message is sealed
+            message = str(await client.data_converter.decode_failure(failure))
+        story.outcome, story.message = "failed", message
+        story.result = message
     elif kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED:
         story.outcome = "terminated"
         story.message = last.workflow_execution_terminated_event_attributes.reason

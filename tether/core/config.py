@@ -143,6 +143,29 @@ class Settings(BaseSettings):
             "of `approval_key` (one machine)."
         ),
     )
+    payload_codec: bool = Field(
+        False,
+        description="Seal every Temporal payload Tether writes (AES-256-GCM, see "
+        "docs/sealed-payloads.md): history then holds no prompt, argument or output in clear.",
+    )
+    payload_key_file: Path = Field(
+        Path(".tether/keys/payload.keys"),
+        description="Payload keys, one '<id> <64 hex>' a line, the last sealing new payloads "
+        "(created with one key when absent and payload_keys is empty).",
+    )
+    payload_keys: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="More payload keys: key id to 64 hex digits (e.g. TETHER_PAYLOAD_KEYS).",
+    )
+    payload_key_current: str = Field(
+        "", description="The key id that seals new payloads; empty: the last key listed."
+    )
+    payload_claim_check_bytes: int = Field(
+        131072,
+        ge=0,
+        description="A sealed payload larger than this goes to the content store and history "
+        "holds its digest (claim check); 0: never.",
+    )
     approval_cap: int = Field(
         20, ge=1, description="Open approval requests per agent before the agent is paused."
     )
@@ -296,6 +319,11 @@ class Settings(BaseSettings):
         description="Data class (confidential, restricted) to the policy roles cleared to read "
         "model prompts and outputs of that class on a request page; public and internal "
         "content is shown to everyone who may see the request; an unlisted class to nobody.",
+    )
+    console_codec_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins (e.g. http://localhost:8080, the Temporal UI) allowed to call the "
+        "console's codec endpoint /codec/decode from a browser.",
     )
     console_checkpoint_dir: Path = Field(
         Path(".tether/checkpoints"),

@@ -49,6 +49,7 @@ PATH_SETTINGS = (
     "state_dir",
     "checkpoint_key",
     "approval_key",
+    "payload_key_file",
     "console_checkpoint_dir",
     "audit_trust_file",
 )

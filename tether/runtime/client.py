@@ -16,20 +16,23 @@ from temporalio.service import RPCError
 from tether.core.config import Settings
 from tether.errors import ConnectError, TetherError
 from tether.runtime.app import App
+from tether.runtime.codec import payload_codec
 from tether.runtime.plugin import TetherPlugin
 
 T = TypeVar("T")
 
 
 async def connect(settings: Settings, app: App | None = None) -> Client:
-    """A client of `settings`' Temporal, configured by `TetherPlugin` (pydantic payloads;
-    for a worker built on it, the sandbox passing `app`'s tool modules through). The
-    plugin registers no workflows: `build_worker` registers Tether's and the app's."""
+    """A client of `settings`' Temporal, configured by `TetherPlugin` (pydantic payloads,
+    sealed when `payload_codec` is on; for a worker built on it, the sandbox passing
+    `app`'s tool modules through). The plugin registers no workflows: `build_worker`
+    registers Tether's and the app's."""
+    codec = payload_codec(settings)
     try:
         return await Client.connect(
             settings.temporal_address,
             namespace=settings.namespace,
-            plugins=[TetherPlugin(app, workflows=False)],
+            plugins=[TetherPlugin(app, workflows=False, payload_codec=codec)],
         )
     except (RPCError, RuntimeError, OSError) as exc:
         raise ConnectError(

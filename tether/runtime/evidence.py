@@ -11,6 +11,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from tether.errors import TetherError
+from tether.runtime.codec import resolve_claim_checks
 from tether.verification.bundle import Bundle, build_bundle
 from tether.verification.ledger import Ledger
 
@@ -25,4 +26,6 @@ async def export_bundle(
         history = await client.get_workflow_handle(workflow_id).fetch_history()
     except RPCError as exc:
         raise TetherError(f"cannot fetch the history of {workflow_id!r}: {exc.message}") from None
+    # Claim-checked payloads are put back (still sealed): the bundle verifies offline.
+    history = await resolve_claim_checks(history, client.data_converter.payload_codec)
     return build_bundle(ledger, workflow_id, history.to_json(), key)

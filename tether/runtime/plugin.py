@@ -34,13 +34,19 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from temporalio.contrib.pydantic import PydanticPayloadConverter, pydantic_data_converter
-from temporalio.converter import DataConverter
+from temporalio.converter import (
+    DataConverter,
+    DefaultFailureConverter,
+    DefaultFailureConverterWithEncodedAttributes,
+    PayloadCodec,
+)
 from temporalio.plugin import SimplePlugin
 from temporalio.worker import WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from tether.errors import TetherError
 from tether.runtime.app import App
+from tether.runtime.codec import ChainCodec
 from tether.workflows import TETHER_WORKFLOWS
 
 PASSTHROUGH = (
@@ -77,15 +83,29 @@ def workflow_runner(
     )
 
 
-def data_converter(existing: DataConverter | None = None) -> DataConverter:
+def data_converter(
+    existing: DataConverter | None = None, payload_codec: PayloadCodec | None = None
+) -> DataConverter:
     """The data converter of every Tether client, worker and replayer: `existing` (the
     default when None) with its payload codec, failure converter and storage, converting
-    payloads with pydantic."""
-    if existing is None:
-        return pydantic_data_converter
-    if issubclass(existing.payload_converter_class, PydanticPayloadConverter):
-        return existing
-    return dataclasses.replace(existing, payload_converter_class=PydanticPayloadConverter)
+    payloads with pydantic; `payload_codec` is applied after `existing`'s own codec."""
+    converter = existing or pydantic_data_converter
+    if not issubclass(converter.payload_converter_class, PydanticPayloadConverter):
+        converter = dataclasses.replace(converter, payload_converter_class=PydanticPayloadConverter)
+    if payload_codec is None or converter.payload_codec is payload_codec:
+        return converter
+    inner = converter.payload_codec
+    failures = converter.failure_converter_class
+    return dataclasses.replace(
+        converter,
+        payload_codec=payload_codec if inner is None else ChainCodec(inner, payload_codec),
+        # The default failure converter leaves messages in clear; another one is kept.
+        failure_converter_class=(
+            DefaultFailureConverterWithEncodedAttributes
+            if failures is DefaultFailureConverter
+            else failures
+        ),
+    )
 
 
 class TetherPlugin(SimplePlugin):
@@ -97,10 +117,13 @@ class TetherPlugin(SimplePlugin):
         *,
         activities: Sequence[Callable[..., Any]] = (),
         workflows: bool = True,
+        payload_codec: PayloadCodec | None = None,
     ) -> None:
         """`app`: the author's workflows (registered) and tool modules (passed through);
         `activities`: a worker's activities; `workflows=False` registers no workflow (a
-        client-only plugin still sets the converter and, for its workers, the sandbox)."""
+        client-only plugin still sets the converter and, for its workers, the sandbox);
+        `payload_codec`: a codec every payload passes through (`tether.payload_codec`)."""
+        self.payload_codec = payload_codec
         self.app = app or App()
         self.registered: list[type] = (
             _unique([*TETHER_WORKFLOWS, *self.app.workflows]) if workflows else []
@@ -111,9 +134,12 @@ class TetherPlugin(SimplePlugin):
         def runner(existing: WorkflowRunner | None) -> WorkflowRunner:
             return workflow_runner(passthrough, existing)
 
+        def converter(existing: DataConverter | None) -> DataConverter:
+            return data_converter(existing, payload_codec)
+
         super().__init__(
             PLUGIN_NAME,
-            data_converter=data_converter,
+            data_converter=converter,
             activities=list(activities) or None,
             workflows=self.registered or None,
             workflow_runner=runner,

@@ -13,9 +13,12 @@ from collections.abc import Sequence
 from pydantic import BaseModel, JsonValue
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHistory
+from temporalio.converter import PayloadCodec
 from temporalio.worker import Replayer
 
+from tether.errors import CodecError
 from tether.runtime.app import App
+from tether.runtime.codec import decode_history, is_sealed
 from tether.runtime.plugin import TetherPlugin
 from tether.verification.events import digest
 from tether.verification.forensics import Divergence, HistoryFact, cross_check
@@ -97,14 +100,21 @@ async def replay_history(
     run_id: str,
     workflows: Sequence[type] = (),
     app: App | None = None,
+    payload_codec: PayloadCodec | None = None,
 ) -> ReplayReport:
     """Replay `history` with Tether's workflows, `app`'s (its tool modules imported, so
-    an agent loop finds its tools) and `workflows`, then cross-check it with the ledger."""
-    plugin = TetherPlugin((app or App()).merged(workflows))
+    an agent loop finds its tools) and `workflows`, then cross-check it with the ledger.
+    A sealed history needs the `payload_codec` that sealed it (CodecError without)."""
+    if payload_codec is None and await is_sealed(history):
+        raise CodecError(
+            f"the history of {history.workflow_id!r} is sealed; turn payload_codec on with "
+            "the keys that sealed it (payload_key_file or payload_keys) to replay it"
+        )
+    plugin = TetherPlugin((app or App()).merged(workflows), payload_codec=payload_codec)
     replayer = Replayer(workflows=[], plugins=[plugin])
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     events = [e for e in ledger.events(history.workflow_id) if not run_id or e.run_id == run_id]
-    facts = history_facts(history)
+    facts = history_facts(await decode_history(history, payload_codec))
     return ReplayReport(
         workflow_id=history.workflow_id,
         run_id=run_id,
@@ -121,4 +131,5 @@ async def replay_workflow(
     handle = client.get_workflow_handle(workflow_id)
     description = await handle.describe()
     history = await handle.fetch_history()
-    return await replay_history(history, ledger, description.run_id, app=app)
+    codec = client.data_converter.payload_codec
+    return await replay_history(history, ledger, description.run_id, app=app, payload_codec=codec)
