@@ -55,7 +55,7 @@ with workflow.unsafe.imports_passed_through():
     from tether.core.gateway_config import DATA_CLASSES
     from tether.errors import ErrorType
     from tether.governance.approvals import ApprovalDecision, PendingApproval
-    from tether.governance.types import Tier
+    from tether.governance.types import Decision, Tier
     from tether.verification.events import canonical_json, digest
     from tether.workflows.edits import EDIT_PATCH, ApprovalEdits
     from tether.workflows.errors import (
@@ -255,8 +255,11 @@ class AgentWorkflow(ApprovalEdits, RecoveryLadder, ToolSteps):
         tool: Callable[..., Awaitable[R]],
         args: BaseModel,
         context: dict[str, JsonValue] | None = None,
+        floor: Decision | None = None,
     ) -> R:
-        """decide → (notify | wait for approval | deny) → execute the tool → record."""
+        """decide → (notify | wait for approval | deny) → execute the tool → record.
+
+        `floor`: the step is decided no lower than this (an adapter's `requires_approval`)."""
         spec = spec_of(tool)
         ref = self._ref()
         args_json: dict[str, JsonValue] = args.model_dump(mode="json")
@@ -278,6 +281,7 @@ class AgentWorkflow(ApprovalEdits, RecoveryLadder, ToolSteps):
                 governed=self.governed,
                 inputs=list(self._inputs),
                 effect_key=ref.effect,
+                floor=floor,
             ),
             start_to_close_timeout=LOCAL,
         )
@@ -297,7 +301,12 @@ class AgentWorkflow(ApprovalEdits, RecoveryLadder, ToolSteps):
                 if digest(dispatched) != grants[0].args_digest:
                     await self._record_invalidated(ref, action, resource, decision, dispatched)
                     return await self.act(
-                        action, resource=resource, tool=tool, args=args, context=context
+                        action,
+                        resource=resource,
+                        tool=tool,
+                        args=args,
+                        context=context,
+                        floor=floor,
                     )
                 edit = next((g for g in grants if g.edits), None)
                 if edit is not None and workflow.patched(EDIT_PATCH):

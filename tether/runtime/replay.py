@@ -16,6 +16,7 @@ from temporalio.client import Client, WorkflowHistory
 from temporalio.worker import Replayer
 
 from tether.runtime.app import App
+from tether.adapters import worker_plugins
 from tether.runtime.plugin import TetherPlugin
 from tether.verification.events import digest
 from tether.verification.forensics import Divergence, HistoryFact, cross_check
@@ -101,7 +102,7 @@ async def replay_history(
     """Replay `history` with Tether's workflows, `app`'s (its tool modules imported, so
     an agent loop finds its tools) and `workflows`, then cross-check it with the ledger."""
     plugin = TetherPlugin((app or App()).merged(workflows))
-    replayer = Replayer(workflows=[], plugins=[plugin])
+    replayer = Replayer(workflows=[], plugins=[plugin, *worker_plugins(plugin.registered)])
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     events = [e for e in ledger.events(history.workflow_id) if not run_id or e.run_id == run_id]
     facts = history_facts(history)
