@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, cast
 
-from pydantic import BaseModel, JsonValue
+from pydantic import BaseModel, JsonValue, TypeAdapter
 from pydantic_ai import Tool
 from pydantic_ai.capabilities import AbstractCapability
 from pydantic_ai.messages import ModelResponse
@@ -65,6 +65,7 @@ from tether.governance.types import Decision, Tier
 from tether.verification.events import digest
 
 LOCAL = timedelta(seconds=30)
+_RESPONSE: TypeAdapter[ModelResponse] = TypeAdapter(ModelResponse)
 TOOLSET_ID = "tether_governed"
 REQUIRES_APPROVAL_RULE = "pydantic-ai.requires_approval"
 
@@ -236,7 +237,7 @@ class TetherGovernance(AbstractCapability[Any]):
                     "model": result.model,
                     "sensitivity": self.sensitivity,
                     "prompt_digest": digest(_jsonable(request_context.messages)),
-                    "output_digest": digest(_jsonable([response])),
+                    "output_digest": digest(_parts(response)),
                     "input_tokens": result.input_tokens,
                     "output_tokens": result.output_tokens,
                     "tokens_estimated": False,
@@ -268,6 +269,12 @@ class TetherGovernance(AbstractCapability[Any]):
         wf._inputs.append(result.call_id)
         wf._charge(result)
         return gateway_response(result, workflow.now())
+
+
+def _parts(response: ModelResponse) -> JsonValue:
+    """The answer's parts as pydantic-ai's model activity returns them (history's JSON)."""
+    dumped = _RESPONSE.dump_python(response, mode="json")
+    return cast(JsonValue, dumped["parts"])
 
 
 def _jsonable(messages: Sequence[Any]) -> JsonValue:

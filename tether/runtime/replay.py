@@ -37,6 +37,10 @@ class ReplayReport(BaseModel):
         return self.replayed and not self.divergences
 
 
+PYDANTIC_AI_MODEL_REQUEST = "__model_request"
+"""How pydantic-ai's Temporal integration names an agent's model activity (its suffix)."""
+
+
 def _json(data: bytes) -> JsonValue:
     value: JsonValue = json.loads(data)
     return value
@@ -64,6 +68,16 @@ def history_facts(history: WorkflowHistory) -> list[HistoryFact]:
                             "call_id": result["call_id"],
                             "output_digest": digest(result["text"]),
                         },
+                    )
+                )
+            elif name.endswith(PYDANTIC_AI_MODEL_REQUEST) and isinstance(result, dict):
+                # pydantic-ai's model activity: the ledger keys its call by the step, so
+                # the call is known by its answer (`tether.adapters.pydantic_ai`).
+                facts.append(
+                    HistoryFact(
+                        event_id=event.event_id,
+                        kind="model.call",
+                        value={"call_id": "", "output_digest": digest(result.get("parts"))},
                     )
                 )
             elif (

@@ -25,6 +25,10 @@ def outcome(inp: InvoiceInput, messages: list[ModelMessage], answer: str) -> Inv
     )
     for message in messages:
         if not isinstance(message, ModelRequest):
+            for call in message.tool_calls:  # who and how much the agent meant to pay
+                args = call.args_as_dict()
+                update = {k: args[k] for k in ("vendor", "amount") if k in args}
+                result = result.model_copy(update=update)
             continue
         for part in message.parts:
             if not isinstance(part, ToolReturnPart):
