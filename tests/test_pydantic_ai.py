@@ -5,8 +5,10 @@ tool call is a governed step."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +17,14 @@ from ap.workflows import InvoiceInput, InvoiceResult
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.worker import Worker
 
-from tests.conftest import bank_of, new_id, pending_status
+from tests.conftest import (
+    EXAMPLE,
+    bank_of,
+    new_id,
+    payment_in_flight,
+    pending_status,
+    spawn_worker,
+)
 from tests.pyai_app import CarefulClerkWorkflow, ChangingClerkWorkflow
 from tether.activities.accounting import usage_report
 from tether.adapters.pydantic_ai import REQUIRES_APPROVAL_RULE
@@ -223,3 +232,51 @@ async def test_arguments_changed_after_approval_are_governed_again(
     result = await handle.result()
     assert result.status == "paid" and result.amount == 99.0
     assert bank_of(runtime).payments("INV-1002") == 1
+
+
+def pyai_config(tmp_path: Path) -> Path:
+    """This repository's tether.toml, with the pydantic-ai clerk among the workflows (a
+    worker process reads it through TETHER_CONFIG)."""
+    config = tmp_path / "tether.toml"
+    config.write_text(
+        f'policy_path = "{EXAMPLE / "policy.csv"}"\n'
+        f'model_script = "{EXAMPLE / "script.json"}"\n'
+        "[app]\n"
+        f'path = ["{EXAMPLE}"]\n'
+        'workflows = ["ap.workflows:PayInvoiceWorkflow", '
+        '"ap.pyai_workflows:PayInvoicePydanticAIWorkflow"]\n'
+        'tools = ["ap.bank:PaymentTools"]\n'
+    )
+    return config
+
+
+async def test_worker_killed_mid_tool_pays_once(
+    client: Client, settings: Settings, runtime: Runtime, tmp_path: Path
+) -> None:
+    log = tmp_path / "worker.log"
+    config = str(pyai_config(tmp_path))
+    # The bank settles slowly, so the payment row exists while the tool activity runs.
+    first = spawn_worker(settings, log, TETHER_CONFIG=config, TETHER_BANK_SETTLE_SECONDS="30")
+    try:
+        handle = await start(client, settings, "INV-1001")
+        await payment_in_flight(runtime, "INV-1001", log)
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    assert first.returncode == -signal.SIGKILL
+
+    second = spawn_worker(settings, log, TETHER_CONFIG=config, TETHER_BANK_SETTLE_SECONDS="0")
+    try:
+        result = await asyncio.wait_for(handle.result(), timeout=120)
+    finally:
+        second.send_signal(signal.SIGINT)
+        second.wait(timeout=30)
+    assert result.status == "paid"
+    assert bank_of(runtime).payments("INV-1001") == 1
+    events = runtime.ledger.events(handle.id)
+    kinds = [e.kind for e in events]
+    assert kinds.count("decision") == 1
+    assert kinds.count("tool.executed") == 1
+    assert kinds.count("tool.dispatched") == 2  # the killed attempt and the one that paid
+    assert len({e.idempotency_key for e in events}) == len(events)
+    assert runtime.ledger.verify().ok
