@@ -81,9 +81,7 @@ async def measure(client: Client, runs: int, concurrency: int, rounds: int) -> d
                 for r in range(rounds):
                     order = list(measured) if r % 2 == 0 else list(reversed(measured))
                     for name in order:
-                        measured[name] += await _round(
-                            client, queue, name, per_round, concurrency
-                        )
+                        measured[name] += await _round(client, queue, name, per_round, concurrency)
         finally:
             runtime.ledger.engine.dispose()
     governed, plain = measured["AdapterGoverned"], measured["AdapterPlain"]

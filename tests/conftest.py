@@ -85,9 +85,7 @@ def replayer_for(*workflows: type) -> Replayer:
     tether.toml, that clerk and `workflows`."""
     from ap.pyai_workflows import PayInvoicePydanticAIWorkflow
 
-    plugin = TetherPlugin(
-        load_app(Settings()).merged([PayInvoicePydanticAIWorkflow, *workflows])
-    )
+    plugin = TetherPlugin(load_app(Settings()).merged([PayInvoicePydanticAIWorkflow, *workflows]))
     return Replayer(workflows=[], plugins=[plugin, *worker_plugins(plugin.registered)])
 
 

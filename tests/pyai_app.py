@@ -34,7 +34,7 @@ class ChangingClerkWorkflow(CarefulClerkWorkflow):
     """The careful clerk, whose payment's amount changes while its approval waits (as a
     buggy or hostile hook between the model and the tool would change it)."""
 
-    async def act(self, action: str, **kw: Any) -> Any:  # type: ignore[override]
+    async def act(self, action: str, **kw: Any) -> Any:
         call = asyncio.ensure_future(super().act(action, **kw))
         args = kw["args"]
         if isinstance(args, Payment) and args.amount != 99.0:

@@ -164,8 +164,8 @@ async def test_a_denial_is_the_tools_answer_the_model_reads(
         ("decision", "deny", "denied"),
         ("model.call", "", "succeeded"),
     ]
-    second = runtime.ledger.events(handle.id)[2]
-    assert second.payload["input_tokens"] > 0  # usage of the request that read the denial
+    tokens = runtime.ledger.events(handle.id)[2].payload["input_tokens"]
+    assert isinstance(tokens, int) and tokens > 0  # usage of the request that read the denial
 
 
 async def test_run_usage_counts_every_model_request(
@@ -176,8 +176,10 @@ async def test_run_usage_counts_every_model_request(
     status = await handle.query("status", result_type=AgentStatus)
     calls = [e for e in runtime.ledger.events(handle.id) if e.kind == "model.call"]
     assert status.usage.model_calls == len(calls) == 2
-    assert status.usage.input_tokens == sum(e.payload["input_tokens"] for e in calls) > 0
-    assert status.usage.output_tokens == sum(e.payload["output_tokens"] for e in calls) > 0
+    for field in ("input_tokens", "output_tokens"):
+        recorded = [e.payload[field] for e in calls]
+        assert all(isinstance(n, int) and n > 0 for n in recorded)
+        assert getattr(status.usage, field) == sum(n for n in recorded if isinstance(n, int))
     assert usage_report(runtime.ledger.events(handle.id)).total.calls == 2
 
 
@@ -206,7 +208,7 @@ async def test_requires_approval_maps_onto_the_approve_tier(
     decision = next(e for e in runtime.ledger.events(handle.id) if e.kind == "decision")
     # Policy says auto for $250; pydantic-ai's requires_approval keeps it at approve.
     assert (decision.tier, decision.rule) == ("approve", REQUIRES_APPROVAL_RULE)
-    assert "policy says auto under rule 'ap-pay-small'" in decision.payload["reason"]
+    assert "policy says auto under rule 'ap-pay-small'" in str(decision.payload["reason"])
     assert decision.policy_version == runtime.policy.version
 
 
@@ -217,9 +219,11 @@ async def test_arguments_changed_after_approval_are_governed_again(
     first = (await pending_status(handle)).pending
     assert first is not None and '"amount":4800' in first.args_summary
     await handle.execute_update("decide", signed(first, "user:alice", settings))
+    second = first
     for _ in range(200):
-        second = (await pending_status(handle)).pending
-        assert second is not None
+        waiting = (await pending_status(handle)).pending
+        assert waiting is not None
+        second = waiting
         if second.request_id != first.request_id:
             break
         await asyncio.sleep(0.05)

@@ -15,8 +15,8 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHistory
 from temporalio.worker import Replayer
 
-from tether.runtime.app import App
 from tether.adapters import worker_plugins
+from tether.runtime.app import App
 from tether.runtime.plugin import TetherPlugin
 from tether.verification.events import digest
 from tether.verification.forensics import Divergence, HistoryFact, cross_check

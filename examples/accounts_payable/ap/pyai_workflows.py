@@ -8,11 +8,14 @@ Deterministic.
 
 from __future__ import annotations
 
+from typing import Any
+
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from pydantic_ai.messages import ModelMessage, ModelRequest, ToolReturnPart
 
+    from ap.bank import Receipt
     from ap.pyai_agent import clerk
     from ap.workflows import InvoiceInput, InvoiceResult
     from tether import ActionHalted, AgentWorkflow
@@ -27,7 +30,7 @@ def outcome(inp: InvoiceInput, messages: list[ModelMessage], answer: str) -> Inv
         if not isinstance(message, ModelRequest):
             for call in message.tool_calls:  # who and how much the agent meant to pay
                 args = call.args_as_dict()
-                update = {k: args[k] for k in ("vendor", "amount") if k in args}
+                update: dict[str, Any] = {k: args[k] for k in ("vendor", "amount") if k in args}
                 result = result.model_copy(update=update)
             continue
         for part in message.parts:
@@ -38,12 +41,13 @@ def outcome(inp: InvoiceInput, messages: list[ModelMessage], answer: str) -> Inv
                 status = "rejected" if " rejected: " in content else "denied"
                 result = result.model_copy(update={"status": status, "message": content})
             elif part.tool_name == "pay_vendor" and isinstance(content, dict):
+                receipt = Receipt.model_validate(content)
                 result = result.model_copy(
                     update={
                         "status": "paid",
-                        "receipt_id": content["receipt_id"],
-                        "vendor": content["vendor"],
-                        "amount": content["amount"],
+                        "receipt_id": receipt.receipt_id,
+                        "vendor": receipt.vendor,
+                        "amount": receipt.amount,
                     }
                 )
     return result
