@@ -13,7 +13,7 @@ with workflow.unsafe.imports_passed_through():
 @workflow.defn(name="AdapterGoverned")
 class AdapterGovernedWorkflow(AgentWorkflow):
     agent = "agent:bench"
-    __pydantic_ai_agents__ = [governed]
+    __pydantic_ai_agents__ = (governed,)
 
     @workflow.run
     async def run(self, prompt: str) -> str:
@@ -22,7 +22,7 @@ class AdapterGovernedWorkflow(AgentWorkflow):
 
 @workflow.defn(name="AdapterPlain")
 class AdapterPlainWorkflow:
-    __pydantic_ai_agents__ = [plain]
+    __pydantic_ai_agents__ = (plain,)
 
     @workflow.run
     async def run(self, prompt: str) -> str:

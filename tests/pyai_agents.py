@@ -24,3 +24,14 @@ careful_clerk = Agent(
     capabilities=[TetherGovernance(), TemporalDurability()],
 )
 """The clerk, with pydantic-ai's own `requires_approval` on its payments."""
+
+gateway_clerk = Agent(
+    FunctionModel(clerk_model, model_name="never-called"),
+    name="gateway_clerk",
+    toolsets=[governed_toolset(PaymentTools.pay_vendor)],
+    capabilities=[
+        TetherGovernance(gateway=True, task="agent", sensitivity="confidential"),
+        TemporalDurability(),
+    ],
+)
+"""The clerk whose model requests go through Tether's gateway, not its own model."""

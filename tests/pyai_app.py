@@ -12,7 +12,7 @@ with workflow.unsafe.imports_passed_through():
     from ap.pyai_workflows import outcome
     from ap.workflows import InvoiceInput, InvoiceResult
 
-    from tests.pyai_agents import careful_clerk
+    from tests.pyai_agents import careful_clerk, gateway_clerk
     from tether.workflows.agent import AgentWorkflow
 
 
@@ -21,7 +21,7 @@ class CarefulClerkWorkflow(AgentWorkflow):
     """The clerk whose payments pydantic-ai marks `requires_approval`."""
 
     agent = "agent:ap-clerk"
-    __pydantic_ai_agents__ = [careful_clerk]
+    __pydantic_ai_agents__ = (careful_clerk,)
 
     @workflow.run
     async def run(self, inp: InvoiceInput) -> InvoiceResult:
@@ -45,3 +45,16 @@ class ChangingClerkWorkflow(CarefulClerkWorkflow):
     @workflow.run
     async def run(self, inp: InvoiceInput) -> InvoiceResult:
         return await super().run(inp)
+
+
+@workflow.defn(name="PayInvoicePydanticAIGateway")
+class GatewayClerkWorkflow(AgentWorkflow):
+    """A clerk whose model requests go through Tether's gateway."""
+
+    agent = "agent:ap-clerk"
+    __pydantic_ai_agents__ = (gateway_clerk,)
+
+    @workflow.run
+    async def run(self, inp: InvoiceInput) -> InvoiceResult:
+        run = await gateway_clerk.run(inp.text)
+        return outcome(inp, run.all_messages(), run.output)

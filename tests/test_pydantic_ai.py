@@ -25,10 +25,15 @@ from tests.conftest import (
     pending_status,
     spawn_worker,
 )
-from tests.pyai_app import CarefulClerkWorkflow, ChangingClerkWorkflow
+from tests.model_server import ModelServer
+from tests.outage_kit import private_endpoints
+from tests.pyai_app import CarefulClerkWorkflow, ChangingClerkWorkflow, GatewayClerkWorkflow
 from tether.activities.accounting import usage_report
+from tether.activities.gateway import Gateway
 from tether.adapters.pydantic_ai import REQUIRES_APPROVAL_RULE
 from tether.core.config import Settings
+from tether.core.db import make_engine
+from tether.core.gateway_config import ModelsConfig
 from tether.governance.approvals import (
     ApprovalDecision,
     ApprovalOutcome,
@@ -38,6 +43,7 @@ from tether.governance.approvals import (
 from tether.governance.signing import sign_decision
 from tether.runtime.approvals import signing_key
 from tether.runtime.client import start_task
+from tether.verification.ledger import Ledger
 from tether.worker import Runtime, build_worker
 from tether.workflows import AgentStatus
 
@@ -284,3 +290,115 @@ async def test_worker_killed_mid_tool_pays_once(
     assert kinds.count("tool.dispatched") == 2  # the killed attempt and the one that paid
     assert len({e.idempotency_key for e in events}) == len(events)
     assert runtime.ledger.verify().ok
+
+
+GOVERNED_KINDS = {"decision", "tool.dispatched", "tool.executed", "notify", "approval.requested"}
+
+
+async def test_same_tiers_and_governed_steps_as_the_native_clerk(
+    client: Client, settings: Settings, runtime: Runtime, pyai_worker: Worker
+) -> None:
+    """$250 auto, $4,800 notify, $25,000 approve, bank change denied: step for step the
+    governed events of the native `PayInvoice`; they differ only in model calls."""
+    for invoice in ("INV-1001", "INV-1002", "INV-1003", "INV-1004"):
+        shapes = []
+        for workflow in ("PayInvoice", "PayInvoicePydanticAI"):
+            handle = await start(client, settings, invoice, workflow=workflow)
+            if invoice == "INV-1003":
+                pending = (await pending_status(handle)).pending
+                assert pending is not None
+                await handle.execute_update("decide", signed(pending, "user:alice", settings))
+            await handle.result()
+            shapes.append(
+                [
+                    (e.kind, e.action, e.resource, e.tier, e.rule, e.outcome)
+                    for e in runtime.ledger.events(handle.id)
+                    if e.kind in GOVERNED_KINDS or e.kind.startswith("approval.decided")
+                ]
+            )
+        native, adapted = shapes
+        assert native and adapted == native, invoice
+    assert runtime.ledger.verify().ok
+
+
+async def test_demo_runs_the_pydantic_ai_clerk(tmp_path: Path, settings: Settings) -> None:
+    from tests.test_cli import tether
+
+    db = tmp_path / "demo.db"
+    done = await tether(
+        settings,
+        tmp_path,
+        "demo",
+        "--agent",
+        "pydantic-ai",
+        TETHER_DATABASE_URL=f"sqlite:///{db}",
+        TETHER_TEMPORAL_ADDRESS="127.0.0.1:1",  # the demo starts its own server
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "(pydantic-ai)" in done.stdout
+    assert done.stdout.count("replay: ok") == 4 and done.stdout.count("0 divergences") == 4
+    assert "refused user:bob" in done.stdout and "approved by user:alice" in done.stdout
+    verified = await tether(
+        settings, tmp_path, "audit", "verify", TETHER_DATABASE_URL=f"sqlite:///{db}"
+    )
+    assert verified.returncode == 0 and "ledger intact" in verified.stdout
+    ledger = Ledger(make_engine(f"sqlite:///{db}"))
+    try:
+        decisions = [(e.tier, e.rule) for e in ledger.events() if e.kind == "decision"]
+        assert decisions == [
+            ("auto", "ap-pay-small"),
+            ("notify", "ap-pay-medium"),
+            ("approve", "ap-pay-large"),
+            ("deny", "ap-no-bank-changes"),
+        ]
+    finally:
+        ledger.engine.dispose()
+
+
+async def test_an_unknown_demo_agent_is_one_clear_line(tmp_path: Path, settings: Settings) -> None:
+    from tests.test_cli import one_line, tether
+
+    done = await tether(settings, tmp_path, "demo", "--agent", "crewai")
+    assert "unknown demo agent 'crewai'" in one_line(done)
+
+
+async def test_model_requests_through_the_gateway(
+    client: Client, settings: Settings, runtime: Runtime
+) -> None:
+    """With `gateway=True` the agent's requests go to Tether's gateway (a real
+    OpenAI-compatible server over loopback), tools offered as functions; the gateway
+    records each call and the run is charged."""
+    async with ModelServer() as server:
+        server.answer("tool pay_vendor ->", {"answer": "paid"})
+        payment = {"vendor": "acme-office", "amount": 250.0, "invoice_id": "INV-1001"}
+        server.answer("INV-1001", {"tool_calls": [{"name": "pay_vendor", "arguments": payment}]})
+        config = ModelsConfig.model_validate({"endpoints": private_endpoints(server, "a")})
+        gateway = Gateway(config)
+        worker = build_worker(
+            client,
+            settings,
+            runtime,
+            extra_workflows=[GatewayClerkWorkflow],
+            model_provider=gateway,
+        )
+        try:
+            async with worker:
+                handle = await start(
+                    client, settings, "INV-1001", workflow="PayInvoicePydanticAIGateway"
+                )
+                result = await handle.result()
+                status = await handle.query("status", result_type=AgentStatus)
+        finally:
+            await gateway.aclose()
+        requests = server.requests_to("a")
+    assert result.status == "paid" and bank_of(runtime).payments("INV-1001") == 1
+    assert len(requests) == 2
+    assert "Invoice INV-1001" in requests[0].prompt
+    assert "tool pay_vendor ->" in requests[1].prompt and "receipt_id" in requests[1].prompt
+    events = runtime.ledger.events(handle.id)
+    calls = [e for e in events if e.kind == "model.call"]
+    assert [c.payload["endpoint"] for c in calls] == ["a", "a"]
+    assert calls[0].payload["tool_calls"] == ["pay_vendor"]
+    decision = next(e for e in events if e.kind == "decision")
+    assert (decision.tier, decision.rule) == ("auto", "ap-pay-small")
+    assert status.usage.model_calls == 2 and status.usage.input_tokens > 0

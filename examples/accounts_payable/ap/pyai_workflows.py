@@ -56,7 +56,7 @@ def outcome(inp: InvoiceInput, messages: list[ModelMessage], answer: str) -> Inv
 @workflow.defn(name="PayInvoicePydanticAI")
 class PayInvoicePydanticAIWorkflow(AgentWorkflow):
     agent = "agent:ap-clerk"
-    __pydantic_ai_agents__ = [clerk]
+    __pydantic_ai_agents__ = (clerk,)
 
     @workflow.run
     async def run(self, inp: InvoiceInput) -> InvoiceResult:
