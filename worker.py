@@ -29,6 +29,7 @@ from tether.activities.messages import MessageActivities
 from tether.activities.models import ModelActivities, ModelProvider
 from tether.activities.notify import NotifyActivities
 from tether.activities.tools import ToolActivities
+from tether.adapters import worker_plugins
 from tether.core import telemetry
 from tether.core.config import Settings, load_settings
 from tether.core.db import make_engine
@@ -177,7 +178,8 @@ def build_worker(
     # A worker applies its client's plugins too, and a second TetherPlugin would run twice
     # (Temporal warns): the client's configures this worker, else the worker's own does.
     # Either way the workflows the client's plugin did not register are registered here.
-    plugins = [] if configured else [TetherPlugin(workflows=False)]
+    plugins: list[Any] = [] if configured else [TetherPlugin(workflows=False)]
+    plugins += worker_plugins(app.workflows)  # pydantic-ai's, for its agents' activities
     registered = {workflow_name(w) for p in configured for w in p.registered}
     workflows: dict[str, type] = {}
     for cls in [*TETHER_WORKFLOWS, *app.workflows]:

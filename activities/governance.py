@@ -113,11 +113,13 @@ class GovernanceActivities:
             )
         policy_said = decision
         if inp.floor is not None and decision.tier.severity < inp.floor.tier.severity:
+            why = "an edit never lowers the tier" if inp.record_as else "the step's floor"
             decision = inp.floor.model_copy(
                 update={
-                    "reason": f"an edit never lowers the tier: policy says {policy_said.tier} "
+                    "reason": f"{why}: policy says {policy_said.tier} "
                     f"under rule {policy_said.rule!r}, the step stays {inp.floor.tier} under "
-                    f"{inp.floor.rule!r} ({inp.floor.reason})"
+                    f"{inp.floor.rule!r} ({inp.floor.reason})",
+                    "policy_version": inp.floor.policy_version or policy_said.policy_version,
                 }
             )
         self.ledger.append(

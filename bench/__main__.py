@@ -64,6 +64,13 @@ def _svg_path(path: Path) -> Path:
     return svg
 
 
+async def _adapters(args: argparse.Namespace) -> Report:
+    from bench.adapters import run_adapters  # needs the tether[pydantic-ai] extra
+
+    figures = await run_adapters(args.runs, args.concurrency, args.rounds)
+    return Report(figures, flat_table("Adapter benchmark (ms)", figures))
+
+
 async def _ledger(args: argparse.Namespace) -> Report:
     postgres = args.postgres or os.environ.get("TETHER_TEST_DATABASE_URL")
     figures = await asyncio.to_thread(
@@ -99,6 +106,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "ledger": _ledger,
     "decide": _decide,
     "gateway": _gateway,
+    "adapters": _adapters,
 }
 """Subcommand name → benchmark; each gets its options in `parser()`."""
 
@@ -164,6 +172,13 @@ def parser() -> argparse.ArgumentParser:
     gw.add_argument("--failover-calls", type=int, default=400, help="failover calls per variant")
     gw.add_argument("--no-litellm", action="store_true", help="leave LiteLLM's Router out")
     gw.add_argument("--quick", action="store_true", help="a short smoke run (200 calls)")
+
+    ad = sub.add_parser(
+        "adapters", parents=[common], help="a governed pydantic-ai agent vs the same on Temporal"
+    )
+    ad.add_argument("--runs", type=int, default=100, help="agent runs per variant")
+    ad.add_argument("--concurrency", type=int, default=1, help="runs in flight")
+    ad.add_argument("--rounds", type=int, default=4, help="alternating rounds per variant")
 
     missing = set(BENCHMARKS) - set(sub.choices)
     assert not missing, f"benchmarks without a subcommand: {sorted(missing)}"

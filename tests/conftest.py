@@ -20,6 +20,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 
+from tether.adapters import worker_plugins
 from tether.core.binaries import temporal_cli
 from tether.core.config import Settings
 from tether.runtime.app import load_app
@@ -79,9 +80,13 @@ def bank_of(runtime: Runtime) -> Bank:
 
 
 def replayer_for(*workflows: type) -> Replayer:
-    """A replayer configured as Tether's workers are (TetherPlugin), for the example app
-    of this repository's tether.toml and `workflows`."""
-    return Replayer(workflows=[], plugins=[TetherPlugin(load_app(Settings()).merged(workflows))])
+    """A replayer configured as Tether's workers are (TetherPlugin, and pydantic-ai's
+    plugin for the example's pydantic-ai clerk), for the example app of this repository's
+    tether.toml, that clerk and `workflows`."""
+    from ap.pyai_workflows import PayInvoicePydanticAIWorkflow
+
+    plugin = TetherPlugin(load_app(Settings()).merged([PayInvoicePydanticAIWorkflow, *workflows]))
+    return Replayer(workflows=[], plugins=[plugin, *worker_plugins(plugin.registered)])
 
 
 def new_id(prefix: str) -> str:

@@ -24,7 +24,8 @@ probability `rate`, the fault drawn from a list (seeded: reproducible). An endpo
 `always-FAULT` answers FAULT every time (handy from another process). `outage(*names)`
 takes endpoints down (every request answers the outage's fault, 503 by default, before
 any plan) until `restore(*names)`. `answer(match, output)` makes a prompt containing
-`match` answer `output` (JSON) instead of the echo, e.g. an invoice's fields. Requests with
+`match` answer `output` (JSON) instead of the echo, e.g. an invoice's fields; an output
+`{"tool_calls": [{"name": ..., "arguments": {...}}]}` answers with those tool calls. Requests with
 `"stream": true` are answered as server-sent events. Every request is logged (endpoint,
 the prompt text, the fault): tests assert on the log, e.g. that no confidential prompt
 ever reached a public endpoint.
@@ -294,6 +295,8 @@ def _completion(
         answer = {"echo": 5}
     content = json.dumps(answer)
     finish = "stop"
+    if isinstance(answer, dict) and set(answer) == {"tool_calls"}:  # answer with tool calls
+        return _tool_completion(body, answer["tool_calls"], prompt)
     if fault == "garbage":
         content = "I am sorry, I cannot answer in JSON today."
     if fault == "truncated":
@@ -325,6 +328,31 @@ def _completion(
             "total_tokens": 0,
         }
     return out
+
+
+def _tool_completion(body: dict[str, Any], calls: list[Any], prompt: str) -> dict[str, Any]:
+    """A completion calling `calls` ({"name", "arguments"} each), as `answer` gives it."""
+    tool_calls = [
+        {
+            "id": f"call_{i}",
+            "type": "function",
+            "function": {"name": c["name"], "arguments": json.dumps(c["arguments"])},
+        }
+        for i, c in enumerate(calls)
+    ]
+    return {
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "model": body.get("model", ""),
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": None, "tool_calls": tool_calls},
+                "finish_reason": "tool_calls",
+            }
+        ],
+        "usage": {"prompt_tokens": max(1, len(prompt) // 4), "completion_tokens": 8},
+    }
 
 
 def _head(status: int, length: int, extra: dict[str, str] | None = None) -> bytes:

@@ -3,6 +3,7 @@
     python -m tests.record_histories            # the example's runs (old code's histories)
     python -m tests.record_histories outages    # a run that waited out an outage; a reset run
     python -m tests.record_histories edits      # a payment approved with an edited amount
+    python -m tests.record_histories pydantic-ai  # the pydantic-ai clerk: approve, deny
 
 The replay test replays every stored history against today's code, so a change that
 would break in-flight workflows fails the suite. Re-record only when a change is meant to
@@ -224,6 +225,54 @@ async def edits() -> None:
     print("recorded invoice-approve-edited")
 
 
+async def pydantic_ai() -> None:
+    """`pydantic-ai-approve`, `pydantic-ai-deny`: the accounts-payable clerk written as a
+    pydantic-ai agent (`ap.pyai_workflows`), a $25,000 payment approved by alice and a bank
+    change denied. Workflow ids are the file names (the replay test names them so)."""
+    from ap.pyai_workflows import PayInvoicePydanticAIWorkflow
+
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_cli(), data_converter=pydantic_data_converter
+    )
+    tmp = Path(tempfile.mkdtemp())
+    settings = Settings(database_url=f"sqlite:///{tmp / 'rec.db'}", task_queue="record")
+    runtime = Runtime.from_settings(settings)
+    workflows = [PayInvoicePydanticAIWorkflow]
+    try:
+        async with build_worker(env.client, settings, runtime, extra_workflows=workflows):
+            for name, invoice, text in (
+                ("pydantic-ai-approve", "INV-1003", "Invoice INV-1003: Globex, $25,000.00"),
+                ("pydantic-ai-deny", "INV-1004", "Invoice INV-1004: Initech, new bank account"),
+            ):
+                handle = await start_task(
+                    env.client,
+                    "PayInvoicePydanticAI",
+                    InvoiceInput(invoice_id=invoice, text=text),
+                    workflow_id=name,
+                    task_queue=settings.task_queue,
+                    started_by="user:bob",
+                    result_type=InvoiceResult,
+                )
+                if invoice == "INV-1003":
+                    while not (pending := runtime.approvals.list(ApprovalStatus.PENDING)):
+                        await asyncio.sleep(0.05)
+                    await decide_request(
+                        env.client,
+                        runtime.approvals,
+                        runtime.ledger,
+                        pending[0].request_id,
+                        approver="user:alice",
+                        approve=True,
+                        comment="recorded",
+                        key=signing_key(settings),
+                    )
+                await handle.result()
+                (HERE / f"{name}.json").write_text((await handle.fetch_history()).to_json())
+                print(f"recorded {name}")
+    finally:
+        await env.shutdown()
+
+
 if __name__ == "__main__":
-    modes = {"outages": outages, "edits": edits}
+    modes = {"outages": outages, "edits": edits, "pydantic-ai": pydantic_ai}
     asyncio.run(modes[sys.argv[1]]() if sys.argv[1:] else main())

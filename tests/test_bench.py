@@ -134,3 +134,15 @@ def test_unknown_benchmark_is_refused() -> None:
     with pytest.raises(SystemExit) as exited:
         main(["nope"])
     assert exited.value.code == 2
+
+
+async def test_adapters_benchmark_reports_both_variants(client: Client) -> None:
+    from bench.adapters import run_adapters
+
+    figures: Any = json.loads(json.dumps(await run_adapters(4, 2, 2, client=client)))
+    assert (figures["benchmark"], figures["framework"]) == ("adapters", "pydantic-ai")
+    assert figures["tool_calls_per_run"] == 5 and figures["target_added_p50_ms"] == 5.0
+    for variant in ("governed", "plain_temporal"):
+        part = figures[variant]
+        assert part["runs"] == 4 and part["p99_ms"] >= part["p50_ms"] > 0
+    assert isinstance(figures["added_p50_ms_per_tool_call"], float)

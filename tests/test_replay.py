@@ -25,6 +25,8 @@ def test_histories_are_stored() -> None:
         "invoice-reset",
         "invoice-approve-edited",
         "invoice-messages",
+        "pydantic-ai-approve",
+        "pydantic-ai-deny",
     } <= names
 
 

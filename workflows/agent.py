@@ -48,6 +48,7 @@ with workflow.unsafe.imports_passed_through():
     from tether.core.gateway_config import DATA_CLASSES
     from tether.errors import ErrorType
     from tether.governance.approvals import PendingApproval
+    from tether.governance.types import Decision
     from tether.workflows.errors import (
         ActionMisdeclared,
         BudgetExceeded,
@@ -242,6 +243,7 @@ class AgentWorkflow(GovernedCalls, RecoveryLadder):
         action: str | None = None,
         resource: str | None = None,
         context: dict[str, JsonValue] | None = None,
+        floor: Decision | None = None,
     ) -> R: ...
 
     @overload
@@ -254,6 +256,7 @@ class AgentWorkflow(GovernedCalls, RecoveryLadder):
         args: BaseModel,
         resource: str | None = None,
         context: dict[str, JsonValue] | None = None,
+        floor: Decision | None = None,
     ) -> R: ...
 
     async def act(
@@ -267,6 +270,7 @@ class AgentWorkflow(GovernedCalls, RecoveryLadder):
         action: str | None = None,
         resource: str | None = None,
         context: dict[str, JsonValue] | None = None,
+        floor: Decision | None = None,
     ) -> R:
         """`act(Tools.method, Args(...))`: decide → (notify | wait for approval | deny) →
         execute the tool → record (`workflows.steps`).
@@ -275,7 +279,8 @@ class AgentWorkflow(GovernedCalls, RecoveryLadder):
         resource=..., context=...)`) over these arguments. `context` may add keys, never
         contradict an argument; an `action` or `resource` given (the older form
         `act("payments.pay", resource=..., tool=..., args=...)`) must be the tool's.
-        Otherwise the step is refused and recorded: ActionMisdeclared.
+        Otherwise the step is refused and recorded: ActionMisdeclared. `floor`: the step
+        is decided no lower than this (an adapter's `requires_approval`).
         """
         if isinstance(first, str):
             action = first
@@ -288,7 +293,7 @@ class AgentWorkflow(GovernedCalls, RecoveryLadder):
                 "call act(Tools.method, Args(...))"
             )
         result: R = await self._govern(
-            spec_of(tool), args, action=action, resource=resource, context=context
+            spec_of(tool), args, action=action, resource=resource, context=context, floor=floor
         )
         return result
 

