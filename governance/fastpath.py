@@ -48,7 +48,7 @@ from typing import Any
 
 import simpleeval
 
-from tether.governance.matching import PatternError, compile_pattern, constant_patterns
+from tether.governance.matching import PatternError, compile_pattern, constant_patterns, key_matcher
 from tether.governance.matching import key_match2_regex as key_match2_regex
 
 Names = Mapping[str, object]
@@ -403,7 +403,7 @@ class FastIndex:
             prefix, literal = literal_prefix(regex)
             rule = row.values.get("p_rule")
             try:
-                match = None if literal else compile_pattern(regex)
+                match = None if literal else key_matcher(regex)
             except PatternError as exc:
                 raise Unsupported(
                     f"rule {rule!r}: resource pattern {row.pattern!r}: {exc}"

@@ -37,10 +37,12 @@ import hashlib
 import io
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import casbin
+from pydantic import JsonValue
 
 from tether.errors import InvalidNameError, PolicyError
 from tether.governance import fastpath, matching
@@ -327,14 +329,24 @@ class PolicyEngine:
     def decide(self, request: DecisionRequest) -> Decision:
         """Decide one request with the fast path; the same answer as `decide_with_casbin`.
         Deterministic for this policy version."""
+        return self.decide_fields(request.agent, request.action, request.resource, request.context)
+
+    def decide_fields(
+        self, agent: str, action: str, resource: str, context: Mapping[str, JsonValue]
+    ) -> Decision:
+        """`decide` for a request given as its fields (re-deciding a recorded one)."""
         if self._fast is None:
-            return self.decide_with_casbin(request)
+            return self.decide_with_casbin(
+                DecisionRequest(
+                    agent=agent, action=action, resource=resource, context=dict(context)
+                )
+            )
         try:
-            agent, action, resource = _canonical(request)
+            agent, action, resource = _names(agent, action, resource)
         except InvalidNameError as exc:
             return self._refused(exc)
         try:
-            order = self._fast.first_match(agent, resource, action, dict(request.context))
+            order = self._fast.first_match(agent, resource, action, dict(context))
         except Exception as exc:  # what casbin raises: a condition that cannot be evaluated
             return self._failed(exc)
         if order is None:
@@ -406,8 +418,8 @@ class PolicyEngine:
 
 def _canonical(request: DecisionRequest) -> tuple[str, str, str]:
     """(agent, action, resource) canonical; InvalidNameError names a refused one."""
-    return (
-        canonical_agent(request.agent),
-        canonical_action(request.action),
-        canonical_resource(request.resource),
-    )
+    return _names(request.agent, request.action, request.resource)
+
+
+def _names(agent: str, action: str, resource: str) -> tuple[str, str, str]:
+    return canonical_agent(agent), canonical_action(action), canonical_resource(resource)

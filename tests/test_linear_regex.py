@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 from casbin.model.function import FunctionMap
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tether.errors import PolicyError
 from tether.governance import matching
@@ -149,3 +151,32 @@ def test_the_documented_differences_from_pythons_re() -> None:
     assert not matching.regex_match("Müller", "^\\w+$")
     with pytest.raises(TypeError, match="regexMatch needs a string, got int 5"):
         matching.regex_match(5, "^5")
+
+
+_PIECES = st.sampled_from(["vendor", "/", ":name", "/*", "a", "b.c", "-", "*", "[0-9]+", "x|y"])
+_TEXT = st.text(alphabet="ab/:-.xy0\n", max_size=12)
+
+
+@settings(max_examples=500, deadline=None)
+@given(pieces=st.lists(_PIECES, min_size=1, max_size=6), texts=st.lists(_TEXT, max_size=8))
+def test_segment_patterns_match_as_re2_does(pieces: list[str], texts: list[str]) -> None:
+    """The fast path matches plain segment patterns with string operations: the same
+    answers as RE2 on the very regex, for any text."""
+    regex = matching.key_match2_regex("".join(pieces))
+    try:
+        reference = matching.compile_pattern(regex)
+    except matching.PatternError:
+        with pytest.raises(matching.PatternError):
+            matching.key_matcher(regex)
+        return
+    ours = matching.key_matcher(regex)
+    for text in [*texts, "vendor/a", "vendor/a/b", "vendor/", "vendor/a\n"]:
+        assert ours(text) == reference(text), (regex, text)
+
+
+@pytest.mark.parametrize(
+    "pattern", ["vendor/:name", "vendor/:name/bank", "vendor/acme/*", "x/:a/:b"]
+)
+def test_plain_segment_patterns_take_the_string_matcher(pattern: str) -> None:
+    regex = matching.key_match2_regex(pattern)
+    assert matching.key_matcher(regex) is not matching.compile_pattern(regex)

@@ -27,12 +27,12 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, JsonValue
 from sqlalchemy import ColumnElement, func, select
 
 from tether.errors import TetherError
 from tether.governance.policy import PolicyEngine
-from tether.governance.types import DecisionRequest, Tier
+from tether.governance.types import Decision, Tier
 from tether.verification.ledger import EVENTS, Ledger
 from tether.verification.query import iso_utc
 
@@ -60,7 +60,7 @@ def window_start(since: str, now: datetime | None = None) -> str:
 
 
 class DecisionRow(NamedTuple):
-    """A recorded decision, as read from the ledger (payload still JSON text)."""
+    """A recorded decision, as read from the ledger."""
 
     seq: int
     workflow_id: str
@@ -73,10 +73,13 @@ class DecisionRow(NamedTuple):
     tier: str
     rule: str
     policy_version: str
-    payload: str
+    context: str | None
+    """The recorded policy context, as JSON text (None: none recorded)."""
+    policy_tier: str | None
+    """The tier the policy gave a step an edit held higher (None: not edited)."""
 
 
-_COLUMNS = [EVENTS.c[name] for name in DecisionRow._fields]
+_COLUMNS = [EVENTS.c[name] for name in DecisionRow._fields[:-2]]
 
 
 def count_decisions(ledger: Ledger, since: str, until: str | None = None) -> int:
@@ -87,13 +90,29 @@ def count_decisions(ledger: Ledger, since: str, until: str | None = None) -> int
 
 
 def read_decisions(ledger: Ledger, since: str, until: str | None = None) -> Iterator[DecisionRow]:
-    """Decision events recorded in [since, until), oldest first, streamed a page at a time."""
-    stmt = select(*_COLUMNS).where(*_window(since, until)).order_by(EVENTS.c.seq)
+    """Decision events recorded in [since, until), oldest first, streamed a page at a time.
+    SQLite extracts the two payload fields itself (`json_extract`); elsewhere the payload
+    is parsed here."""
+    payload = EVENTS.c.payload
+    in_sql = ledger.engine.dialect.name == "sqlite"
+    fields = (
+        [func.json_extract(payload, "$.context"), func.json_extract(payload, "$.policy_tier")]
+        if in_sql
+        else [payload]
+    )
+    stmt = select(*_COLUMNS, *fields).where(*_window(since, until)).order_by(EVENTS.c.seq)
     with ledger.engine.connect() as conn:
         result = conn.execution_options(stream_results=True, yield_per=PAGE).execute(stmt)
         for page in result.partitions(PAGE):
             for row in page:
-                yield DecisionRow(*row)
+                if in_sql:
+                    yield DecisionRow(*row)
+                    continue
+                recorded = json.loads(row[-1])
+                context = recorded.get("context")
+                edited = recorded.get("policy_tier") if recorded.get("edited") else None
+                text = None if context is None else json.dumps(context)
+                yield DecisionRow._make((*row[:-1], text, edited))
 
 
 def _window(since: str, until: str | None) -> list[ColumnElement[bool]]:
@@ -181,95 +200,143 @@ def analyse(
     examples: int = 3,
     max_runs: int = 50,
     progress: Callable[[int], None] | None = None,
+    decide_with: Callable[[str, str, str, dict[str, JsonValue]], Decision] | None = None,
 ) -> ImpactReport:
     """Re-decide `rows` under `policy` and count what changes (see the module contract).
-    `progress(n)` is told every PAGE rows how many were read so far."""
+    `progress(n)` is told every PAGE rows how many were read so far; `decide_with`
+    replaces `policy.decide_fields` (the benchmark passes casbin's own Enforcer)."""
     started = time.perf_counter()
-    report = ImpactReport(policy_version=policy.version, since=since, until=until)
-    decide, loads, construct = policy.decide, json.loads, DecisionRequest.model_construct
+    decide = decide_with or policy.decide_fields
+    loads = json.loads
     per_rule: dict[str, int] = {}
-    rules: dict[str, RuleImpact] = {}
-    transitions: dict[tuple[str, str], Transition] = {}
-    runs: dict[tuple[str, str], tuple[int, set[str]]] = {}
+    # (recorded rule, tier before, tier after, new rule) → decisions
+    changes: dict[tuple[str, str, str, str], int] = {}
+    move_examples: dict[tuple[str, str], list[_Kept]] = {}
+    rule_examples: dict[str, list[_Kept]] = {}
+    runs: dict[tuple[str, str], tuple[list[int], set[str]]] = {}
     versions: set[str] = set()
     read = skipped = 0
+    labels: dict[tuple[str, str], str] = {}
     for row in rows:
         read += 1
         if progress is not None and read % PAGE == 0:
             progress(read)
-        if not row.policy_version:
+        _, workflow_id, run_id, _, _, agent, action, resource, tier, rule, version, ctx, held = row
+        if not version:
             skipped += 1
             continue
-        versions.add(row.policy_version)
-        per_rule[row.rule] = per_rule.get(row.rule, 0) + 1
-        payload = loads(row.payload)
-        context = payload.get("context")
-        before = payload.get("policy_tier", row.tier) if payload.get("edited") else row.tier
-        decision = decide(
-            construct(
-                agent=row.agent,
-                action=row.action,
-                resource=row.resource,
-                context=context if isinstance(context, dict) else {},
-            )
-        )
-        after = decision.tier.value
-        if after == before and decision.rule == row.rule:
+        versions.add(version)
+        per_rule[rule] = per_rule.get(rule, 0) + 1
+        context = loads(ctx) if ctx else None
+        before = held or tier
+        decision = decide(agent, action, resource, context if isinstance(context, dict) else {})
+        after, new_rule = decision.tier.value, decision.rule
+        if after == before and new_rule == rule:
             continue
-        example = ImpactExample(
-            seq=row.seq,
-            workflow_id=row.workflow_id,
-            run_id=row.run_id,
-            step=row.step,
-            recorded_at=row.recorded_at,
-            agent=row.agent,
-            action=row.action,
-            resource=row.resource,
-            before=before,
-            before_rule=row.rule,
-            after=after,
-            after_rule=decision.rule,
-        )
-        by_rule = rules.setdefault(row.rule, RuleImpact(rule=row.rule, decisions=0))
-        by_rule.now_decided_by[decision.rule] = by_rule.now_decided_by.get(decision.rule, 0) + 1
-        if len(by_rule.examples) < examples:
-            by_rule.examples.append(example)
+        key = (rule, before, after, new_rule)
+        changes[key] = changes.get(key, 0) + 1
+        kept = rule_examples.get(rule)
+        if kept is None:
+            kept = rule_examples[rule] = []
+        if len(kept) < examples:
+            kept.append((row, before, after, new_rule))
         if after == before:
-            by_rule.rerouted += 1
-            report.rerouted += 1
             continue
-        by_rule.changed += 1
-        report.changed += 1
-        if _SEVERITY.get(after, 0) > _SEVERITY.get(before, 0):
-            report.stricter += 1
+        label = labels.get((before, after))
+        if label is None:
+            label = labels[(before, after)] = f"{before}→{after}"
+            move_examples[(before, after)] = []
+        kept = move_examples[(before, after)]
+        if len(kept) < examples:
+            kept.append((row, before, after, new_rule))
+        run = runs.get((workflow_id, run_id))
+        if run is None:
+            runs[(workflow_id, run_id)] = ([1], {label})
         else:
-            report.looser += 1
-        label = f"{before}→{after}"
-        move = transitions.get((before, after))
-        if move is None:
-            move = transitions[(before, after)] = Transition(
-                label=label, before=before, after=after, decisions=0
-            )
-        move.decisions += 1
-        if len(move.examples) < examples:
-            move.examples.append(example)
-        count, labels = runs.get((row.workflow_id, row.run_id), (0, set()))
-        labels.add(label)
-        runs[(row.workflow_id, row.run_id)] = (count + 1, labels)
-    for rule, impact_of in rules.items():
-        impact_of.decisions = per_rule[rule]
-    report.decisions = read - skipped
-    report.skipped = skipped
-    report.transitions = sorted(transitions.values(), key=lambda t: (-t.decisions, t.label))
-    report.rules = sorted(rules.values(), key=lambda r: (-r.changed, -r.rerouted, r.rule))
+            run[0][0] += 1
+            run[1].add(label)
+    report = _report(policy, changes, per_rule, move_examples, rule_examples)
+    report.since, report.until = since, until
+    report.decisions, report.skipped = read - skipped, skipped
     report.runs_affected = len(runs)
-    ranked = sorted(runs.items(), key=lambda item: (-item[1][0], item[0]))[:max_runs]
+    ranked = sorted(runs.items(), key=lambda item: (-item[1][0][0], item[0]))[:max_runs]
     report.runs = [
-        AffectedRun(workflow_id=w, run_id=r, changed=n, transitions=sorted(labels))
+        AffectedRun(workflow_id=w, run_id=r, changed=n[0], transitions=sorted(labels))
         for (w, r), (n, labels) in ranked
     ]
     report.recorded_versions = sorted(versions)
     report.elapsed_seconds = round(time.perf_counter() - started, 3)
+    return report
+
+
+_Kept = tuple[DecisionRow, str, str, str]
+"""An example kept while tallying: the row, tier before, tier after, new rule."""
+
+
+def _example(row: DecisionRow, before: str, after: str, new_rule: str) -> ImpactExample:
+    return ImpactExample(
+        seq=row.seq,
+        workflow_id=row.workflow_id,
+        run_id=row.run_id,
+        step=row.step,
+        recorded_at=row.recorded_at,
+        agent=row.agent,
+        action=row.action,
+        resource=row.resource,
+        before=before,
+        before_rule=row.rule,
+        after=after,
+        after_rule=new_rule,
+    )
+
+
+def _report(
+    policy: PolicyEngine,
+    changes: dict[tuple[str, str, str, str], int],
+    per_rule: dict[str, int],
+    move_examples: dict[tuple[str, str], list[_Kept]],
+    rule_examples: dict[str, list[_Kept]],
+) -> ImpactReport:
+    """The totals, transitions and rules of the tallied changes."""
+    report = ImpactReport(policy_version=policy.version, since="")
+    built: dict[int, ImpactExample] = {}
+
+    def examples_of(kept: list[_Kept]) -> list[ImpactExample]:
+        return [built.get(k[0].seq) or built.setdefault(k[0].seq, _example(*k)) for k in kept]
+
+    moves: dict[tuple[str, str], int] = {}
+    rules: dict[str, RuleImpact] = {}
+    for (rule, before, after, new_rule), count in changes.items():
+        impact_of = rules.get(rule)
+        if impact_of is None:
+            kept = examples_of(rule_examples[rule])
+            impact_of = rules[rule] = RuleImpact(rule=rule, decisions=per_rule[rule], examples=kept)
+        impact_of.now_decided_by[new_rule] = impact_of.now_decided_by.get(new_rule, 0) + count
+        if before == after:
+            impact_of.rerouted += count
+            report.rerouted += count
+            continue
+        impact_of.changed += count
+        report.changed += count
+        if _SEVERITY.get(after, 0) > _SEVERITY.get(before, 0):
+            report.stricter += count
+        else:
+            report.looser += count
+        moves[(before, after)] = moves.get((before, after), 0) + count
+    report.transitions = sorted(
+        (
+            Transition(
+                label=f"{before}→{after}",
+                before=before,
+                after=after,
+                decisions=count,
+                examples=examples_of(move_examples[(before, after)]),
+            )
+            for (before, after), count in moves.items()
+        ),
+        key=lambda t: (-t.decisions, t.label),
+    )
+    report.rules = sorted(rules.values(), key=lambda r: (-r.changed, -r.rerouted, r.rule))
     return report
 
 
