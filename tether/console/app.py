@@ -283,7 +283,7 @@ def create_app(
 ) -> FastAPI:
     """The console for `settings`; `client` is the Temporal client to use (else connect);
     `tether_app` the app whose runs it replays (else the settings' `[app]`)."""
-    from tether.console import approve, audit, kill, links, requester, signin
+    from tether.console import approve, audit, kill, links, policy_impact, requester, signin
 
     console = ConsoleState(settings, client, tether_app)
 
@@ -379,4 +379,5 @@ def create_app(
     app.include_router(audit.router)
     app.include_router(requester.router)
     app.include_router(links.router)
+    app.include_router(policy_impact.router)
     return app
