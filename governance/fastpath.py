@@ -236,9 +236,9 @@ def condition_of(row: Row) -> ast.expr:
     return expression.values[3]
 
 
-Candidate = tuple[int, Callable[[str], bool] | None, Evaluator | None]
-"""(row order, the pattern's RE2 matcher or None for a literal, the condition or None
-when it is the constant `True`)."""
+Candidate = tuple[int, Callable[[str], object] | None, Evaluator | None]
+"""(row order, the pattern's linear-time matcher (truthy on a match) or None for a
+literal, the condition or None when it is the constant `True`)."""
 
 _ORDER = itemgetter(0)
 

@@ -90,10 +90,15 @@ _SEGMENT = "[^\\/]+"  # what key_match2_regex makes of `:name`
 _SPECIAL = frozenset(".^$*+?{}[]\\|()")
 
 
-def key_matcher(regex: str) -> Matcher:
-    """`compile_pattern(regex)` for a regex made by key_match2_regex; a pattern of literal
-    text, `:name` segments and a trailing `/*` (most of them) is matched by string
-    operations instead, linear as well and a third of RE2's per-call cost."""
+def key_matcher(regex: str) -> Callable[[str], object]:
+    """`compile_pattern(regex)` for a regex made by key_match2_regex (truthy on a match).
+
+    A pattern of literal text, `:name` segments each followed by a `/` or the end, and a
+    trailing `/*` (most patterns) cannot backtrack more than linearly: a `[^/]+` may only
+    be followed by a `/`, so giving characters back fails at once, and `.*` is last. Those
+    run on Python's own engine (faster per call than RE2 through its binding), with `$` as
+    RE2 reads it (`\\Z`); every other pattern runs on RE2.
+    """
     body = regex[1:-1] if regex.startswith("^") and regex.endswith("$") else None
     if body is None:
         return compile_pattern(regex)
@@ -104,24 +109,8 @@ def key_matcher(regex: str) -> Matcher:
     )
     if not simple:
         return compile_pattern(regex)
-    compile_pattern(regex)  # RE2 accepts what the string operations answer for
-    head, segments, anything_after = parts[0], parts[1:], rest is not body
-
-    def matches(text: str) -> bool:
-        if not text.startswith(head):
-            return False
-        at = len(head)
-        for literal in segments:  # `[^/]+` then a literal that starts with `/` (or the end)
-            end = text.find("/", at)
-            end = len(text) if end < 0 else end
-            if end == at or not text.startswith(literal, end):
-                return False
-            at = end + len(literal)
-        if anything_after:  # `/.*`: the rest, on one line (`.` stops at a newline)
-            return "\n" not in text[at:]
-        return at == len(text)
-
-    return matches
+    compile_pattern(regex)  # RE2 accepts it too: both paths answer alike
+    return re.compile(regex[:-1] + "\\Z").match
 
 
 def key_match2_regex(pattern: str) -> str:
