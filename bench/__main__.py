@@ -83,7 +83,15 @@ async def _decide(args: argparse.Namespace) -> Report:
     fixed: int | None = args.casbin_samples
     casbin = casbin_samples if fixed is None else (lambda size: fixed)
     with Progress(console=progress_console(), transient=True) as progress:
-        figures = await asyncio.to_thread(run_decide, args.sizes, args.samples, casbin, progress)
+        figures = await asyncio.to_thread(
+            run_decide,
+            args.sizes,
+            args.samples,
+            casbin,
+            progress,
+            args.impact_decisions,
+            args.impact_casbin,
+        )
     return Report(figures, flat_table("Decision benchmark (µs)", figures))
 
 
@@ -155,6 +163,15 @@ def parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="casbin requests per kind (default: 1,500,000 / rows, 40 to 1,000)",
+    )
+    dc.add_argument(
+        "--impact-decisions",
+        type=int,
+        default=100_000,
+        help="recorded decisions in the generated month that `policy impact` re-decides",
+    )
+    dc.add_argument(
+        "--impact-casbin", type=int, default=1_000, help="of those, re-decided by casbin too"
     )
 
     gw = sub.add_parser(

@@ -27,6 +27,9 @@ its pattern matches, a context its condition accepts); deny requests use vendors
 names, under prefixes only `vendor/:name` patterns could match, with a three-segment
 path. Each request is classified by the fast path and kept if its class is right.
 
+`impact`: impact-analysis throughput over a generated month of recorded decisions, beside
+casbin's Enforcer on the same rows (bench.impact).
+
 `stale_after_reload`: a 1,000-row policy is reloaded (a new engine) with its auto,
 notify and deny tiers rotated, and the new engine's decision on each of 60 requests is
 compared with casbin on the new policy; every difference counts as stale.
@@ -244,8 +247,13 @@ def run_decide(
     ours: int = 20_000,
     casbin: Callable[[int], int] = casbin_samples,
     progress: Progress | None = None,
+    impact_decisions: int = 100_000,
+    impact_casbin: int = 1_000,
 ) -> dict[str, JsonValue]:
-    """Both paths at each size, allow and deny; figures as one JSON object."""
+    """Both paths at each size, allow and deny, and the impact analysis; figures as one
+    JSON object."""
+    from bench.impact import run_impact  # it generates its month with this module's policy
+
     results: dict[str, JsonValue] = {}
     task = progress.add_task("decide", total=len(sizes) * 2) if progress else None
     for size in sizes:
@@ -298,7 +306,9 @@ def run_decide(
         "benchmark": "decide",
         "sizes": results,
         "stale_after_reload": stale_after_reload(min(1_000, max(sizes)), 60),
-        "target": {"rules": 10_000, "p99_us": 20, "speedup": 1000},
+        # bench.impact: re-deciding a month of recorded decisions (`policy impact`)
+        "impact": run_impact(impact_decisions, impact_casbin, progress),
+        "target": {"rules": 10_000, "p99_us": 20, "speedup": 1000, "impact_per_second": 50_000},
     }
 
 

@@ -15,7 +15,9 @@ can come from an older policy):
   looked up by the request resource's prefixes of those lengths;
 - each pattern is turned into the regex pycasbin's `key_match2` builds (`/*` becomes
   `/.*`, `:name` becomes `[^/]+`, a lone `*` matches anything; other regex syntax in a
-  pattern keeps its meaning, as in casbin) and compiled once;
+  pattern keeps its meaning, as in casbin) and compiled once with RE2
+  (governance.matching), which matches in time linear in the resource for any pattern;
+  casbin's evaluator is given the same RE2 functions, so both paths agree;
 - each condition is compiled once from the very AST casbin parses for that row, into
   closures that apply simpleeval's own operator table with simpleeval's semantics for
   `and`/`or` (short-circuit, returning the deciding operand), chained comparisons and
@@ -29,7 +31,9 @@ can come from an older policy):
   condition propagates, exactly where casbin's loop would raise.
 
 Request fields are only ever compared, looked up or matched against a row's regex:
-nothing in a request is parsed as a pattern or an expression.
+nothing in a request is parsed as a pattern or an expression. A pattern RE2 does not
+accept, or a literal pattern given to a matching function in a condition, raises
+matching.PatternError at build time (the policy is refused at load).
 
 Deterministic, no I/O, thread-safe (nothing is mutated after construction).
 """
@@ -37,13 +41,15 @@ Deterministic, no I/O, thread-safe (nothing is mutated after construction).
 from __future__ import annotations
 
 import ast
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 
 import simpleeval
+
+from tether.governance.matching import PatternError, compile_pattern, constant_patterns, key_matcher
+from tether.governance.matching import key_match2_regex as key_match2_regex
 
 Names = Mapping[str, object]
 """The matcher's variables: `r_sub`, `r_obj`, `r_act`, `r_ctx` (and `p_*` for a row)."""
@@ -56,7 +62,6 @@ SUPPORTED_MATCHER = "g(r_sub, p_sub) && keyMatch2(r_obj, p_obj) && r_act == p_ac
 """The matcher (as casbin stores it, dots escaped) the index reproduces."""
 
 _R_TOKENS = frozenset({"r_sub", "r_obj", "r_act", "r_ctx"})
-_KEY_MATCH2 = re.compile(r"(.*?):[^\/]+(.*?)")  # pycasbin's KEY_MATCH2_PATTERN
 _SPECIAL = frozenset(".^$*+?{}[]\\|()")
 _QUANTIFIERS = frozenset("*+?{")
 _HEAD = ast.parse("g(r_sub, p_sub) and keyMatch2(r_obj, p_obj) and r_act == p_act and (c)")
@@ -66,16 +71,8 @@ _RESULT_ERROR = "matcher result should be bool, int or float"  # casbin's own me
 
 
 class Unsupported(ValueError):
-    """A row's matcher is not the supported shape (its condition leaves its parentheses)."""
-
-
-def key_match2_regex(pattern: str) -> str:
-    """The regex pycasbin's `key_match2` matches a resource against, for this pattern."""
-    key = pattern.replace("/*", "/.*")
-    key = _KEY_MATCH2.sub(r"\g<1>[^\/]+\g<2>", key, 0)
-    if key == "*":
-        key = "(.*)"
-    return "^" + key + "$"
+    """A row the index cannot hold: its matcher is not the supported shape (its condition
+    leaves its parentheses), or it holds a pattern RE2 does not accept."""
 
 
 def literal_prefix(regex: str) -> tuple[str, bool]:
@@ -240,8 +237,8 @@ def condition_of(row: Row) -> ast.expr:
 
 
 Candidate = tuple[int, Callable[[str], object] | None, Evaluator | None]
-"""(row order, the pattern's compiled `match` or None for a literal, the condition or None
-when it is the constant `True`)."""
+"""(row order, the pattern's linear-time matcher (truthy on a match) or None for a
+literal, the condition or None when it is the constant `True`)."""
 
 _ORDER = itemgetter(0)
 
@@ -287,7 +284,7 @@ class _Bucket:
     def candidates(self, resource: str) -> list[Candidate] | None:
         """Every row that may match `resource`, in row order (None: none)."""
         whole_exact, whole_prefixed = self.whole_exact, self.whole_prefixed
-        if whole_exact is None or whole_prefixed is None or resource.endswith("\n"):
+        if whole_exact is None or whole_prefixed is None:
             lists: list[list[Candidate]] = []
             self.collect(resource, lists)
             return _ordered(lists)
@@ -307,10 +304,6 @@ class _Bucket:
         found = self.exact.get(resource)
         if found is not None:
             into.append(found)
-        if resource.endswith("\n"):  # `$` also matches before a final newline
-            found = self.exact.get(resource[:-1])
-            if found is not None:
-                into.append(found)
         size = len(resource)
         for length in self.lengths:
             if length > size:
@@ -391,7 +384,7 @@ class FastIndex:
     ) -> None:
         """`links` are the `g` rows; `fallback(row)` evaluates a row's whole matcher with
         casbin's evaluator, for conditions this module does not compile. Raises
-        Unsupported or re.error naming the row that cannot be indexed."""
+        Unsupported or PatternError naming the row that cannot be indexed."""
         grouped: dict[str, dict[str, list[tuple[str, bool, Candidate]]]] = {}
         self.compiled = 0
         for order, row in enumerate(rows):
@@ -408,7 +401,19 @@ class FastIndex:
                     evaluate = fallback(row)
             regex = key_match2_regex(row.pattern)
             prefix, literal = literal_prefix(regex)
-            match = None if literal else re.compile(regex).match
+            rule = row.values.get("p_rule")
+            try:
+                match = None if literal else key_matcher(regex)
+            except PatternError as exc:
+                raise Unsupported(
+                    f"rule {rule!r}: resource pattern {row.pattern!r}: {exc}"
+                ) from None
+            for _, condition_regex in constant_patterns(condition):
+                try:
+                    compile_pattern(condition_regex)
+                except PatternError as exc:
+                    cond = row.values.get("p_cond")
+                    raise Unsupported(f"rule {rule!r}: condition {cond!r}: {exc}") from None
             by_subject = grouped.setdefault(row.action, {})
             by_subject.setdefault(row.subject, []).append(
                 (prefix, literal, (order, match, evaluate))
@@ -444,7 +449,7 @@ class FastIndex:
             return None
         names = {"r_sub": agent, "r_obj": resource, "r_act": action, "r_ctx": context}
         for order, match, evaluate in candidates:
-            if match is not None and match(resource) is None:
+            if match is not None and not match(resource):
                 continue
             if evaluate is None:  # the condition is `True`
                 return order

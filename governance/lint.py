@@ -336,6 +336,12 @@ def _lint(
     try:
         engine = PolicyEngine.from_texts(model_text, policy_text, source)
     except PolicyError as exc:
+        # A pattern the engine refused: lint names it on its line, as it names the others.
+        refused = [
+            f for f in _regex_findings(model_text, _rows(policy_text)) if f.check == "regex-invalid"
+        ]
+        if refused:
+            return None, refused
         match = _LINE.search(str(exc))
         named = _NAMED_RULE.search(str(exc))
         lines = {r.fields[5]: r.line for r in _rows(policy_text) if len(r.fields) > 5}

@@ -22,8 +22,12 @@ Contract:
   differential tests and `python -m bench decide` compare against). Both build their
   Decision with `_matched`/`_unmatched`, so they differ in speed only. A model whose
   matcher is not the shipped one is decided by the Enforcer.
-- At load, a resource pattern that is not a valid regex for keyMatch2, or a condition that
-  does not parse as one expression, is a PolicyError (casbin would fail per request).
+- Every regex is matched by RE2 in time linear in the text (governance.matching): the fast
+  path's resource patterns and casbin's own `keyMatch2..5`/`regexMatch`, which are
+  replaced in this engine's Enforcer, so a decision is bounded in time for any input.
+- At load, a resource pattern (or a literal pattern a condition gives a matching function)
+  that RE2 does not accept, or a condition that does not parse as one expression, is a
+  PolicyError naming the rule and the pattern (casbin would fail per request).
 """
 
 from __future__ import annotations
@@ -33,13 +37,15 @@ import hashlib
 import io
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import casbin
+from pydantic import JsonValue
 
 from tether.errors import InvalidNameError, PolicyError
-from tether.governance import fastpath
+from tether.governance import fastpath, matching
 from tether.governance.names import (
     INVALID_REQUEST_RULE,
     canonical_action,
@@ -195,6 +201,8 @@ class PolicyEngine:
         model = casbin.model.Model()
         model.load_model_from_text(model_text)
         self._enforcer = casbin.Enforcer(model)
+        for name, function in matching.CASBIN_FUNCTIONS.items():  # RE2: linear time
+            self._enforcer.add_function(name, function)
         if document.rules:
             self._enforcer.add_named_policies("p", [r.row() for r in document.rules])
         if document.agent_roles:
@@ -317,24 +325,28 @@ class PolicyEngine:
             return fastpath.FastIndex(rows, self.document.agent_roles, fallback)
         except fastpath.Unsupported as exc:
             raise PolicyError(str(exc)) from None
-        except re.error as exc:
-            bad = next(r for r in self.document.rules if not _compiles(r.resource))
-            raise PolicyError(
-                f"rule {bad.rule!r}: resource pattern {bad.resource!r} is not a valid keyMatch2 "
-                f"pattern ({exc}); use literals, ':name' and '*'"
-            ) from None
 
     def decide(self, request: DecisionRequest) -> Decision:
         """Decide one request with the fast path; the same answer as `decide_with_casbin`.
         Deterministic for this policy version."""
+        return self.decide_fields(request.agent, request.action, request.resource, request.context)
+
+    def decide_fields(
+        self, agent: str, action: str, resource: str, context: Mapping[str, JsonValue]
+    ) -> Decision:
+        """`decide` for a request given as its fields (re-deciding a recorded one)."""
         if self._fast is None:
-            return self.decide_with_casbin(request)
+            return self.decide_with_casbin(
+                DecisionRequest(
+                    agent=agent, action=action, resource=resource, context=dict(context)
+                )
+            )
         try:
-            agent, action, resource = _canonical(request)
+            agent, action, resource = _names(agent, action, resource)
         except InvalidNameError as exc:
             return self._refused(exc)
         try:
-            order = self._fast.first_match(agent, resource, action, dict(request.context))
+            order = self._fast.first_match(agent, resource, action, dict(context))
         except Exception as exc:  # what casbin raises: a condition that cannot be evaluated
             return self._failed(exc)
         if order is None:
@@ -406,16 +418,8 @@ class PolicyEngine:
 
 def _canonical(request: DecisionRequest) -> tuple[str, str, str]:
     """(agent, action, resource) canonical; InvalidNameError names a refused one."""
-    return (
-        canonical_agent(request.agent),
-        canonical_action(request.action),
-        canonical_resource(request.resource),
-    )
+    return _names(request.agent, request.action, request.resource)
 
 
-def _compiles(pattern: str) -> bool:
-    try:
-        re.compile(fastpath.key_match2_regex(pattern))
-    except re.error:
-        return False
-    return True
+def _names(agent: str, action: str, resource: str) -> tuple[str, str, str]:
+    return canonical_agent(agent), canonical_action(action), canonical_resource(resource)

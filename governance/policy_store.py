@@ -6,6 +6,8 @@ Contract:
   `policy.refused`, nothing else changes, PolicyError raised.
 - `push` lints and loads the policy before storing it; a policy with a lint error or one
   that does not load is recorded as `policy.rejected` and refused with PolicyError.
+- `push(..., gate=...)` refuses a policy the gate objects to (a `--max-changes` limit),
+  recorded as `policy.refused` with the gate's reason.
 - A stored push deactivates the previous version and activates the new one in one
   transaction, and records `policy.changed` (author, both versions, texts in the content
   store) under the key `policy.changed:db:<id>`, which workers reuse when they pick it up.
@@ -14,6 +16,7 @@ Contract:
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import NoReturn
 
@@ -124,8 +127,16 @@ class PolicyStore:
         with Session(self.engine) as session:
             return [_version(r) for r in session.execute(stmt).scalars()]
 
-    def push(self, model_text: str, policy_text: str, actor: str) -> PolicyVersion:
-        """Store and activate a policy written by `actor`; PolicyError (recorded) if refused."""
+    def push(
+        self,
+        model_text: str,
+        policy_text: str,
+        actor: str,
+        gate: Callable[[PolicyEngine], str | None] | None = None,
+    ) -> PolicyVersion:
+        """Store and activate a policy written by `actor`; PolicyError (recorded) if refused.
+        `gate`, when given, sees the loaded policy and returns why to refuse it, or None
+        (`tether policy push --max-changes` passes verification.impact.ChangeLimit)."""
         if not actor.strip():
             raise PolicyError("no author given; push as a person, e.g. --as user:alice")
         current = self.active()
@@ -151,6 +162,9 @@ class PolicyStore:
             new = check_and_load(model_text, policy_text, source="pushed policy")
         except PolicyError as exc:
             self._refusal("policy.rejected", actor, policy_text, current_engine, str(exc))
+        refusal = gate(new) if gate is not None else None
+        if refusal is not None:
+            self._refusal("policy.refused", actor, policy_text, current_engine, refusal)
         return self._store(model_text, policy_text, actor, new)
 
     def _store(

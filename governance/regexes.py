@@ -11,7 +11,9 @@ parser) and reports, for a quantifier that can repeat without bound:
 
 Both let one input split into exponentially many ways, the classic ReDoS shape. The check
 is structural: it may flag a pattern that happens to be safe, and it may miss subtler
-shapes (an optional prefix before an overlapping branch). Pure functions, no I/O.
+shapes (an optional prefix before an overlapping branch, `(\\w\\s?\\w?)+`). Decisions do
+not depend on it: they match every pattern with RE2 (governance.matching), in time linear
+in the text, so a pattern RE2 does not accept is `invalid` here too. Pure, no I/O.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from __future__ import annotations
 import importlib
 import re
 from typing import Any
+
+from tether.governance.matching import PatternError, compile_pattern
 
 # The standard library's regex parser (re._parser since 3.11) has no type stubs.
 _parser: Any = importlib.import_module("re._parser")
@@ -41,6 +45,10 @@ def regex_problem(pattern: str) -> tuple[str, str] | None:
         tree = _parser.parse(pattern)
     except re.error as exc:
         return "invalid", f"it does not compile ({exc})"
+    try:
+        compile_pattern(pattern)
+    except PatternError as exc:
+        return "invalid", f"RE2, the engine decisions use, does not accept it ({exc.reason})"
     if _nested_unbounded(list(tree)):
         return "catastrophic", "a quantifier repeats a group that itself repeats without bound"
     if _overlapping_alternation(pattern):

@@ -107,9 +107,18 @@ def test_ledger_benchmark_reports_pairs_and_proofs() -> None:
 
 
 def test_decide_benchmark_reports_both_paths_and_their_agreement() -> None:
-    measured = run_decide(sizes=[40, 120], ours=60, casbin=lambda size: 8)
+    measured = run_decide(
+        sizes=[40, 120], ours=60, casbin=lambda size: 8, impact_decisions=400, impact_casbin=12
+    )
     figures: Any = json.loads(json.dumps(measured))
-    assert set(figures) == {"benchmark", "sizes", "stale_after_reload", "target"}
+    assert set(figures) == {"benchmark", "sizes", "stale_after_reload", "impact", "target"}
+    impact = figures["impact"]
+    assert impact["decisions"] == 400 and 0 < impact["changed"] <= 400
+    assert impact["same_as_redecide_only"] is True and impact["disagreements"] == 0
+    assert impact["casbin"]["rows"] == 12
+    for path in ("ours", "redecide_only", "casbin"):
+        assert impact[path]["per_second"] > 0 and impact[path]["cpu_per_second"] > 0
+    assert impact["speedup"] > 0 and figures["target"]["impact_per_second"] == 50_000
     assert figures["benchmark"] == "decide" and set(figures["sizes"]) == {"40", "120"}
     assert figures["stale_after_reload"] == 0
     for size, per_size in figures["sizes"].items():

@@ -87,6 +87,7 @@ ARGS: dict[str, tuple[str, ...]] = {
     "policy history": (),
     "policy explain": ("--agent", "a", "--action", "b", "--resource", "c"),
     "policy check": ("p.csv",),
+    "policy impact": ("p.csv",),
     "audit verify": (),
     "audit checkpoint": ("-o", "cp.json"),
     "audit prove": ("1",),

@@ -110,9 +110,13 @@ async def test_every_page_passes_axe_at_1280_and_390_px(
     await olga.goto("/kill")
     await expect(olga.locator("#kill-banner")).to_contain_text("agent:ops-helper")
     await walk.check(olga, "the kill switch with a banner")
+    await walk.visit(olga, "/policy/impact", "policy impact")
+    await olga.click("form#propose button[type=submit]")
+    await expect(olga.locator("#impact-summary")).to_contain_text("would change tier")
+    await walk.check(olga, "a policy impact report")
 
     assert walk.problems == [], "\n".join(walk.problems)
-    assert len(walk.pages) == 16
+    assert len(walk.pages) == 18
     # The checker is not inert: an unlabelled field in faint grey is caught.
     await signed_out.evaluate(
         "document.querySelector('main').insertAdjacentHTML('beforeend',"

@@ -118,6 +118,8 @@ CONDITIONS = [
     "str(r.ctx.amount) == '50'",
     "r.ctx.get('amount', 0) > 10",
     "keyMatch(r.obj, 'vendor/*')",
+    "regexMatch(r.ctx.region, '^e')",  # casbin's evaluator, with RE2 (plain casbin: re)
+    "keyMatch2(r.obj, 'vendor/:name') && r.ctx.amount > 50",
 ]
 AMOUNTS: list[JsonValue] = [0, 50, 51, 500, 800, 1000, 2.5, "x", None]
 

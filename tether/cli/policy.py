@@ -1,5 +1,5 @@
-"""`tether policy lint | test | push | history | explain | check`: thin wrappers over
-governance's policy tools.
+"""`tether policy lint | test | push | history | explain | check | impact`: thin wrappers
+over governance's policy tools (`impact` is in tether.cli.impact).
 
 `lint` and `test` exit 1 when they find an error or a failing case (a check that fails);
 bad input (an unreadable file, a malformed tests file, a refused push) exits 2 with one line.
@@ -15,6 +15,7 @@ import typer
 from rich.text import Text
 
 from tether.cli.common import _settings, emit_table, err, friendly, out
+from tether.cli.impact import SinceOption, policy_impact, print_summary
 from tether.core.config import Settings
 from tether.core.db import make_engine
 from tether.errors import TetherError
@@ -24,6 +25,7 @@ from tether.governance.policy_store import PolicyStore
 from tether.governance.policy_tests import run_policy_tests
 from tether.governance.reload import configured_engine, read_text
 from tether.governance.types import DecisionRequest
+from tether.verification.impact import ChangeLimit
 from tether.verification.ledger import Ledger
 
 policy_app = typer.Typer(help="Inspect, lint, test and change the policy.", no_args_is_help=True)
@@ -109,11 +111,26 @@ def policy_push(
     path: Path,
     as_user: Annotated[str, typer.Option("--as", help="Who is changing it: user:you.")],
     model: ModelOption = None,
+    max_changes: Annotated[
+        int | None,
+        typer.Option(
+            "--max-changes",
+            help="Refuse the push if it changes the tier of more recorded decisions than this.",
+        ),
+    ] = None,
+    since: SinceOption = "30d",
 ) -> None:
-    """Lint, load and activate a policy in the database store (workers reload it)."""
+    """Lint, load and activate a policy in the database store (workers reload it).
+    With --max-changes, its impact over the decisions recorded since --since is run first."""
     settings = _settings()
     model_text = read_text(model or settings.policy_model)
-    version = _store(settings).push(model_text, read_text(path), as_user)
+    store = _store(settings)
+    limit = ChangeLimit(store.ledger, max_changes, since) if max_changes is not None else None
+    try:
+        version = store.push(model_text, read_text(path), as_user, gate=limit)
+    finally:
+        if limit is not None and limit.report is not None:
+            print_summary(limit.report)
     out.print(
         f"{path}: version {version.version} is active ({version.revision}, by {version.author})"
     )
@@ -176,3 +193,6 @@ def policy_check(path: Path) -> None:
     settings = _settings()
     engine = PolicyEngine.from_files(settings.policy_model, path)
     out.print(f"{path}: {len(engine.document.rules)} rules, version {engine.version}")
+
+
+policy_app.command("impact")(policy_impact)

@@ -283,7 +283,17 @@ def create_app(
 ) -> FastAPI:
     """The console for `settings`; `client` is the Temporal client to use (else connect);
     `tether_app` the app whose runs it replays (else the settings' `[app]`)."""
-    from tether.console import approve, audit, codec, feed, kill, links, requester, signin
+    from tether.console import (
+        approve,
+        audit,
+        codec,
+        feed,
+        kill,
+        links,
+        policy_impact,
+        requester,
+        signin,
+    )
 
     console = ConsoleState(settings, client, tether_app)
 
@@ -381,4 +391,5 @@ def create_app(
     app.include_router(requester.router)
     app.include_router(links.router)
     app.include_router(codec.router)
+    app.include_router(policy_impact.router)
     return app

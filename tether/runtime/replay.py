@@ -16,8 +16,8 @@ from temporalio.client import Client, WorkflowHistory
 from temporalio.converter import PayloadCodec
 from temporalio.worker import Replayer
 
-from tether.errors import CodecError
 from tether.adapters import worker_plugins
+from tether.errors import CodecError
 from tether.runtime.app import App
 from tether.runtime.codec import decode_history, is_sealed
 from tether.runtime.plugin import TetherPlugin
