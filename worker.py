@@ -37,6 +37,8 @@ from tether.governance.feed import FeedStore
 from tether.governance.kill import KillSwitches
 from tether.governance.policy import PolicyEngine
 from tether.governance.reload import PolicyHolder, source_for
+from tether.mcp.activities import McpActivities
+from tether.mcp.client import McpClients
 from tether.governance.store import ApprovalStore
 from tether.runtime.app import App, AppContext, load_app, workflow_name
 from tether.runtime.approvals import trusted_keys
@@ -150,6 +152,7 @@ def build_worker(
         budgets=runtime.budgets,
     )
     tools = ToolActivities(runtime.ledger, tool_objects, keys)
+    mcp = McpActivities(McpClients(settings.mcp), runtime.ledger, keys)
     notify = NotifyActivities.from_settings(
         settings, runtime.ledger, FeedStore(runtime.ledger.engine)
     )
@@ -168,6 +171,8 @@ def build_worker(
         notify.record_review,
         models.call_model,
         *tools.activities(),
+        mcp.list_mcp_tools,
+        mcp.call_mcp_tool,
     ]
     configured = [p for p in client.config()["plugins"] if isinstance(p, TetherPlugin)]
     # A worker applies its client's plugins too, and a second TetherPlugin would run twice
