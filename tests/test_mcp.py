@@ -3,17 +3,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from temporalio.client import Client, WorkflowFailureError
+from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.worker import Worker
 
 from tests.conftest import EXAMPLE, free_port, new_id, pending_status
@@ -170,7 +171,7 @@ async def test_mcp_tools_over_stdio_are_governed_at_each_tier(
 
 
 @pytest.fixture
-async def http_bank(bank_db: Path, tmp_path: Path) -> AsyncIterator[str]:
+def http_bank(bank_db: Path, tmp_path: Path) -> Iterator[str]:
     """The bank MCP server over streamable HTTP, in a process of its own."""
     port = free_port()
     log = (tmp_path / "bank-http.log").open("wb")
@@ -181,15 +182,14 @@ async def http_bank(bank_db: Path, tmp_path: Path) -> AsyncIterator[str]:
     )
     url = f"http://127.0.0.1:{port}/mcp"
     try:
-        async with httpx.AsyncClient() as http:
-            for _ in range(200):
-                try:
-                    await http.get(url)
-                    break
-                except httpx.TransportError:
-                    await asyncio.sleep(0.05)
-            else:
-                raise AssertionError("the bank MCP server never listened")
+        for _ in range(400):
+            try:
+                httpx.get(url)
+                break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        else:
+            raise AssertionError("the bank MCP server never listened")
         yield url
     finally:
         proc.terminate()
@@ -293,4 +293,6 @@ async def test_an_undeclared_mcp_server_fails_the_run_clearly(
         )
         with pytest.raises(WorkflowFailureError) as failed:
             await handle.result()
-    assert "'crm' is not declared" in str(failed.value.cause.cause)
+    cause = failed.value.cause
+    assert isinstance(cause, ActivityError) and isinstance(cause.cause, ApplicationError)
+    assert cause.cause.type == "McpServerUnknown" and "'crm' is not declared" in cause.cause.message
