@@ -32,14 +32,16 @@ with workflow.unsafe.imports_passed_through():
     from tether.mcp.templates import McpArgumentsInvalid
     from tether.verification.events import LedgerEvent, canonical_json, digest
     from tether.workflows.agent import LOCAL, AgentWorkflow, Budget, Usage
-    from tether.workflows.agent_carry import (
-        CONTINUE_PATCH,
-        DEFAULT_HISTORY_EVENTS,
-        AgentCarry,
-        clip,
-        summarize,
-    )
     from tether.workflows.errors import ActionDenied, ActionRejected, BudgetExceeded
+
+# Not passed through: it holds the workflow's own `Usage` (the sandbox imports it anew).
+from tether.workflows.agent_carry import (
+    CONTINUE_PATCH,
+    DEFAULT_HISTORY_EVENTS,
+    AgentCarry,
+    clip,
+    summarize,
+)
 
 
 class AgentLoopInput(BaseModel):
