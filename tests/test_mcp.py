@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -19,12 +21,15 @@ from temporalio.worker import Worker
 
 from tests.conftest import EXAMPLE, free_port, new_id, pending_status
 from tests.mcp_app import McpCallInput, McpCallResult, McpCallWorkflow
+from tether.activities.providers import Script, ScriptedProvider, ScriptEntry
 from tether.core.config import Settings
 from tether.core.mcp_config import McpConfig, McpServerConfig, McpToolConfig
 from tether.errors import ApprovalError
 from tether.runtime.approvals import decide_request, signing_key
 from tether.runtime.client import start_task
+from tether.runtime.replay import replay_workflow
 from tether.worker import Runtime, build_worker
+from tether.workflows import AgentLoopInput, AgentLoopResult, Budget
 
 BANK = EXAMPLE / "ap" / "bank_mcp.py"
 POLICY = """\
@@ -296,3 +301,132 @@ async def test_an_undeclared_mcp_server_fails_the_run_clearly(
     cause = failed.value.cause
     assert isinstance(cause, ActivityError) and isinstance(cause.cause, ApplicationError)
     assert cause.cause.type == "McpServerUnknown" and "'crm' is not declared" in cause.cause.message
+
+
+LINT_POLICY = """\
+p, agent:mcp-clerk, vendor/:name, payments.pay, True, auto, pay-anything, -, -
+p, agent:mcp-clerk, vendor/:name, mcp.bank.balance, True, auto, balance-auto, -, -
+p, agent:mcp-clerk, vendor/:name, mcp.bank.update_bank_details, True, auto, bank-auto, -, -
+p, agent:mcp-clerk, vendor/:name, mcp.bank.update_bank_details, r.ctx.n > 1, approve, \
+bank-approve, role:ap-approver, 1h
+p, agent:mcp-clerk, invoice/:id, payments.pay, True, auto, elsewhere, -, -
+g2, user:alice, role:ap-approver
+"""
+
+
+def test_policy_lint_warns_of_mcp_tools_that_write_under_an_auto_rule(
+    tmp_path: Path, bank_db: Path
+) -> None:
+    """`tether policy lint` with the bank declared in tether.toml: the destructive bank
+    change and the (writing) payment under auto rules are warnings; the read-only balance,
+    the approve rule and a rule on another resource are not."""
+    (tmp_path / "policy.csv").write_text(LINT_POLICY)
+    config = tmp_path / "tether.toml"
+    config.write_text(
+        f"""policy_path = "policy.csv"
+
+[mcp.servers.bank]
+command = {json.dumps(sys.executable)}
+args = [{json.dumps(str(BANK))}, "--db", {json.dumps(str(bank_db))}]
+
+[mcp.servers.bank.tools.pay_vendor]
+action = "payments.pay"
+resource = "vendor/{{vendor}}"
+
+[mcp.servers.bank.tools.balance]
+resource = "vendor/{{vendor}}"
+
+[mcp.servers.bank.tools.update_bank_details]
+resource = "vendor/{{vendor}}"
+"""
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "tether.cli", "policy", "lint", "policy.csv", "--json"],
+        env={**os.environ, "TETHER_CONFIG": str(config)},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    found = {(f["check"], f["rule"]) for f in json.loads(done.stdout)}
+    mcp = {f for f in found if f[0].startswith("mcp-")}
+    assert mcp == {("mcp-auto-destructive", "bank-auto"), ("mcp-auto-writes", "pay-anything")}
+    warning = next(f for f in json.loads(done.stdout) if f["rule"] == "bank-auto")
+    assert warning["severity"] == "warning"
+    assert "'mcp.bank.update_bank_details' is marked destructive" in warning["message"]
+
+
+AGENT_SCRIPT = Script(
+    model="scripted-mcp",
+    entries=[
+        ScriptEntry(
+            task="agent",
+            match="update_bank_details denied by policy",
+            output={"kind": "answer", "answer": "Paid INV-7; the bank change was refused."},
+        ),
+        ScriptEntry(
+            task="agent",
+            match="mcp.bank.pay_vendor -> ",
+            output={
+                "kind": "tool",
+                "tool": "mcp.bank.update_bank_details",
+                "args": {"vendor": "acme", "iban": "XX00 EVIL"},
+            },
+        ),
+        ScriptEntry(
+            task="agent",
+            match="[turn 2]",
+            output={
+                "kind": "tool",
+                "tool": "mcp.bank.pay_vendor",
+                "args": {"vendor": "acme", "amount": 250.0, "invoice_id": "INV-7"},
+            },
+        ),
+        ScriptEntry(
+            task="agent",
+            match="[turn 1]",
+            output={"kind": "tool", "tool": "mcp.bank.pay_vendor", "args": {"vendor": "acme"}},
+        ),
+    ],
+)
+
+
+async def test_the_agent_loop_offers_mcp_tools_and_governs_their_calls(
+    client: Client, mcp_settings: Settings, mcp_runtime: Runtime, bank_db: Path
+) -> None:
+    worker = build_worker(
+        client, mcp_settings, mcp_runtime, model_provider=ScriptedProvider(AGENT_SCRIPT)
+    )
+    async with worker:
+        handle = await start_task(
+            client,
+            "AgentLoop",
+            AgentLoopInput(
+                goal="Pay invoice INV-7 to acme",
+                agent="agent:mcp-clerk",
+                tools=[],
+                mcp_servers=["bank"],
+                budget=Budget(max_steps=20),
+            ),
+            workflow_id=new_id("mcp-loop"),
+            task_queue=mcp_settings.task_queue,
+            started_by="user:carol",
+            result_type=AgentLoopResult,
+        )
+        result = await handle.result()
+    assert result.status == "answered", result.transcript
+    tools_line = result.transcript[1]
+    assert "mcp.bank.pay_vendor" in tools_line and "mcp.bank.balance" in tools_line
+    # The model saw each tool's description and input schema.
+    assert any(line.startswith("tool mcp.bank.pay_vendor: Pay") for line in result.transcript)
+    # Turn 1 left out arguments the schema requires: told, never decided, never called.
+    assert any("are invalid" in line and "required" in line for line in result.transcript)
+    assert bank_payments(bank_db) == [("acme", 250.0)]
+    decisions = [
+        (e.action, e.tier) for e in mcp_runtime.ledger.events(handle.id) if e.kind == "decision"
+    ]
+    assert decisions == [("payments.pay", "auto"), ("mcp.bank.update_bank_details", "deny")]
+    report = await replay_workflow(client, mcp_runtime.ledger, handle.id)
+    assert report.ok, report
+    assert report.facts_checked == 4 + 2 + 1  # model calls, decisions, the MCP result
