@@ -37,9 +37,9 @@ from tether.governance.feed import FeedStore
 from tether.governance.kill import KillSwitches
 from tether.governance.policy import PolicyEngine
 from tether.governance.reload import PolicyHolder, source_for
+from tether.governance.store import ApprovalStore
 from tether.mcp.activities import McpActivities
 from tether.mcp.client import McpClients
-from tether.governance.store import ApprovalStore
 from tether.runtime.app import App, AppContext, load_app, workflow_name
 from tether.runtime.approvals import trusted_keys
 from tether.runtime.client import connect

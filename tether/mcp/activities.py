@@ -63,7 +63,9 @@ class McpActivities:
         try:
             return await self.catalog(inp.servers)
         except McpServerUnknown as exc:
-            raise ApplicationError(str(exc), type=type(exc).__name__, non_retryable=True) from None
+            raise ApplicationError(
+                str(exc), type=ErrorType.MCP_SERVER_UNKNOWN, non_retryable=True
+            ) from None
 
     async def _declaration(self, name: str) -> McpToolDecl:
         if name not in self._known:
@@ -84,7 +86,9 @@ class McpActivities:
         try:
             decl = await self._declaration(call.tool)
         except McpServerUnknown as exc:
-            raise ApplicationError(str(exc), type=type(exc).__name__, non_retryable=True) from None
+            raise ApplicationError(
+                str(exc), type=ErrorType.MCP_SERVER_UNKNOWN, non_retryable=True
+            ) from None
         attempt = activity.info().attempt
         if call.record:
             problem = self._recheck(decl, call) or await asyncio.to_thread(

@@ -12,13 +12,15 @@ from collections.abc import Mapping
 from pydantic import JsonValue
 from temporalio.exceptions import ApplicationError
 
+from tether.errors import ErrorType
+
 
 class McpArgumentsInvalid(ApplicationError):
     """Arguments that do not fit the tool's input schema or resource template: nothing is
     decided or called; non-retryable (a workflow that does not catch it fails clearly)."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(message, type="McpArgumentsInvalid", non_retryable=True)
+        super().__init__(message, type=ErrorType.MCP_ARGUMENTS_INVALID, non_retryable=True)
 
 
 def template_fields(template: str) -> list[str]:
