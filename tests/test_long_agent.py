@@ -109,8 +109,8 @@ async def test_a_2000_turn_agent_loop_continues_as_new_and_keeps_every_step(
 
     events = long_runtime.ledger.events(handle.id)
     # Every step of every run is in the ledger, numbered on across the runs.
-    asked = [e.step for e in events if e.kind == "model.call"]
-    decided = [e.step for e in events if e.kind == "decision"]
+    asked = [e.step or 0 for e in events if e.kind == "model.call"]
+    decided = [e.step or 0 for e in events if e.kind == "decision"]
     assert len(asked) == TURNS and len(decided) == TURNS - 1
     assert sorted(asked + decided) == list(range(1, 2 * TURNS))
     assert len([e for e in events if e.kind == "tool.executed"]) == TURNS - 1
