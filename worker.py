@@ -40,6 +40,8 @@ from tether.governance.kill import KillSwitches
 from tether.governance.policy import PolicyEngine
 from tether.governance.reload import PolicyHolder, source_for
 from tether.governance.store import ApprovalStore
+from tether.mcp.activities import McpActivities
+from tether.mcp.client import McpClients
 from tether.runtime.app import App, AppContext, load_app, workflow_name
 from tether.runtime.approvals import trusted_keys
 from tether.runtime.client import connect
@@ -154,6 +156,9 @@ def build_worker(
     tools = ToolActivities(
         runtime.ledger, tool_objects, keys, policy=runtime.policies, kills=runtime.kills
     )
+    mcp = McpActivities(
+        McpClients(settings.mcp), runtime.ledger, keys, policy=runtime.policies, kills=runtime.kills
+    )
     notify = NotifyActivities.from_settings(
         settings, runtime.ledger, FeedStore(runtime.ledger.engine)
     )
@@ -173,6 +178,8 @@ def build_worker(
         models.call_model,
         *tools.activities(),
         CheckpointActivities.from_settings(settings, runtime.ledger).sign_checkpoint,
+        mcp.list_mcp_tools,
+        mcp.call_mcp_tool,
     ]
     configured = [p for p in client.config()["plugins"] if isinstance(p, TetherPlugin)]
     # A worker applies its client's plugins too, and a second TetherPlugin would run twice

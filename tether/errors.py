@@ -32,7 +32,8 @@ subclasses whose `type` is an `ErrorType` value:
     │   └── ActionHalted    a kill switch halted the approval (or the step before it asked)
     ├── ActionAmbiguous     a side-effecting tool timed out after dispatch: outcome unknown
     ├── BudgetExceeded      a step, token or cost budget is spent
-    └── ModelOutputInvalid  the model's output failed its schema, repair included
+    ├── ModelOutputInvalid  the model's output failed its schema, repair included
+    └── McpArgumentsInvalid an MCP tool's arguments do not fit its schema (tether.mcp)
 
 This module imports nothing of Tether and nothing of Temporal: the control and
 verification planes use it without pulling in the SDK.
@@ -149,3 +150,7 @@ class ErrorType(StrEnum):
     `act()` raises ActionHalted for a kill switch and governs the step anew otherwise."""
     SCRIPT_MISS = "ScriptMiss"
     """The scripted model has no entry for a request; retrying cannot help."""
+    MCP_ARGUMENTS_INVALID = "McpArgumentsInvalid"
+    """An MCP tool's arguments do not fit its input schema or resource template."""
+    MCP_SERVER_UNKNOWN = "McpServerUnknown"
+    """A workflow names an MCP server `[mcp.servers]` does not declare."""

@@ -41,7 +41,10 @@ def audit_replay(workflow_id: str) -> None:
 
 def _print_replay(report: ReplayReport) -> None:
     if report.replayed:
-        out.print(f"replay: today's code reproduces {report.workflow_id} (run {report.run_id})")
+        runs = f", {len(report.runs)} runs continued as new" if len(report.runs) > 1 else ""
+        out.print(
+            f"replay: today's code reproduces {report.workflow_id} (run {report.run_id}{runs})"
+        )
     else:
         err.print(red("replay failed", f": {report.replay_error}"))
     for d in report.divergences:

@@ -14,12 +14,12 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from tether.cli.common import _settings, emit_table, err, friendly, out
+from tether.cli.common import _run, _settings, emit_table, err, friendly, out
 from tether.cli.impact import SinceOption, policy_impact, print_summary
 from tether.core.config import Settings
 from tether.core.db import make_engine
 from tether.errors import TetherError
-from tether.governance.lint import lint
+from tether.governance.lint import check_and_load, lint
 from tether.governance.policy import PolicyEngine
 from tether.governance.policy_store import PolicyStore
 from tether.governance.policy_tests import run_policy_tests
@@ -41,9 +41,16 @@ def _store(settings: Settings) -> PolicyStore:
 @policy_app.command("lint")
 @friendly
 def policy_lint(path: Path, model: ModelOption = None, as_json: JsonFlag = False) -> None:
-    """Find what bites casbin users; exit 1 on any error, 0 with warnings only."""
-    model_path = model or _settings().policy_model
+    """Find what bites casbin users; exit 1 on any error, 0 with warnings only. With MCP
+    servers declared ([mcp.servers]), also what their tools' annotations say of the rules."""
+    settings = _settings()
+    model_path = model or settings.policy_model
     findings = lint(read_text(model_path), read_text(path), source=str(path))
+    if settings.mcp.servers and not any(f.severity == "error" for f in findings):
+        from tether.mcp.lint import lint_servers
+
+        engine = check_and_load(read_text(model_path), read_text(path), source=str(path))
+        findings += _run(lint_servers(engine, settings.mcp))
     errors = sum(f.severity == "error" for f in findings)
     if as_json:
         out.print_json(data=[f.model_dump() for f in findings])

@@ -23,6 +23,7 @@ from pydantic_settings import (
 )
 
 from tether.core.gateway_config import ModelsConfig
+from tether.core.mcp_config import McpConfig
 from tether.core.paths import PATH_SETTINGS, config_file, project_dir, sqlite_url_beside
 from tether.errors import ConfigError
 
@@ -253,6 +254,10 @@ class Settings(BaseSettings):
         default_factory=ModelsConfig,
         description="Model endpoints (`[[models.endpoints]]`) and routing; none: the "
         "scripted provider answers.",
+    )
+    mcp: McpConfig = Field(
+        default_factory=McpConfig,
+        description="MCP servers (`[mcp.servers.<name>]`) whose tools are governed tools.",
     )
     console_host: str = Field("127.0.0.1", description="Address `tether console` binds.")
     console_port: int = Field(8400, ge=1, le=65535, description="Port `tether console` binds.")

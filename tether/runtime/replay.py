@@ -2,7 +2,8 @@
 cross-check every activity result in that history against the ledger's digests.
 
 Uses the worker's data converter and workflow set, so a replay failure means today's
-code would not reproduce the recorded execution.
+code would not reproduce the recorded execution. A workflow that continued as new (a long
+`AgentLoop`) is replayed run by run, oldest first (`run_chain`): one report covers them.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from pydantic import BaseModel, JsonValue
+from pydantic import BaseModel, Field, JsonValue
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHistory
 from temporalio.converter import PayloadCodec
@@ -26,6 +27,8 @@ from tether.verification.forensics import Divergence, HistoryFact, cross_check
 from tether.verification.ledger import Ledger
 from tether.verification.query import EventSource
 
+MAX_RUNS = 10_000
+
 
 class ReplayReport(BaseModel):
     workflow_id: str
@@ -34,6 +37,8 @@ class ReplayReport(BaseModel):
     replay_error: str = ""
     facts_checked: int
     divergences: list[Divergence]
+    runs: list[str] = Field(default_factory=list)
+    """Every run replayed, oldest first (more than one when the workflow continued as new)."""
 
     @property
     def ok(self) -> bool:
@@ -84,7 +89,9 @@ def history_facts(history: WorkflowHistory) -> list[HistoryFact]:
                     )
                 )
             elif (
-                name.startswith("tool.") and isinstance(inp, dict) and isinstance(inp["ref"], dict)
+                (name.startswith("tool.") or name == "call_mcp_tool")
+                and isinstance(inp, dict)
+                and isinstance(inp["ref"], dict)
             ):
                 step = inp["ref"]["step"]
                 facts.append(
@@ -140,11 +147,38 @@ async def replay_history(
     )
 
 
+async def run_chain(client: Client, workflow_id: str) -> list[tuple[str, WorkflowHistory]]:
+    """Every run of `workflow_id` with its history, oldest first: the latest run, then the
+    run each one continued (its started event's `continued_execution_run_id`)."""
+    handle = client.get_workflow_handle(workflow_id)
+    run_id = (await handle.describe()).run_id
+    chain: list[tuple[str, WorkflowHistory]] = []
+    while run_id and len(chain) < MAX_RUNS:
+        history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
+        chain.append((run_id, history))
+        started = history.events[0].workflow_execution_started_event_attributes
+        run_id = started.continued_execution_run_id
+    return chain[::-1]
+
+
 async def replay_workflow(
     client: Client, ledger: Ledger, workflow_id: str, app: App | None = None
 ) -> ReplayReport:
-    handle = client.get_workflow_handle(workflow_id)
-    description = await handle.describe()
-    history = await handle.fetch_history()
+    """Replay every run of `workflow_id` and cross-check each with the ledger."""
     codec = client.data_converter.payload_codec
-    return await replay_history(history, ledger, description.run_id, app=app, payload_codec=codec)
+    reports = [
+        await replay_history(history, ledger, run_id, app=app, payload_codec=codec)
+        for run_id, history in await run_chain(client, workflow_id)
+    ]
+    last = reports[-1]
+    return last.model_copy(
+        update={
+            "replayed": all(r.replayed for r in reports),
+            "replay_error": "; ".join(
+                f"run {r.run_id}: {r.replay_error}" for r in reports if r.replay_error
+            ),
+            "facts_checked": sum(r.facts_checked for r in reports),
+            "divergences": [d for r in reports for d in r.divergences],
+            "runs": [r.run_id for r in reports],
+        }
+    )
