@@ -171,6 +171,7 @@ def build_worker(
         governance.open_approval,
         governance.close_approval,
         governance.record_event,
+        governance.record_event_with_content,
         messages.send_approval_messages,
         notify.notify,
         notify.open_review,

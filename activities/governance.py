@@ -30,6 +30,11 @@ from tether.verification.events import LedgerEvent, digest
 from tether.verification.ledger import Ledger
 
 
+class RecordWithContent(BaseModel):
+    event: LedgerEvent
+    content: list[JsonValue] = []
+
+
 class CloseApprovalInput(BaseModel):
     pending: PendingApproval
     status: ApprovalStatus
@@ -228,6 +233,12 @@ class GovernanceActivities:
         self._approval_event(
             inp.pending, "approval.decided", inp.status.value, inp.approver, inp.comment
         )
+
+    @activity.defn(name="record_event_with_content")
+    def record_event_with_content(self, inp: RecordWithContent) -> None:
+        """`record_event`, with the content its digests name kept in the content store
+        (an adapter's model call: the prompt and output that `audit verify` checks)."""
+        self.ledger.append(inp.event, inp.content)
 
     @activity.defn(name="record_event")
     def record_event(self, event: LedgerEvent) -> None:

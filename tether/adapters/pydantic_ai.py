@@ -56,7 +56,7 @@ from pydantic_ai.toolsets import FunctionToolset
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
-from tether.activities.governance import GovernanceActivities
+from tether.activities.governance import GovernanceActivities, RecordWithContent
 from tether.activities.payloads import ModelCallResult
 from tether.activities.tools import ToolSpec, spec_of
 from tether.adapters.pyai_messages import gateway_request, gateway_response
@@ -65,6 +65,8 @@ from tether.governance.types import Decision, Tier
 from tether.verification.events import digest
 
 LOCAL = timedelta(seconds=30)
+CONTENT_PATCH = "pydantic-ai-model-content"
+"""Runs since this patch keep each model call's prompt and output in the content store."""
 _RESPONSE: TypeAdapter[ModelResponse] = TypeAdapter(ModelResponse)
 TOOLSET_ID = "tether_governed"
 REQUIRES_APPROVAL_RULE = "pydantic-ai.requires_approval"
@@ -222,34 +224,43 @@ class TetherGovernance(AbstractCapability[Any]):
             endpoint="pydantic-ai",
             finish_reason=str(response.finish_reason or ""),
         )
-        await workflow.execute_local_activity_method(
-            GovernanceActivities.record_event,
-            ref.event(
-                "model.call",
-                action=f"model.{self.task}",
-                resource="",
-                decision=None,
-                actor=ref.agent,
-                outcome="succeeded",
-                payload={
-                    "call_id": call_id,
-                    "provider": result.provider,
-                    "model": result.model,
-                    "sensitivity": self.sensitivity,
-                    "prompt_digest": digest(_jsonable(request_context.messages)),
-                    "output_digest": digest(_parts(response)),
-                    "input_tokens": result.input_tokens,
-                    "output_tokens": result.output_tokens,
-                    "tokens_estimated": False,
-                    "cost_usd": 0.0,
-                    "endpoint": result.endpoint,
-                    "finish_reason": result.finish_reason,
-                    "tool_calls": [c.tool_name for c in response.tool_calls],
-                    "via": "pydantic-ai",
-                },
-            ),
-            start_to_close_timeout=LOCAL,
+        prompt, output = _jsonable(request_context.messages), _parts(response)
+        event = ref.event(
+            "model.call",
+            action=f"model.{self.task}",
+            resource="",
+            decision=None,
+            actor=ref.agent,
+            outcome="succeeded",
+            payload={
+                "call_id": call_id,
+                "provider": result.provider,
+                "model": result.model,
+                "sensitivity": self.sensitivity,
+                "prompt_digest": digest(prompt),
+                "output_digest": digest(output),
+                "input_tokens": result.input_tokens,
+                "output_tokens": result.output_tokens,
+                "tokens_estimated": False,
+                "cost_usd": 0.0,
+                "endpoint": result.endpoint,
+                "finish_reason": result.finish_reason,
+                "tool_calls": [c.tool_name for c in response.tool_calls],
+                "via": "pydantic-ai",
+            },
         )
+        if workflow.patched(CONTENT_PATCH):
+            # The prompt and output go into the content store, where `audit verify` checks
+            # the digests this event names.
+            await workflow.execute_local_activity_method(
+                GovernanceActivities.record_event_with_content,
+                RecordWithContent(event=event, content=[prompt, output]),
+                start_to_close_timeout=LOCAL,
+            )
+        else:
+            await workflow.execute_local_activity_method(
+                GovernanceActivities.record_event, event, start_to_close_timeout=LOCAL
+            )
         wf._inputs.append(call_id)
         wf._charge(result)
         return response
