@@ -161,6 +161,7 @@ def build_worker(
         governance.prepare_approval,
         governance.open_approval,
         governance.close_approval,
+        governance.confirm_halt,
         governance.record_event,
         messages.send_approval_messages,
         notify.notify,

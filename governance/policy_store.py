@@ -23,6 +23,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from tether.core.db import Base, create_tables
 from tether.errors import PolicyError
+from tether.governance.agents import agent_identities, is_agent
 from tether.governance.lint import check_and_load
 from tether.governance.policy import PolicyDocument, PolicyEngine, parse_policy
 from tether.verification.events import LedgerEvent, digest
@@ -73,11 +74,8 @@ def _version(row: PolicyVersionRow) -> PolicyVersion:
 
 
 def agent_names(document: PolicyDocument) -> set[str]:
-    """Every name a policy gives an agent or an agent's role (p subjects, g members/roles)."""
-    names = {rule.subject for rule in document.rules}
-    for member, role in document.agent_roles:
-        names.update((member, role))
-    return names
+    """Every name a policy gives an agent or an agent's role (`governance.agents`)."""
+    return set(agent_identities(document))
 
 
 def policy_changed_event(
@@ -138,7 +136,7 @@ class PolicyStore:
         # A policy that does not parse is refused below, after the identity check.
         with contextlib.suppress(PolicyError):
             agents |= agent_names(parse_policy(policy_text, source="pushed policy"))
-        if actor.startswith("agent:") or actor in agents:
+        if is_agent(actor, frozenset(agents)):
             self._refusal(
                 "policy.refused",
                 actor,
