@@ -51,6 +51,8 @@ class ApprovalIntake(ApprovalsV1Mixin):
     _rejection: ApprovalDecision | None
     _halt: HaltRequest | None
     _editing: ToolSpec | None
+    _closed: dict[str, str]
+    """Requests this run closed: how each ended (a late attempt is told so)."""
 
     def _admit(self, raw: JsonValue) -> tuple[ApprovalDecision | None, str]:
         """The decision and "" when it counts; otherwise why it is refused."""
@@ -64,6 +66,9 @@ class ApprovalIntake(ApprovalsV1Mixin):
                 "approver and approve through the approving service"
             )
         pending = self._pending
+        closed = self._closed.get(decision.request_id, "")
+        if pending is None and closed and workflow.patched(DECIDED_ONCE_PATCH):
+            return decision, self._too_late(decision, closed)
         if pending is None:
             return decision, (
                 f"workflow {workflow.info().workflow_id!r} has no open approval request "
@@ -72,11 +77,7 @@ class ApprovalIntake(ApprovalsV1Mixin):
             )
         settled = self._settled(pending)
         if settled and workflow.patched(DECIDED_ONCE_PATCH):
-            return decision, (
-                f"approval request {pending.request_id!r} is already decided ({settled}); the "
-                f"{'approval' if decision.approve else 'rejection'} by {decision.approver!r} "
-                "came too late and does not count"
-            )
+            return decision, self._too_late(decision, settled)
         if decision.nonce and decision.nonce in self._nonces:
             return decision, (
                 f"the signed decision by {decision.approver!r} (nonce {decision.nonce!r}) was "
@@ -94,6 +95,14 @@ class ApprovalIntake(ApprovalsV1Mixin):
         if decision.edits:
             return decision, self._check_edited(pending, decision)
         return decision, ""
+
+    @staticmethod
+    def _too_late(decision: ApprovalDecision, how: str) -> str:
+        return (
+            f"approval request {decision.request_id!r} is already decided ({how}); the "
+            f"{'approval' if decision.approve else 'rejection'} by {decision.approver!r} "
+            "came too late and does not count"
+        )
 
     def _settled(self, pending: PendingApproval) -> str:
         """How the open request was decided while its wait has not closed it yet, or ""."""

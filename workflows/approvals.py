@@ -101,6 +101,7 @@ class ApprovalsMixin(ApprovalIntake):
         self._grants: list[ApprovalDecision] = []
         self._rejection: ApprovalDecision | None = None
         self._halt: HaltRequest | None = None
+        self._closed: dict[str, str] = {}
         self._halt_scope: tuple[StepRef, str, str] | None = None
         """The step (ref, action, resource) whose wait a halt would end, while it waits."""
         self._paused = False
@@ -208,6 +209,7 @@ class ApprovalsMixin(ApprovalIntake):
                 closing,
                 start_to_close_timeout=LOCAL,
             )
+            self._closed[closing.pending.request_id] = f"{status.value} by {approver!r}"
             self._pending = None
             if status is ApprovalStatus.APPROVED:
                 return list(self._grants)

@@ -20,8 +20,9 @@ from temporalio.service import RPCError
 
 from tether.activities.governance import approval_event
 from tether.core.config import Settings
-from tether.errors import ApprovalError
+from tether.errors import ApprovalError, InvalidNameError
 from tether.governance.approvals import ApprovalDecision, ApprovalOutcome
+from tether.governance.names import canonical_identity
 from tether.governance.signing import public_hex, sign_decision
 from tether.governance.store import ApprovalStore
 from tether.verification.checkpoint import load_or_create_key
@@ -58,6 +59,10 @@ async def decide_request(
     `edits` (approve only) changes arguments the tool marks editable; the signed decision
     binds the digest of the edited arguments, and the workflow decides them anew.
     """
+    try:  # `user:Bob` is `user:bob`: one person, one name (`governance.names`)
+        approver = canonical_identity(approver, "approver")
+    except InvalidNameError as exc:
+        raise ApprovalError(f"{exc}; decide as e.g. --as user:alice") from None
     pending = store.get(request_id)
     edited = digest({**pending.args, **edits}) if edits else ""
     decision = sign_decision(
