@@ -9,6 +9,8 @@ Contract:
 - A stored push deactivates the previous version and activates the new one in one
   transaction, and records `policy.changed` (author, both versions, texts in the content
   store) under the key `policy.changed:db:<id>`, which workers reuse when they pick it up.
+- An active version that does not load (malformed, or pushed before a lint check existed)
+  never blocks a push: the push of a valid policy always repairs the store.
 """
 
 from __future__ import annotations
@@ -103,6 +105,17 @@ def policy_changed_event(
     return event, [new.model_text, new.policy_text]
 
 
+def _loadable(version: PolicyVersion | None) -> PolicyEngine | None:
+    """`version` loaded, or None when there is none or it does not load: a malformed
+    active version never blocks the push that repairs it."""
+    if version is None:
+        return None
+    try:
+        return PolicyEngine.from_texts(version.model_text, version.policy_text, version.revision)
+    except PolicyError:
+        return None
+
+
 class PolicyStore:
     def __init__(self, engine: Engine, ledger: Ledger) -> None:
         self.engine = engine
@@ -126,12 +139,7 @@ class PolicyStore:
         """Store and activate a policy written by `actor`; PolicyError (recorded) if refused."""
         if not actor.strip():
             raise PolicyError("no author given; push as a person, e.g. --as user:alice")
-        current = self.active()
-        current_engine = (
-            PolicyEngine.from_texts(current.model_text, current.policy_text, current.revision)
-            if current
-            else None
-        )
+        current_engine = _loadable(self.active())
         agents = agent_names(current_engine.document) if current_engine else set()
         # A policy that does not parse is refused below, after the identity check.
         with contextlib.suppress(PolicyError):
@@ -159,13 +167,7 @@ class PolicyStore:
                 session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PUSH_LOCK})
             stmt = select(PolicyVersionRow).where(PolicyVersionRow.active.is_(True))
             previous_row = session.execute(stmt).scalars().first()
-            previous = (
-                PolicyEngine.from_texts(
-                    previous_row.model_text, previous_row.policy_text, f"db:{previous_row.id}"
-                )
-                if previous_row
-                else None
-            )
+            previous = _loadable(_version(previous_row) if previous_row else None)
             session.execute(update(PolicyVersionRow).values(active=False))
             row = PolicyVersionRow(
                 digest=new.version,
