@@ -29,6 +29,9 @@ class ApprovalStatus(StrEnum):
     HALTED = "halted"
     """A kill switch ended the wait (runs since the `halted-outcome` patch; before it a
     halt was recorded as rejected). Nobody decided: the approver is who engaged it."""
+    CLOSED = "closed"
+    """The run ended (terminated, timed out, failed, cancelled) while the request waited:
+    closed by `tether.runtime.sweep`, nobody decided, it no longer counts against the cap."""
 
 
 class ApprovalStage(BaseModel):

@@ -8,7 +8,9 @@ hand-made `halt` (refused unless a kill switch backs it), name variants of the r
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +22,7 @@ from tests import test_approvals as base
 from tests.approval_app import PayAmountInput, PayAmountResult
 from tests.conftest import bank_of, new_id
 from tests.test_approvals import POLICY, _events, _pay, _pending, _refused, _signed
+from tests.test_cli import tether
 from tether.core.config import Settings
 from tether.errors import ApprovalError, InvalidNameError, PolicyError
 from tether.governance.agents import is_agent
@@ -36,6 +39,7 @@ from tether.governance.policy import PolicyEngine
 from tether.governance.policy_store import PolicyStore
 from tether.runtime.approvals import decide_request
 from tether.runtime.client import start_task
+from tether.runtime.sweep import close_ended
 from tether.worker import Runtime
 
 MODEL = Settings().policy_model.read_text()
@@ -168,6 +172,70 @@ async def _start(client: Client, settings: Settings, started_by: str) -> Any:
         started_by=started_by,
         result_type=PayAmountResult,
     )
+
+
+async def test_a_terminated_runs_request_is_closed_recorded_and_leaves_the_cap(
+    client: Client,
+    approval_settings: Settings,
+    app: Runtime,
+    app_worker: Worker,
+    key: Ed25519PrivateKey,
+    tmp_path: Path,
+) -> None:
+    first = [await _pay(client, approval_settings, 20000) for _ in range(2)]
+    pendings = [await _pending(h) for h in first]
+    for handle in first:
+        await handle.terminate("stuck")
+    third = await _pay(client, approval_settings, 20000)
+    await _events(app, third.id, "agent.paused", 1)  # the cap (2) counts the ended runs
+    # Listing notices the ended runs and closes their requests.
+    listed = await tether(approval_settings, tmp_path, "approvals", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    open_ids = {p["request_id"] for p in json.loads(listed.stdout)}
+    assert not open_ids & {p.request_id for p in pendings}
+    for pending, handle in zip(pendings, first, strict=True):
+        assert app.approvals.get(pending.request_id).status is ApprovalStatus.CLOSED
+        [closed] = await _events(app, handle.id, "approval.closed", 1)
+        assert (closed.outcome, closed.payload["run_status"]) == ("closed", "terminated")
+    # The paused agent asks again, within its cap now.
+    third_pending = await _pending(third)
+    await third.execute_update("decide", _signed(third_pending, "user:alice", key))
+    assert (await third.result()).status == "paid"
+    # A decision on a closed request is told so.
+    with pytest.raises(ApprovalError, match="is closed"):
+        await decide_request(
+            client,
+            app.approvals,
+            app.ledger,
+            pendings[0].request_id,
+            approver="user:alice",
+            approve=True,
+            key=key,
+        )
+
+
+async def test_a_decision_that_cannot_reach_its_ended_run_closes_the_request(
+    client: Client,
+    approval_settings: Settings,
+    app: Runtime,
+    app_worker: Worker,
+    key: Ed25519PrivateKey,
+) -> None:
+    handle = await _pay(client, approval_settings, 20000)
+    pending = await _pending(handle)
+    await handle.terminate("stuck")
+    with pytest.raises(ApprovalError, match=r"no longer accepts decisions.*is closed"):
+        await decide_request(
+            client,
+            app.approvals,
+            app.ledger,
+            pending.request_id,
+            approver="user:alice",
+            approve=True,
+            key=key,
+        )
+    assert app.approvals.get(pending.request_id).status is ApprovalStatus.CLOSED
+    assert await close_ended(client, app.approvals, app.ledger) == []
 
 
 BOT_POLICY = POLICY + "g, svc:bot, role:ap-agent\ng2, svc:bot, role:ap-approver\n"

@@ -10,6 +10,7 @@ it (the run has ended).
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from datetime import UTC, datetime
 
@@ -21,10 +22,11 @@ from temporalio.service import RPCError
 from tether.activities.governance import approval_event
 from tether.core.config import Settings
 from tether.errors import ApprovalError, InvalidNameError
-from tether.governance.approvals import ApprovalDecision, ApprovalOutcome
+from tether.governance.approvals import ApprovalDecision, ApprovalOutcome, ApprovalStatus
 from tether.governance.names import canonical_identity
 from tether.governance.signing import public_hex, sign_decision
 from tether.governance.store import ApprovalStore
+from tether.runtime.sweep import close_one, run_status
 from tether.verification.checkpoint import load_or_create_key
 from tether.verification.events import digest
 from tether.verification.ledger import Ledger
@@ -88,9 +90,15 @@ async def decide_request(
         cause = exc.cause
         raise ApprovalError(str(getattr(cause, "message", cause))) from None
     except RPCError as exc:
+        status = pending.status.value
+        with contextlib.suppress(RPCError):
+            ended = await run_status(client, pending)
+            if ended != "RUNNING" and pending.status is ApprovalStatus.PENDING:
+                close_one(store, ledger, pending, ended)  # its run will never decide it
+                status = ApprovalStatus.CLOSED.value
         why = (
             f"workflow {pending.workflow_id!r} no longer accepts decisions ({exc.message}); "
-            f"request {request_id!r} is {pending.status.value}"
+            f"request {request_id!r} is {status}"
         )
     ledger.append(
         approval_event(
