@@ -19,8 +19,8 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from tests import test_approvals as base
-from tests.approval_app import PayAmountInput, PayAmountResult
-from tests.conftest import bank_of, new_id
+from tests.approval_app import PayAmountInput, PayAmountResult, PayAmountWorkflow
+from tests.conftest import bank_of, new_id, replayer_for
 from tests.test_approvals import POLICY, _events, _pay, _pending, _refused, _signed
 from tests.test_cli import tether
 from tether.core.config import Settings
@@ -97,6 +97,7 @@ async def test_approve_and_reject_at_once_each_attempt_is_answered_truthfully_an
         assert (decided.outcome, decided.actor) == (won[0].status.value, winner)
         [refused] = await _events(app, handle.id, "approval.refused", 1)
         assert refused.actor == loser and "already decided" in str(refused.payload["why"])
+        await _replays(handle)
 
 
 async def test_a_hand_made_halt_is_refused_recorded_and_decides_nothing(
@@ -117,6 +118,13 @@ async def test_a_hand_made_halt_is_refused_recorded_and_decides_nothing(
     assert (await handle.result()).status == "paid"
     [decided] = await _events(app, handle.id, "approval.decided", 1)
     assert (decided.outcome, decided.actor) == ("approved", "user:dave")
+    await _replays(handle)
+
+
+async def _replays(handle: Any) -> None:
+    """The run's history (with the new patches' markers) replays on today's code."""
+    history = await handle.fetch_history()
+    await replayer_for(PayAmountWorkflow).replay_workflow(history)
 
 
 async def test_a_name_variant_of_the_requester_never_approves(
