@@ -1,7 +1,8 @@
 """Approvals inside a governed workflow: signed, action-bound, escalating, with quorum.
 
 `ApprovalsMixin` is a base of `AgentWorkflow`; it owns the `decide` update, the
-`approve` signal (same payload) and the `halt` signal.
+`approve` signal (same payload) and the `halt` signal. Attempts are admitted or
+refused by `workflows.approval_intake`; requests are built by `workflows.approval_requests`.
 
 Contract (runs since the `signed-approvals` patch; older histories replay the first
 version, kept in `workflows.approvals_v1`):
