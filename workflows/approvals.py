@@ -27,14 +27,17 @@ version, kept in `workflows.approvals_v1`):
   `halted-outcome` patch the request closes as `halted` (approver: who engaged the switch,
   comment: the switch's reason) and the step raises ActionHalted, a subclass of
   ActionRejected; older histories replay the halt as a rejection. Since the `halt-proof`
-  patch a halt counts only when an engaged kill switch in the store covers the step
-  (`confirm_halt`); the switch, not the signal, names who engaged it, and a halt no switch
-  backs is refused and recorded (`halt.refused`).
+  patch a halt counts only when an engaged kill switch in the store covers the step: the
+  signal only queues the claim, and the waiting step checks it (`confirm_halt`, a local
+  activity run by the wait, never by the handler); the switch, not the signal, names who
+  engaged it, and a halt no switch backs is refused, recorded (`halt.refused`), and the
+  wait goes on until its deadline.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from datetime import timedelta
 
 from temporalio import workflow
@@ -103,6 +106,8 @@ class ApprovalsMixin(ApprovalIntake):
         self._rejection: ApprovalDecision | None = None
         self._halt: HaltRequest | None = None
         self._closed: dict[str, str] = {}
+        self._halt_claims: list[HaltRequest] = []
+        """`halt` signals not yet checked against the kill switches (`halt-proof`)."""
         self._halt_scope: tuple[StepRef, str, str] | None = None
         """The step (ref, action, resource) whose wait a halt would end, while it waits."""
         self._paused = False
@@ -189,15 +194,14 @@ class ApprovalsMixin(ApprovalIntake):
                     retry_policy=MESSAGE_RETRY,
                 )
             quorum = pending.quorum
-            with contextlib.suppress(TimeoutError):
-                await workflow.wait_condition(
-                    lambda: (
-                        self._halt is not None
-                        or self._rejection is not None
-                        or len(self._grants) >= quorum  # noqa: B023 (awaited right here)
-                    ),
-                    timeout=timeout,
-                )
+            await self._wait(
+                lambda: (
+                    self._halt is not None
+                    or self._rejection is not None
+                    or len(self._grants) >= quorum  # noqa: B023 (awaited right here)
+                ),
+                timeout,
+            )
             if messages is not None:
                 settle(messages)
             last = index == len(context.stages) - 1
@@ -267,11 +271,9 @@ class ApprovalsMixin(ApprovalIntake):
                 self._paused = False
                 return context
             self._paused = True
-            with contextlib.suppress(TimeoutError):
-                await workflow.wait_condition(
-                    lambda: self._halt is not None,
-                    timeout=timedelta(seconds=context.pause_seconds),
-                )
+            await self._wait(
+                lambda: self._halt is not None, timedelta(seconds=context.pause_seconds)
+            )
             if self._halt is not None:
                 self._paused = False
                 if workflow.patched(HALTED_PATCH):
@@ -318,20 +320,43 @@ class ApprovalsMixin(ApprovalIntake):
         self._accept(decision)
 
     @workflow.signal(name="halt")
-    async def halt(self, request: HaltRequest) -> None:
-        if not workflow.patched(HALT_PROOF_PATCH):
+    def halt(self, request: HaltRequest) -> None:
+        if workflow.patched(HALT_PROOF_PATCH):
+            self._halt_claims.append(request)  # the waiting step checks it (`_wait`)
+        else:
             self._halt = request
-            return
+
+    async def _wait(self, done: Callable[[], bool], longest: timedelta) -> None:
+        """Wait until `done()` or `longest` passed; a halt claim that arrives meanwhile is checked
+        here, by the step itself (never in the signal handler, so replay sees the same
+        commands in the same order), and the wait goes on when no switch backs it."""
+        deadline = workflow.now() + longest
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(
+                    lambda: done() or bool(self._halt_claims),
+                    timeout=deadline - workflow.now(),
+                )
+            if done() or not self._halt_claims:
+                return
+            while self._halt_claims and self._halt is None:
+                self._halt = await self._confirm_halt(self._halt_claims.pop(0))
+            self._halt_claims.clear()
+            if done() or workflow.now() >= deadline:
+                return
+
+    async def _confirm_halt(self, claim: HaltRequest) -> HaltRequest | None:
+        """The halt an engaged kill switch proves for the waiting step, else None (the
+        activity records the refused claim as `halt.refused`)."""
         scope = self._halt_scope
-        ref = scope[0] if scope else None
         info = workflow.info()
         confirmed: HaltRequest | None = await workflow.execute_local_activity_method(
             GovernanceActivities.confirm_halt,
             ConfirmHaltInput(
-                ref=ref,
+                ref=scope[0] if scope else None,
                 action=scope[1] if scope else "",
                 resource=scope[2] if scope else "",
-                claim=request,
+                claim=claim,
                 workflow_id=info.workflow_id,
                 run_id=info.run_id,
                 step=self._step,
@@ -340,5 +365,4 @@ class ApprovalsMixin(ApprovalIntake):
             ),
             start_to_close_timeout=LOCAL,
         )
-        if confirmed is not None and self._halt_scope is not None and self._halt is None:
-            self._halt = confirmed
+        return confirmed
