@@ -97,7 +97,6 @@ async def test_approve_and_reject_at_once_each_attempt_is_answered_truthfully_an
         assert (decided.outcome, decided.actor) == (won[0].status.value, winner)
         [refused] = await _events(app, handle.id, "approval.refused", 1)
         assert refused.actor == loser and "already decided" in str(refused.payload["why"])
-        await _replays(handle)
 
 
 async def test_a_hand_made_halt_is_refused_recorded_and_decides_nothing(
