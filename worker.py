@@ -47,6 +47,7 @@ from tether.runtime.approvals import trusted_keys
 from tether.runtime.client import connect
 from tether.runtime.health import HealthServer
 from tether.runtime.plugin import TetherPlugin, workflow_runner
+from tether.runtime.sweep import sweep_forever
 from tether.verification.events import LedgerEvent, digest
 from tether.verification.ledger import Ledger
 from tether.workflows import TETHER_WORKFLOWS
@@ -170,6 +171,7 @@ def build_worker(
         governance.prepare_approval,
         governance.open_approval,
         governance.close_approval,
+        governance.confirm_halt,
         governance.record_event,
         governance.record_event_with_content,
         messages.send_approval_messages,
@@ -252,6 +254,12 @@ async def run_worker(settings: Settings | None = None, app: App | None = None) -
     gc.collect()
     gc.freeze()
     running = asyncio.create_task(worker.run())
+    # Requests of runs that ended undecided are closed, so they leave agents' caps.
+    sweeping = asyncio.create_task(
+        sweep_forever(
+            client, runtime.approvals, runtime.ledger, max(settings.approval_pause_seconds, 1)
+        )
+    )
     try:
         stop = asyncio.create_task(stopping.wait())
         await asyncio.wait({running, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -264,6 +272,7 @@ async def run_worker(settings: Settings | None = None, app: App | None = None) -
         await running
         log.info("worker stopped")
     finally:
+        sweeping.cancel()
         runtime.policies.stop_polling()
         await health.close()
         close = getattr(provider, "aclose", None)  # the gateway's HTTP connections

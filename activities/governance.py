@@ -19,7 +19,13 @@ from temporalio import activity
 from tether.activities.payloads import DecideInput, StepRef
 from tether.core import telemetry
 from tether.errors import PolicyError
-from tether.governance.approvals import ApprovalStage, ApprovalStatus, PendingApproval, parse_chain
+from tether.governance.approvals import (
+    ApprovalStage,
+    ApprovalStatus,
+    HaltRequest,
+    PendingApproval,
+    parse_chain,
+)
 from tether.governance.derive import MISDECLARED_RULE
 from tether.governance.kill import KillSwitches
 from tether.governance.policy import PolicyEngine
@@ -47,6 +53,20 @@ class PrepareApprovalInput(BaseModel):
     action: str
     resource: str
     decision: Decision
+
+
+class ConfirmHaltInput(BaseModel):
+    """A `halt` signal's claim, with the waiting step it would end (`ref` None: no wait)."""
+
+    ref: StepRef | None = None
+    action: str = ""
+    resource: str = ""
+    claim: HaltRequest
+    workflow_id: str = ""
+    run_id: str = ""
+    step: int = 0
+    agent: str = ""
+    request_id: str = ""
 
 
 class ApprovalContext(BaseModel):
@@ -216,6 +236,46 @@ class GovernanceActivities:
         return Decision(
             tier=Tier.DENY, rule=record.rule, policy_version="", reason=record.describe()
         )
+
+    @activity.defn(name="confirm_halt")
+    def confirm_halt(self, inp: ConfirmHaltInput) -> HaltRequest | None:
+        """The halt an engaged kill switch covering the waiting step proves, else None.
+
+        The switch in the store names who engaged it and why, whatever the signal claims.
+        A halt no switch backs is recorded as `halt.refused` and changes nothing.
+        """
+        ref = inp.ref
+        record = (
+            self.kills.blocking(ref.tenant, ref.agent, inp.action)
+            if self.kills is not None and ref is not None
+            else None
+        )
+        if record is not None:
+            return HaltRequest(reason=record.describe(), engaged_by=record.engaged_by)
+        claimed = inp.claim.engaged_by
+        why = (
+            f"halt claimed by {claimed!r} ({inp.claim.reason!r}) is backed by no engaged kill "
+            "switch covering this step; engage one with 'tether kill engage'"
+            if ref is not None
+            else f"halt claimed by {claimed!r} arrived while no approval waits; nothing to halt"
+        )
+        self.ledger.append(
+            LedgerEvent(
+                idempotency_key=f"{inp.workflow_id}:{inp.run_id}:halt.refused."
+                f"{activity.info().activity_id}",
+                kind="halt.refused",
+                workflow_id=inp.workflow_id,
+                run_id=inp.run_id,
+                step=inp.step,
+                agent=inp.agent,
+                action=inp.action,
+                resource=inp.resource,
+                actor=claimed,
+                outcome="refused",
+                payload={"request_id": inp.request_id, "why": why, "reason": inp.claim.reason},
+            )
+        )
+        return None
 
     @activity.defn(name="open_approval")
     def open_approval(self, pending: PendingApproval) -> None:

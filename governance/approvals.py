@@ -13,10 +13,10 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
-from tether.errors import ApprovalError, PolicyError
-
-AGENT_PREFIX = "agent:"
-"""Identities with this prefix are agents: they never approve, flag or edit policy."""
+from tether.errors import ApprovalError, InvalidNameError, PolicyError
+from tether.governance.agents import AGENT_PREFIX as AGENT_PREFIX  # callers import it here
+from tether.governance.agents import is_agent
+from tether.governance.names import canonical_identity, identity_key
 
 
 class ApprovalStatus(StrEnum):
@@ -29,6 +29,9 @@ class ApprovalStatus(StrEnum):
     HALTED = "halted"
     """A kill switch ended the wait (runs since the `halted-outcome` patch; before it a
     halt was recorded as rejected). Nobody decided: the approver is who engaged it."""
+    CLOSED = "closed"
+    """The run ended (terminated, timed out, failed, cancelled) while the request waited:
+    closed by `tether.runtime.sweep`, nobody decided, it no longer counts against the cap."""
 
 
 class ApprovalStage(BaseModel):
@@ -199,11 +202,19 @@ def check_approval(pending: PendingApproval, decision: ApprovalDecision, now: da
         raise ApprovalError(
             f"approval request {pending.request_id!r} expired at {pending.deadline.isoformat()}"
         )
-    if decision.approver.startswith(AGENT_PREFIX):
+    try:
+        approver = canonical_identity(decision.approver, "approver")
+    except InvalidNameError as exc:
+        raise ApprovalError(f"{exc}; send the approver's canonical name") from None
+    if approver != decision.approver:
+        raise ApprovalError(
+            f"approver {decision.approver!r} is not written canonically; send {approver!r}"
+        )
+    if is_agent(approver):
         raise ApprovalError(
             f"{decision.approver!r} is an agent identity; agents never approve actions"
         )
-    if decision.approver in (pending.requested_by, pending.agent):
+    if approver in (identity_key(pending.requested_by), identity_key(pending.agent)):
         raise ApprovalError(
             f"{decision.approver!r} asked for request {pending.request_id!r} and cannot "
             "approve it; another holder of "

@@ -15,6 +15,7 @@ naming the value and the fix. Checks:
 - `contradiction`: rules of different tiers for the same subject and action whose
   resource patterns overlap and whose conditions are identical.
 - `invalid`: the policy does not parse or the model does not load.
+- `empty`, `approver-chain`, `agent-approver`, `condition`: see `governance.lint_control`.
 
 Errors make `check_and_load` refuse a policy; warnings do not. Pure: no I/O.
 """
@@ -32,6 +33,7 @@ from pydantic import BaseModel
 from simpleeval import EvalWithCompoundTypes, InvalidExpression
 
 from tether.errors import PolicyError
+from tether.governance.lint_control import control_findings
 from tether.governance.policy import PolicyEngine, PolicyRule
 from tether.governance.regexes import regex_problem
 
@@ -357,6 +359,13 @@ def _lint(
         *_separator_findings(rows),
         *_rule_findings(engine, lines),
     ]
+
+    def add(severity: Severity, check: str, line: int, rule: str, message: str) -> None:
+        findings.append(
+            Finding(severity=severity, line=line, check=check, rule=rule, message=message)
+        )
+
+    control_findings(engine, lines, add)
     return engine, sorted(findings, key=lambda f: (f.line, f.severity != "error"))
 
 

@@ -103,3 +103,29 @@ def canonical_pattern(value: str) -> str:
     """A policy row's resource pattern: NFKC with case kept, like the resources it
     matches; its `*`, `:name` and regex syntax keep their meaning."""
     return _check("resource pattern", value, _nfkc("resource pattern", value))
+
+
+def canonical_identity(value: str, kind: str = "identity") -> str:
+    """A person's or service's identity (`user:bob`, `svc:bot`): NFKC, lowercased, checked.
+
+    Used at every entry point that names someone (a run's `started_by`, an approver from
+    the CLI's `--as`, the console's session, an approval decision, a policy's `g2`
+    member): `user:Bob` is `user:bob`, and `user:bob ` is refused, so nobody is two people.
+    """
+    return _identifier(kind, value)
+
+
+def identity_key(value: str) -> str:
+    """The identity `value` names, for comparison only: never raises.
+
+    Folds what `canonical_identity` folds and strips surrounding whitespace, so a value
+    recorded before identities were canonical (`user:Bob `) still compares equal to
+    `user:bob` when separation of duties is checked.
+    """
+    name = unicodedata.normalize("NFKC", value[: MAX_NAME_LENGTH * 18]).strip()
+    for _ in range(_FOLD_ROUNDS):
+        folded = unicodedata.normalize("NFKC", name.lower()).strip()
+        if folded == name:
+            break
+        name = folded
+    return name

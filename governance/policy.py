@@ -46,10 +46,12 @@ from pydantic import JsonValue
 
 from tether.errors import InvalidNameError, PolicyError
 from tether.governance import fastpath, matching
+from tether.governance.agents import agent_identities, is_agent
 from tether.governance.names import (
     INVALID_REQUEST_RULE,
     canonical_action,
     canonical_agent,
+    canonical_identity,
     canonical_pattern,
     canonical_resource,
 )
@@ -183,7 +185,10 @@ def parse_policy(text: str, source: str = "<policy>") -> PolicyDocument:
                 except InvalidNameError as exc:
                     raise PolicyError(f"{where}: {exc}") from None
             else:
-                approver_roles.append((rest[0], rest[1]))
+                try:  # people are named one way everywhere (`governance.names`)
+                    approver_roles.append((canonical_identity(rest[0], "member"), rest[1]))
+                except InvalidNameError as exc:
+                    raise PolicyError(f"{where}: {exc}") from None
         else:
             raise PolicyError(f"{where}: row type {kind!r} is unknown; use 'p', 'g' or 'g2'")
     # Most restrictive first: casbin returns the first matching row.
@@ -212,9 +217,12 @@ class PolicyEngine:
                 "g2", [list(r) for r in document.approver_roles]
             )
         self._by_rule = {r.rule: r for r in document.rules}
+        self.agents = agent_identities(document)
+        """Who is an agent under this policy (`governance.agents`): never an approver."""
         members: dict[str, set[str]] = {}
         for person, role in document.approver_roles:
-            members.setdefault(role, set()).add(person)
+            if not is_agent(person, self.agents):
+                members.setdefault(role, set()).add(person)
         self._members = {role: sorted(people) for role, people in members.items()}
         self._fast = self._fast_index(model)
         # JSON, not a joined string: no field content can mimic a field boundary.
@@ -409,7 +417,7 @@ class PolicyEngine:
         )
 
     def members(self, role: str) -> list[str]:
-        """People holding an approver role (`g2` rows)."""
+        """People holding an approver role (`g2` rows), never an agent."""
         return list(self._members.get(role, ()))
 
     def holds_role(self, person: str, role: str) -> bool:

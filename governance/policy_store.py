@@ -11,6 +11,8 @@ Contract:
 - A stored push deactivates the previous version and activates the new one in one
   transaction, and records `policy.changed` (author, both versions, texts in the content
   store) under the key `policy.changed:db:<id>`, which workers reuse when they pick it up.
+- An active version that does not load (malformed, or pushed before a lint check existed)
+  never blocks a push: the push of a valid policy always repairs the store.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from tether.core.db import Base, create_tables
 from tether.errors import PolicyError
+from tether.governance.agents import agent_identities, is_agent
 from tether.governance.lint import check_and_load
 from tether.governance.policy import PolicyDocument, PolicyEngine, parse_policy
 from tether.verification.events import LedgerEvent, digest
@@ -76,11 +79,8 @@ def _version(row: PolicyVersionRow) -> PolicyVersion:
 
 
 def agent_names(document: PolicyDocument) -> set[str]:
-    """Every name a policy gives an agent or an agent's role (p subjects, g members/roles)."""
-    names = {rule.subject for rule in document.rules}
-    for member, role in document.agent_roles:
-        names.update((member, role))
-    return names
+    """Every name a policy gives an agent or an agent's role (`governance.agents`)."""
+    return set(agent_identities(document))
 
 
 def policy_changed_event(
@@ -106,6 +106,17 @@ def policy_changed_event(
         payload=dict(payload),
     )
     return event, [new.model_text, new.policy_text]
+
+
+def _loadable(version: PolicyVersion | None) -> PolicyEngine | None:
+    """`version` loaded, or None when there is none or it does not load: a malformed
+    active version never blocks the push that repairs it."""
+    if version is None:
+        return None
+    try:
+        return PolicyEngine.from_texts(version.model_text, version.policy_text, version.revision)
+    except PolicyError:
+        return None
 
 
 class PolicyStore:
@@ -139,17 +150,12 @@ class PolicyStore:
         (`tether policy push --max-changes` passes verification.impact.ChangeLimit)."""
         if not actor.strip():
             raise PolicyError("no author given; push as a person, e.g. --as user:alice")
-        current = self.active()
-        current_engine = (
-            PolicyEngine.from_texts(current.model_text, current.policy_text, current.revision)
-            if current
-            else None
-        )
+        current_engine = _loadable(self.active())
         agents = agent_names(current_engine.document) if current_engine else set()
         # A policy that does not parse is refused below, after the identity check.
         with contextlib.suppress(PolicyError):
             agents |= agent_names(parse_policy(policy_text, source="pushed policy"))
-        if actor.startswith("agent:") or actor in agents:
+        if is_agent(actor, frozenset(agents)):
             self._refusal(
                 "policy.refused",
                 actor,
@@ -175,13 +181,7 @@ class PolicyStore:
                 session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PUSH_LOCK})
             stmt = select(PolicyVersionRow).where(PolicyVersionRow.active.is_(True))
             previous_row = session.execute(stmt).scalars().first()
-            previous = (
-                PolicyEngine.from_texts(
-                    previous_row.model_text, previous_row.policy_text, f"db:{previous_row.id}"
-                )
-                if previous_row
-                else None
-            )
+            previous = _loadable(_version(previous_row) if previous_row else None)
             session.execute(update(PolicyVersionRow).values(active=False))
             row = PolicyVersionRow(
                 digest=new.version,

@@ -9,7 +9,14 @@ ledger and only then swaps the reference. So:
   already running finishes on the version it read);
 - a policy that does not load or lint is recorded as `policy.rejected` and raised as
   PolicyError, and the last good policy stays in force;
+- a source that cannot be read (a missing or non-UTF-8 file), still so a moment later,
+  is recorded as `policy.rejected` too (once per error and version in force);
 - reloading unchanged content does nothing, so polling is cheap (two reads and a hash).
+
+`load()` of a database store whose active version does not load (a malformed row, or
+one pushed before a lint check existed) records it as `policy.rejected` and starts on the
+newest earlier version that does, so a worker always starts; the next valid push repairs
+the store and the poll loads it.
 
 `start_polling(seconds)` runs `reload()` on a daemon thread until `stop_polling()`.
 """
@@ -29,7 +36,7 @@ from tether.core.db import make_engine
 from tether.errors import PolicyError
 from tether.governance.lint import check_and_load
 from tether.governance.policy import PolicyEngine
-from tether.governance.policy_store import PolicyStore, policy_changed_event
+from tether.governance.policy_store import PolicyStore, PolicyVersion, policy_changed_event
 from tether.verification.events import LedgerEvent, digest
 from tether.verification.ledger import Ledger
 
@@ -106,6 +113,21 @@ class StoreSource:
     store: PolicyStore
     settle_seconds: float = 0.0
 
+    def earlier(self) -> list[PolicyTexts]:
+        """The versions before the active one, newest first (`load` falls back on them)."""
+        return [self._texts(v) for v in self.store.history() if not v.active]
+
+    @staticmethod
+    def _texts(version: PolicyVersion) -> PolicyTexts:
+        return PolicyTexts(
+            model_text=version.model_text,
+            policy_text=version.policy_text,
+            name=version.revision,
+            author=version.author,
+            source="database",
+            revision=version.revision,
+        )
+
     def read(self) -> PolicyTexts:
         active = self.store.active()
         if active is None:
@@ -113,14 +135,7 @@ class StoreSource:
                 "the policy store holds no policy yet; push one with "
                 "'tether policy push PATH --as user:you' or set policy_source = 'file'"
             )
-        return PolicyTexts(
-            model_text=active.model_text,
-            policy_text=active.policy_text,
-            name=active.revision,
-            author=active.author,
-            source="database",
-            revision=active.revision,
-        )
+        return self._texts(active)
 
 
 def source_for(settings: Settings, ledger: Ledger | None = None) -> PolicySource:
@@ -138,6 +153,22 @@ def configured_engine(settings: Settings, policy: Path | None = None) -> PolicyE
         return PolicyEngine.from_files(settings.policy_model, policy or settings.policy_path)
     texts = source_for(settings).read()
     return PolicyEngine.from_texts(texts.model_text, texts.policy_text, texts.name)
+
+
+def record_unreadable(ledger: Ledger, source: PolicySource, version: str, error: Exception) -> None:
+    """Record `policy.rejected` for a source that cannot be read (once per error and
+    version in force: a poll that keeps failing records it once)."""
+    name = str(getattr(source, "policy_path", "") or "database")
+    ledger.append(
+        LedgerEvent(
+            idempotency_key=f"policy.rejected:unreadable:{version}:{digest(str(error))[7:23]}",
+            kind="policy.rejected",
+            policy_version=version,
+            actor=f"file:{Path(name).name}" if name != "database" else "database",
+            outcome="rejected",
+            payload={"source": "unreadable", "name": name, "error": str(error)},
+        )
+    )
 
 
 class PolicyHolder:
@@ -161,8 +192,27 @@ class PolicyHolder:
     @classmethod
     def load(cls, source: PolicySource, ledger: Ledger | None = None) -> PolicyHolder:
         """Load the source's policy; PolicyError (nothing to fall back on) when it is bad."""
-        texts = source.read()
-        engine = check_and_load(texts.model_text, texts.policy_text, texts.name)
+        try:
+            texts = source.read()
+        except PolicyError as exc:
+            if ledger is not None:
+                record_unreadable(ledger, source, "", exc)
+            raise
+        try:
+            engine = check_and_load(texts.model_text, texts.policy_text, texts.name)
+        except PolicyError as exc:
+            earlier = source.earlier() if isinstance(source, StoreSource) else []
+            for older in earlier:
+                try:
+                    good = check_and_load(older.model_text, older.policy_text, older.name)
+                except PolicyError:
+                    continue
+                # The bad version's fingerprint: polling leaves it alone until a push.
+                holder = cls(good, source, ledger, texts.fingerprint)
+                holder._record_rejection(texts, good, exc)
+                log.error("policy %s refused (%s); %s is in force", texts.name, exc, older.name)
+                return holder
+            raise
         return cls(engine, source, ledger, texts.fingerprint)
 
     def current(self) -> PolicyEngine:
@@ -178,7 +228,7 @@ class PolicyHolder:
         if self._source is None:
             return False
         with self._lock:
-            texts = self._source.read()
+            texts = self._read(self._source)
             if texts.fingerprint == self._fingerprint:
                 return False
             settle = getattr(self._source, "settle_seconds", 0.0)
@@ -212,6 +262,23 @@ class PolicyHolder:
                 log.info("policy %s is in force (was %s)", new.version, previous.version)
             self._fingerprint = texts.fingerprint
             return new.version != previous.version
+
+    def _read(self, source: PolicySource) -> PolicyTexts:
+        """The source's texts; an unreadable source, still so a moment later, is recorded."""
+        try:
+            return source.read()
+        except PolicyError as first:
+            error = first
+        settle = getattr(source, "settle_seconds", 0.0)
+        if settle > 0:  # an editor's save may remove the file for a moment
+            time.sleep(settle)
+            try:
+                return source.read()
+            except PolicyError as again:
+                error = again
+        if self._ledger is not None:
+            record_unreadable(self._ledger, source, self._engine.version, error)
+        raise error
 
     def _record_rejection(self, texts: PolicyTexts, current: PolicyEngine, exc: Exception) -> None:
         if self._ledger is None:

@@ -16,8 +16,7 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, Field
 
 from tether.errors import ReviewError
-
-AGENT_PREFIX = "agent:"
+from tether.governance.agents import is_agent
 
 
 class ReviewStatus(StrEnum):
@@ -94,7 +93,7 @@ def check_flag(window: ReviewWindow, flag: ReviewFlag, now: datetime) -> None:
         )
     if not flag.reviewer.strip():
         raise ReviewError("a flag needs a reviewer; pass --as user:you")
-    if flag.reviewer.startswith(AGENT_PREFIX):
+    if is_agent(flag.reviewer):  # the policy's agents are never among `reviewers` either
         raise ReviewError(f"{flag.reviewer!r} is an agent identity; agents never flag actions")
     if window.reviewer_role and flag.reviewer not in window.reviewers:
         raise ReviewError(

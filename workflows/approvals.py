@@ -1,10 +1,11 @@
 """Approvals inside a governed workflow: signed, action-bound, escalating, with quorum.
 
 `ApprovalsMixin` is a base of `AgentWorkflow`; it owns the `decide` update, the
-`approve` signal (same payload) and the `halt` signal.
+`approve` signal (same payload) and the `halt` signal. Attempts are admitted or
+refused by `workflows.approval_intake`; requests are built by `workflows.approval_requests`.
 
 Contract (runs since the `signed-approvals` patch; older histories replay the first
-version, kept below as `_await_approval_v1`):
+version, kept in `workflows.approvals_v1`):
 - A request covers one step: workflow, run, step, digest of the action's arguments and
   the policy version. A decision counts only when the approving service signed all of
   them (`governance.signing`) with a key the workers trust; each signed decision is
@@ -19,54 +20,64 @@ version, kept below as `_await_approval_v1`):
   *after* it is accepted into history (no validator rejects it silently).
 - Beyond the agent's cap of open requests the agent is paused until requests close;
   it is never approved automatically.
+- A request is decided once: since the `decided-once` patch an attempt that arrives after
+  the request is decided (granted to quorum, rejected or halted) is refused and recorded
+  like any refused attempt, so the loser of an approve/reject race is told it lost.
 - `halt` (sent by the kill switch) ends a pending or paused wait as halted: since the
   `halted-outcome` patch the request closes as `halted` (approver: who engaged the switch,
   comment: the switch's reason) and the step raises ActionHalted, a subclass of
-  ActionRejected; older histories replay the halt as a rejection.
+  ActionRejected; older histories replay the halt as a rejection. Since the `halt-proof`
+  patch a halt counts only when an engaged kill switch in the store covers the step: the
+  signal only queues the claim, and the waiting step checks it (`confirm_halt`, a local
+  activity run by the wait, never by the handler); the switch, not the signal, names who
+  engaged it, and a halt no switch backs is refused, recorded (`halt.refused`), and the
+  wait goes on until its deadline.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+from collections.abc import Callable
 from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from pydantic import JsonValue, ValidationError
+    from pydantic import JsonValue
 
     from tether.activities.governance import (
         ApprovalContext,
         CloseApprovalInput,
+        ConfirmHaltInput,
         GovernanceActivities,
         PrepareApprovalInput,
-        approval_event,
     )
     from tether.activities.messages import ApprovalMessageInput, MessageActivities
     from tether.activities.payloads import StepRef
     from tether.activities.tools import ToolSpec
-    from tether.errors import ApprovalError, ErrorType
+    from tether.errors import ErrorType
     from tether.governance.approvals import (
         ApprovalDecision,
         ApprovalOutcome,
         ApprovalStatus,
         HaltRequest,
         PendingApproval,
-        check_approval,
-        check_binding,
-        check_edits,
     )
-    from tether.governance.presentation import key_values
-    from tether.governance.signing import signer_of, verify_decision
     from tether.governance.types import Decision
-    from tether.verification.events import LedgerEvent, digest
+    from tether.workflows.approval_intake import ApprovalIntake
+    from tether.workflows.approval_requests import (
+        approval_request,
+        presentation,
+        settle,
+    )
     from tether.workflows.errors import ActionHalted, ActionRejected
 
 HALTED_PATCH = "halted-outcome"
 """Runs since this patch record a kill switch's halt as its own outcome, not a rejection."""
+HALT_PROOF_PATCH = "halt-proof"
+"""Runs since this patch count a halt only when an engaged kill switch covers the step."""
 LOCAL = timedelta(seconds=30)
 DEFAULT_APPROVAL_TIMEOUT = timedelta(hours=24)
 MESSAGE_RETRY = RetryPolicy(
@@ -77,7 +88,7 @@ MESSAGE_RETRY = RetryPolicy(
 """Approval messages retry until their activity gives up on a channel (its budget)."""
 
 
-class ApprovalsMixin:
+class ApprovalsMixin(ApprovalIntake):
     """Approval state and handlers; `AgentWorkflow` calls `_init_approvals` first."""
 
     _step: int
@@ -94,10 +105,15 @@ class ApprovalsMixin:
         self._grants: list[ApprovalDecision] = []
         self._rejection: ApprovalDecision | None = None
         self._halt: HaltRequest | None = None
+        self._closed: dict[str, str] = {}
+        self._halt_claims: list[HaltRequest] = []
+        """`halt` signals not yet checked against the kill switches (`halt-proof`)."""
+        self._halt_scope: tuple[StepRef, str, str] | None = None
+        """The step (ref, action, resource) whose wait a halt would end, while it waits."""
         self._paused = False
         self._editing: ToolSpec | None = None
         """The tool whose request is open, when an approver may edit its arguments."""
-        self._closed: tuple[str, str] = ("", "")
+        self._last_step: tuple[str, str] = ("", "")
         """Action and resource of the last request, for refusals recorded after it closed."""
 
     # -- the wait ------------------------------------------------------------------------
@@ -124,14 +140,33 @@ class ApprovalsMixin:
             await self._await_approval_v1(ref, action, resource, args_json, summary, decision)
             return []
         self._v2 = True
-        self._closed = (action, resource)
+        self._last_step = (action, resource)
+        self._halt_scope = (ref, action, resource)
+        try:
+            return await self._await_stages(
+                ref, action, resource, args_json, summary, decision, spec, edit_of
+            )
+        finally:
+            self._halt_scope = None
+
+    async def _await_stages(
+        self,
+        ref: StepRef,
+        action: str,
+        resource: str,
+        args_json: dict[str, JsonValue],
+        summary: str,
+        decision: Decision,
+        spec: ToolSpec | None,
+        edit_of: str,
+    ) -> list[ApprovalDecision]:
         context = await self._prepare(ref, action, resource, decision)
         self._trusted = context.trusted_keys
-        first = _request(ref, action, resource, args_json, summary, decision).model_copy(
+        first = approval_request(ref, action, resource, args_json, summary, decision).model_copy(
             update={"requested_at": workflow.now()}
         )
         if spec is not None:
-            first = first.model_copy(update=_presentation(spec, args_json, editable=not edit_of))
+            first = first.model_copy(update=presentation(spec, args_json, editable=not edit_of))
         if edit_of:
             first = first.model_copy(update={"request_id": edit_of + "-e", "edit_of": edit_of})
         self._editing = spec if spec is not None and spec.editable and not edit_of else None
@@ -162,17 +197,16 @@ class ApprovalsMixin:
                     retry_policy=MESSAGE_RETRY,
                 )
             quorum = pending.quorum
-            with contextlib.suppress(TimeoutError):
-                await workflow.wait_condition(
-                    lambda: (
-                        self._halt is not None
-                        or self._rejection is not None
-                        or len(self._grants) >= quorum  # noqa: B023 (awaited right here)
-                    ),
-                    timeout=timeout,
-                )
+            await self._wait(
+                lambda: (
+                    self._halt is not None
+                    or self._rejection is not None
+                    or len(self._grants) >= quorum  # noqa: B023 (awaited right here)
+                ),
+                timeout,
+            )
             if messages is not None:
-                _settle(messages)
+                settle(messages)
             last = index == len(context.stages) - 1
             status, approver, comment = self._verdict(pending.quorum, last)
             closing = CloseApprovalInput(
@@ -183,6 +217,7 @@ class ApprovalsMixin:
                 closing,
                 start_to_close_timeout=LOCAL,
             )
+            self._closed[closing.pending.request_id] = f"{status.value} by {approver!r}"
             self._pending = None
             if status is ApprovalStatus.APPROVED:
                 return list(self._grants)
@@ -239,11 +274,9 @@ class ApprovalsMixin:
                 self._paused = False
                 return context
             self._paused = True
-            with contextlib.suppress(TimeoutError):
-                await workflow.wait_condition(
-                    lambda: self._halt is not None,
-                    timeout=timedelta(seconds=context.pause_seconds),
-                )
+            await self._wait(
+                lambda: self._halt is not None, timedelta(seconds=context.pause_seconds)
+            )
             if self._halt is not None:
                 self._paused = False
                 if workflow.patched(HALTED_PATCH):
@@ -260,121 +293,6 @@ class ApprovalsMixin:
                 )
 
     # -- handlers ------------------------------------------------------------------------
-
-    def _admit(self, raw: JsonValue) -> tuple[ApprovalDecision | None, str]:
-        """The decision and "" when it counts; otherwise why it is refused."""
-        try:
-            decision = ApprovalDecision.model_validate(raw)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "payload"
-            return None, (
-                f"malformed approval decision: {where}: {first['msg']}; send request_id, "
-                "approver and approve through the approving service"
-            )
-        pending = self._pending
-        if pending is None:
-            return decision, (
-                f"workflow {workflow.info().workflow_id!r} has no open approval request "
-                f"{decision.request_id!r}; a decision is used once — list open requests with "
-                "'tether approvals list'"
-            )
-        if decision.nonce and decision.nonce in self._nonces:
-            return decision, (
-                f"the signed decision by {decision.approver!r} (nonce {decision.nonce!r}) was "
-                "already used; each decision is consumed once"
-            )
-        try:
-            check_approval(pending, decision, workflow.now())
-            problem = verify_decision(decision, self._trusted)
-            if problem:
-                raise ApprovalError(problem)
-            check_binding(pending, decision)
-            check_edits(pending, decision)
-        except ApprovalError as exc:
-            return decision, str(exc)
-        if decision.edits:
-            return decision, self._check_edited(pending, decision)
-        return decision, ""
-
-    def _check_edited(self, pending: PendingApproval, decision: ApprovalDecision) -> str:
-        """ "" when the edited arguments are valid and are what the decision signed."""
-        spec = self._editing
-        if spec is None:
-            return f"request {pending.request_id!r} takes no edits; approve as asked or reject"
-        try:
-            edited = spec.args_type.model_validate({**pending.args, **decision.edits})
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "arguments"
-            return f"the edited arguments are not valid: {where}: {first['msg']}; edit again"
-        edited_json: dict[str, JsonValue] = edited.model_dump(mode="json")
-        if digest(edited_json) != decision.edited_digest:
-            return (
-                f"the edit by {decision.approver!r} signs digest {decision.edited_digest!r}, "
-                f"but the edited arguments are {digest(edited_json)!r}; edit again"
-            )
-        return ""
-
-    def _accept(self, decision: ApprovalDecision) -> ApprovalOutcome:
-        self._nonces.add(decision.nonce)
-        pending = self._pending
-        assert pending is not None  # _admit checked it
-        if decision.approve:
-            self._grants.append(decision)
-            self._pending = pending.model_copy(
-                update={"approved_by": [*pending.approved_by, decision.approver]}
-            )
-            done = len(self._grants) >= pending.quorum
-            status = ApprovalStatus.APPROVED if done else ApprovalStatus.PENDING
-        else:
-            self._rejection = decision
-            status = ApprovalStatus.REJECTED
-        return ApprovalOutcome(
-            request_id=decision.request_id,
-            status=status,
-            approver=decision.approver,
-            comment=decision.comment,
-        )
-
-    async def _record_refusal(
-        self, decision: ApprovalDecision | None, raw: JsonValue, why: str, via: str
-    ) -> None:
-        claimed = decision.approver if decision else _field(raw, "approver") or "unknown"
-        signed_by = signer_of(decision, self._trusted) if decision else ""
-        # Filed under the claimed name only when a trusted key vouches for it.
-        actor = claimed if signed_by else "unverified"
-        request_id = decision.request_id if decision else _field(raw, "request_id")
-        detail: dict[str, JsonValue] = {
-            "request_id": request_id,
-            "why": why,
-            "via": via,
-            "claimed_by": claimed,
-            "signed_by": signed_by,
-        }
-        suffix = f".{workflow.uuid4()}"
-        if self._pending is not None:
-            event = approval_event(
-                self._pending, "approval.refused", "refused", actor, detail, key_suffix=suffix
-            )
-        else:
-            info = workflow.info()
-            event = LedgerEvent(
-                idempotency_key=f"{info.workflow_id}:{info.run_id}:approval.refused{suffix}",
-                kind="approval.refused",
-                workflow_id=info.workflow_id,
-                run_id=info.run_id,
-                step=self._step,
-                agent=self._agent,
-                action=self._closed[0],
-                resource=self._closed[1],
-                actor=actor,
-                outcome="refused",
-                payload=detail,
-            )
-        await workflow.execute_local_activity_method(
-            GovernanceActivities.record_event, event, start_to_close_timeout=LOCAL
-        )
 
     @workflow.update(name="decide")
     async def decide(self, raw: JsonValue) -> ApprovalOutcome:
@@ -406,166 +324,48 @@ class ApprovalsMixin:
 
     @workflow.signal(name="halt")
     def halt(self, request: HaltRequest) -> None:
-        self._halt = request
-
-    # -- the first version, kept so workflows started before it replay -------------------
-
-    async def _await_approval_v1(
-        self,
-        ref: StepRef,
-        action: str,
-        resource: str,
-        args_json: dict[str, JsonValue],
-        summary: str,
-        decision: Decision,
-    ) -> None:
-        timeout = timedelta(seconds=decision.timeout_seconds or 86400)
-        pending = _request(ref, action, resource, args_json, summary, decision).model_copy(
-            update={"deadline": workflow.now() + timeout}
-        )
-        self._pending, self._decision = pending, None
-        await workflow.execute_local_activity_method(
-            GovernanceActivities.open_approval, pending, start_to_close_timeout=LOCAL
-        )
-        expired = False
-        while self._decision is None and not expired:
-            remaining = (pending.deadline or workflow.now()) - workflow.now()
-            try:
-                await workflow.wait_condition(
-                    lambda: self._decision is not None or bool(self._refused),
-                    timeout=max(remaining, timedelta(seconds=1)),
-                )
-            except TimeoutError:
-                expired = self._decision is None
-            await self._record_refused_v1(pending)
-        decided = self._decision
-        if decided is None:
-            status, approver, comment = ApprovalStatus.EXPIRED, "deadline", "deadline passed"
+        if workflow.patched(HALT_PROOF_PATCH):
+            self._halt_claims.append(request)  # the waiting step checks it (`_wait`)
         else:
-            status = ApprovalStatus.APPROVED if decided.approve else ApprovalStatus.REJECTED
-            approver, comment = decided.approver, decided.comment
-        self._pending = pending.model_copy(update={"status": status})
-        await workflow.execute_local_activity_method(
-            GovernanceActivities.close_approval,
-            CloseApprovalInput(pending=pending, status=status, approver=approver, comment=comment),
+            self._halt = request
+
+    async def _wait(self, done: Callable[[], bool], longest: timedelta) -> None:
+        """Wait until `done()` or `longest` passed; a halt claim that arrives meanwhile is checked
+        here, by the step itself (never in the signal handler, so replay sees the same
+        commands in the same order), and the wait goes on when no switch backs it."""
+        deadline = workflow.now() + longest
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(
+                    lambda: done() or bool(self._halt_claims),
+                    timeout=deadline - workflow.now(),
+                )
+            if done() or not self._halt_claims:
+                return
+            while self._halt_claims and self._halt is None:
+                self._halt = await self._confirm_halt(self._halt_claims.pop(0))
+            self._halt_claims.clear()
+            if done() or workflow.now() >= deadline:
+                return
+
+    async def _confirm_halt(self, claim: HaltRequest) -> HaltRequest | None:
+        """The halt an engaged kill switch proves for the waiting step, else None (the
+        activity records the refused claim as `halt.refused`)."""
+        scope = self._halt_scope
+        info = workflow.info()
+        confirmed: HaltRequest | None = await workflow.execute_local_activity_method(
+            GovernanceActivities.confirm_halt,
+            ConfirmHaltInput(
+                ref=scope[0] if scope else None,
+                action=scope[1] if scope else "",
+                resource=scope[2] if scope else "",
+                claim=claim,
+                workflow_id=info.workflow_id,
+                run_id=info.run_id,
+                step=self._step,
+                agent=self._agent,
+                request_id=self._pending.request_id if self._pending else "",
+            ),
             start_to_close_timeout=LOCAL,
         )
-        self._pending = None
-        if status is not ApprovalStatus.APPROVED:
-            raise ActionRejected(
-                f"{action!r} on {resource!r} was not approved: {status.value}"
-                + (f" by {approver!r}" if decided else "")
-                + (f" ({comment})" if comment else ""),
-                comment,
-            )
-
-    async def _record_refused_v1(self, pending: PendingApproval) -> None:
-        while self._refused:
-            attempt, why = self._refused.pop(0)
-            await workflow.execute_local_activity_method(
-                GovernanceActivities.record_event,
-                approval_event(
-                    pending,
-                    "approval.refused",
-                    "refused",
-                    attempt.approver,
-                    {"request_id": attempt.request_id, "why": why, "via": "signal"},
-                    key_suffix=f".{workflow.uuid4()}",
-                ),
-                start_to_close_timeout=LOCAL,
-            )
-
-    def _check_v1(self, decision: ApprovalDecision) -> None:
-        if self._pending is None or self._decision is not None:
-            raise ApprovalError(
-                f"workflow {workflow.info().workflow_id!r} has no open approval request "
-                f"{decision.request_id!r}; list open requests with 'tether approvals list'"
-            )
-        check_approval(self._pending, decision, workflow.now())
-
-    def _decide_v1(self, decision: ApprovalDecision) -> ApprovalOutcome:
-        self._decision = decision
-        status = ApprovalStatus.APPROVED if decision.approve else ApprovalStatus.REJECTED
-        return ApprovalOutcome(
-            request_id=decision.request_id,
-            status=status,
-            approver=decision.approver,
-            comment=decision.comment,
-        )
-
-    def _signal_v1(self, raw: JsonValue) -> None:
-        try:
-            decision = ApprovalDecision.model_validate(raw)
-        except ValidationError:
-            return
-        try:
-            self._check_v1(decision)
-        except ApprovalError as exc:
-            self._refused.append((decision, str(exc)))
-            return
-        self._decision = decision
-
-
-def _settle(messages: workflow.ActivityHandle[object]) -> None:
-    """Stop sending a decided request's messages. Their outcome never fails the run (the
-    activity records each delivery and failure in the ledger itself), so nothing waits
-    for the cancellation; the callback only retrieves how it ended."""
-    messages.add_done_callback(_retrieved)
-    if not messages.done():
-        messages.cancel()
-
-
-def _retrieved(task: asyncio.Future[object]) -> None:
-    if not task.cancelled() and isinstance(task.exception(), ActivityError):
-        workflow.logger.debug("approval messages ended early: %s", task.exception())
-
-
-def request_id_of(ref: StepRef) -> str:
-    """The id of the approval request a step opens first."""
-    return "apr-" + digest(ref.key("approval"))[7:19]
-
-
-def _request(
-    ref: StepRef,
-    action: str,
-    resource: str,
-    args_json: dict[str, JsonValue],
-    summary: str,
-    decision: Decision,
-) -> PendingApproval:
-    """The approval request of one step, asking the decision's approver role."""
-    return PendingApproval(
-        request_id=request_id_of(ref),
-        workflow_id=ref.workflow_id,
-        run_id=ref.run_id,
-        step=ref.step,
-        agent=ref.agent,
-        action=action,
-        resource=resource,
-        args_summary=summary[:500],
-        args_digest=digest(args_json),
-        reason=decision.reason,
-        rule=decision.rule,
-        policy_version=decision.policy_version,
-        requested_by=ref.started_by,
-        approver_role=decision.approver_role or "",
-        approvers=decision.approvers,
-    )
-
-
-def _presentation(
-    spec: ToolSpec, args_json: dict[str, JsonValue], *, editable: bool
-) -> dict[str, object]:
-    """What a person reads about a tool's request: title, key fields, editable args."""
-    return {
-        "tool": spec.name,
-        "title": spec.title_of(args_json),
-        "key_fields": dict(key_values(spec.key_fields, args_json)),
-        "editable": list(spec.editable) if editable else [],
-        "args": dict(args_json) if editable and spec.editable else {},
-    }
-
-
-def _field(raw: JsonValue, name: str) -> str:
-    value = raw.get(name) if isinstance(raw, dict) else None
-    return value if isinstance(value, str) else ""
+        return confirmed

@@ -45,7 +45,7 @@ with workflow.unsafe.imports_passed_through():
     from tether.governance.approvals import ApprovalDecision
     from tether.governance.types import Decision, Tier
     from tether.verification.events import canonical_json
-    from tether.workflows.approvals import request_id_of
+    from tether.workflows.approval_requests import request_id_of
     from tether.workflows.errors import ActionDenied, BudgetExceeded
     from tether.workflows.outage import DEFAULT_OUTAGE_BUDGET_SECONDS, OutageWaits
 

@@ -12,6 +12,10 @@ from typing import Annotated
 import typer
 
 from tether.cli.common import _run, _settings, _stores, emit_table, err, friendly, out
+from tether.core.config import Settings
+from tether.errors import ConnectError
+from tether.governance.store import ApprovalStore
+from tether.verification.ledger import Ledger
 
 approvals_app = typer.Typer(help="Decide pending approval requests.", no_args_is_help=True)
 
@@ -21,8 +25,10 @@ approvals_app = typer.Typer(help="Decide pending approval requests.", no_args_is
 def approvals_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """List open approval requests."""
-    _, store = _stores(_settings())
+    """List open approval requests (closing those whose run has ended)."""
+    settings = _settings()
+    ledger, store = _stores(settings)
+    _run(_close_ended(settings, store, ledger))
     pending = store.list()
     if as_json:
         out.print_json(data=[p.model_dump(mode="json") for p in pending])
@@ -56,6 +62,18 @@ def approvals_list(
         ],
         ids=("id", "workflow"),
     )
+
+
+async def _close_ended(settings: Settings, store: ApprovalStore, ledger: Ledger) -> None:
+    from tether.runtime.client import connect
+    from tether.runtime.sweep import close_ended
+
+    try:
+        client = await connect(settings)
+    except ConnectError:  # no Temporal here: the index is still worth reading
+        return
+    for closed in await close_ended(client, store, ledger):
+        err.print(f"{closed.request_id}: closed, its run {closed.workflow_id!r} has ended")
 
 
 def _decide(request_id: str, as_user: str, approve: bool, comment: str) -> None:

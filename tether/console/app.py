@@ -49,6 +49,7 @@ from tether.core.db import make_engine
 from tether.governance.approvals import ApprovalStatus
 from tether.governance.feed import FeedStore
 from tether.governance.kill import KillSwitches
+from tether.governance.names import identity_key
 from tether.governance.policy import PolicyEngine
 from tether.governance.reload import configured_engine
 from tether.governance.store import ApprovalStore
@@ -149,6 +150,7 @@ class ConsoleState:
         return self.open_sessions.is_open(session.sid, session.person, credential)
 
     def viewer(self, person: str, session: Session) -> Viewer:
+        person = identity_key(person)  # `User:Bob` signs in as `user:bob` (governance.names)
         engine = self.policy()
         roles = sorted({role for p, role in engine.document.approver_roles if p == person})
         auditors = self.settings.console_auditor_roles

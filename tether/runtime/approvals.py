@@ -10,6 +10,7 @@ it (the run has ended).
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from datetime import UTC, datetime
 
@@ -20,10 +21,12 @@ from temporalio.service import RPCError
 
 from tether.activities.governance import approval_event
 from tether.core.config import Settings
-from tether.errors import ApprovalError
-from tether.governance.approvals import ApprovalDecision, ApprovalOutcome
+from tether.errors import ApprovalError, InvalidNameError
+from tether.governance.approvals import ApprovalDecision, ApprovalOutcome, ApprovalStatus
+from tether.governance.names import canonical_identity
 from tether.governance.signing import public_hex, sign_decision
 from tether.governance.store import ApprovalStore
+from tether.runtime.sweep import close_one, run_status
 from tether.verification.checkpoint import load_or_create_key
 from tether.verification.events import digest
 from tether.verification.ledger import Ledger
@@ -58,6 +61,10 @@ async def decide_request(
     `edits` (approve only) changes arguments the tool marks editable; the signed decision
     binds the digest of the edited arguments, and the workflow decides them anew.
     """
+    try:  # `user:Bob` is `user:bob`: one person, one name (`governance.names`)
+        approver = canonical_identity(approver, "approver")
+    except InvalidNameError as exc:
+        raise ApprovalError(f"{exc}; decide as e.g. --as user:alice") from None
     pending = store.get(request_id)
     edited = digest({**pending.args, **edits}) if edits else ""
     decision = sign_decision(
@@ -83,9 +90,15 @@ async def decide_request(
         cause = exc.cause
         raise ApprovalError(str(getattr(cause, "message", cause))) from None
     except RPCError as exc:
+        status = pending.status.value
+        with contextlib.suppress(RPCError):
+            ended = await run_status(client, pending)
+            if ended != "RUNNING" and pending.status is ApprovalStatus.PENDING:
+                close_one(store, ledger, pending, ended)  # its run will never decide it
+                status = ApprovalStatus.CLOSED.value
         why = (
             f"workflow {pending.workflow_id!r} no longer accepts decisions ({exc.message}); "
-            f"request {request_id!r} is {pending.status.value}"
+            f"request {request_id!r} is {status}"
         )
     ledger.append(
         approval_event(

@@ -15,6 +15,7 @@ from temporalio.service import RPCError
 
 from tether.core.config import Settings
 from tether.errors import ConnectError, TetherError
+from tether.governance.names import canonical_identity
 from tether.runtime.app import App
 from tether.runtime.codec import payload_codec
 from tether.runtime.plugin import TetherPlugin
@@ -54,6 +55,9 @@ async def start_task(
 ) -> WorkflowHandle[Any, T]:
     """Start a governed workflow, recording the human who started it and its tenant;
     `arg` None starts a workflow whose `run` takes no input."""
+    # The requester is named one way (`user:Bob` is `user:bob`), so separation of duties
+    # compares one spelling; a name with whitespace or control characters is refused.
+    started_by = canonical_identity(started_by, "started_by")
     if not tenant.strip():
         raise TetherError(f"tenant {tenant!r} is empty; name one, e.g. 'acme', or leave it out")
     args = [] if arg is None else [arg]
