@@ -258,7 +258,8 @@ async def test_a_refusal_after_the_request_closed_names_the_step(
     grant = _signed(pending, "user:alice", key)
     await handle.execute_update("decide", grant, result_type=ApprovalOutcome)
     await _events(app, handle.id, "tool.executed", 1)
-    assert "no open approval request" in await _refused(handle, grant)
+    # Since `decided-once`, a decision arriving after its request closed is told so.
+    assert "already decided (approved by 'user:alice')" in await _refused(handle, grant)
     await handle.signal("approve", {"approver": "user:dave", "approve": True})
     late = await _events(app, handle.id, "approval.refused", 2)
     assert {(e.action, e.resource) for e in late} == {("payments.pay", "vendor/globex")}

@@ -38,6 +38,7 @@ from tether.runtime.codec import (
 )
 from tether.runtime.plugin import data_converter
 from tether.runtime.replay import replay_history, replay_workflow
+from tether.verification.checkpoint import load_or_create_key
 from tether.verification.ledger import Ledger
 from tether.worker import Runtime, build_worker
 
@@ -191,12 +192,14 @@ async def test_replay_export_and_verify_bundle_work_on_a_sealed_history(
         TETHER_DATABASE_URL="sqlite:////nonexistent/x.db",
         TETHER_TEMPORAL_ADDRESS="127.0.0.1:1",
     )
-    verified = await _cli(offline, tmp_path, "verify-bundle", str(bundle))
+    # The auditor pins the checkpoint key that signed the bundle (docs/auditing.md).
+    pin = load_or_create_key(tmp_path / "keys" / "cp.pem").public_key().public_bytes_raw().hex()
+    verified = await _cli(offline, tmp_path, "verify-bundle", str(bundle), "--trust-key", pin)
     assert verified.returncode == 0, verified.stderr
     assert "bundle intact" in verified.stdout and "reproduces" in verified.stdout
     # Without the keys: one line saying what to do.
     keyless = {**offline, "TETHER_PAYLOAD_CODEC": "false"}
-    refused = await _cli(keyless, tmp_path, "verify-bundle", str(bundle))
+    refused = await _cli(keyless, tmp_path, "verify-bundle", str(bundle), "--trust-key", pin)
     assert refused.returncode == 2
     assert "is sealed; turn payload_codec on" in refused.stderr
 
